@@ -1,0 +1,49 @@
+"""Shared test fixtures: paths to the repo, the shared reference data, and a CLI runner."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(REPO), "shared")
+NAMES = os.path.join(SHARED, "data", "names.txt")
+REFERENCE = os.path.join(SHARED, "reference", "reference_run_seed42.json")
+
+
+@pytest.fixture
+def names_path():
+    if not os.path.exists(NAMES):
+        pytest.skip(f"reference data not found at {NAMES} (the ../shared folder beside the repo)")
+    return NAMES
+
+
+@pytest.fixture
+def reference():
+    if not os.path.exists(REFERENCE) or not os.path.exists(NAMES):
+        pytest.skip(f"reference run not found at {REFERENCE} (the ../shared folder beside the repo)")
+    with open(REFERENCE) as f:
+        return json.load(f)
+
+
+def run_cli(*args, cwd=None, timeout=600):
+    """Run `python -m microgpt ARGS` in a subprocess; returns the CompletedProcess."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "microgpt", *map(str, args)], cwd=cwd or REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def parse_run(stdout: str) -> dict:
+    """Header counts, per-step losses and samples from a training run's printed output."""
+    out = {"losses": [], "samples": []}
+    for line in stdout.splitlines():
+        if line.startswith(("num docs:", "vocab size:", "num params:")):
+            key, value = line.split(":")
+            out[key.strip().replace(" ", "_")] = int(value)
+        elif line.startswith("step ") and "| loss " in line:
+            out["losses"].append(float(line.split("| loss ")[1]))
+        elif line.startswith("sample "):
+            out["samples"].append(line.split(": ", 1)[1] if ": " in line else "")
+    return out

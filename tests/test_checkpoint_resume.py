@@ -1,0 +1,128 @@
+"""Checkpoint round trip, the safetensors layout, and resume == an uninterrupted run."""
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, parse_run, run_cli
+from microgpt import checkpoint
+from microgpt.config import TrainConfig
+from microgpt.train import train
+
+DOCS = "\n".join(["anna", "bob", "carla", "dmitri", "eve", "frances", "gus", "hana", "ivo", "jo"]) + "\n"
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    p = tmp_path / "docs.txt"
+    p.write_text(DOCS)
+    return str(p)
+
+
+def quick(steps=12, **kw):
+    return TrainConfig(steps=steps, samples=3, save_every=4, **kw)
+
+
+def model(**kw):
+    return {"n_layer": 1, "n_embd": 8, "n_head": 2, "block_size": 8, **kw}
+
+
+def read_metrics(out_dir):
+    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_checkpoint_round_trip(tmp_path, data_file):
+    out = str(tmp_path / "run")
+    train(model(), quick(steps=3), data_file, out)
+    ck = checkpoint.load(out)
+    assert ck.step == 3 and ck.model.n_embd == 8 and ck.train.steps == 3
+    checkpoint.save(str(tmp_path / "copy"), ck)
+    again = checkpoint.load(str(tmp_path / "copy"))
+    for name, t in ck.params.items():
+        assert again.params[name] == t
+        assert again.adam_m[name] == ck.adam_m[name] and again.adam_v[name] == ck.adam_v[name]
+    assert again.rng_state == ck.rng_state and again.chars == ck.chars
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+
+
+def test_checkpoint_is_plain_safetensors(tmp_path, data_file):
+    """Read the file with an independent parser of the published layout: u64 header length, JSON, bytes."""
+    out = str(tmp_path / "run")
+    train(model(), quick(steps=2), data_file, out)
+    raw = open(checkpoint.path_in(out), "rb").read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    assert json.loads(header["__metadata__"]["microgpt"])["step"] == 2
+    wte = header["wte"]
+    assert wte["dtype"] == "F64" and wte["shape"] == [len(set(DOCS) - {"\n"}) + 1, 8]
+    begin, end = wte["data_offsets"]
+    first = struct.unpack("<d", raw[8 + n + begin: 8 + n + begin + 8])[0]
+    assert first == checkpoint.load(out).params["wte"].to_floats()[0]
+    assert {"adam.m.wte", "adam.v.wte", "layer0.mlp_fc2"} <= set(header)
+
+
+@pytest.mark.parametrize("stop", [1, 5, 8, 11])
+def test_resume_equals_uninterrupted(tmp_path, data_file, stop):
+    whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
+    full = train(model(), quick(), data_file, whole)
+    first = train(model(), quick(), data_file, parts, stop_after=stop)
+    assert first["status"] == "interrupted"
+    second = train(model(), quick(), None, parts, resume=True)
+    assert second["samples"] == full["samples"]
+    losses = lambda d: [(m["step"], m["loss"], m["lr"]) for m in read_metrics(d) if "loss" in m]
+    assert losses(parts) == losses(whole)
+    a, b = checkpoint.load(whole), checkpoint.load(parts)
+    assert a.params == b.params and a.adam_m == b.adam_m and a.rng_state == b.rng_state
+
+
+def test_resume_keeps_validation_metrics(tmp_path, data_file):
+    whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
+    cfg = quick(val_docs=3, eval_every=3)
+    train(model(), cfg, data_file, whole)
+    train(model(), cfg, data_file, parts, stop_after=7)
+    train(model(), cfg, data_file, parts, resume=True)
+    strip = lambda d: [{k: v for k, v in m.items() if k != "dt"} for m in read_metrics(d)]
+    assert strip(parts) == strip(whole)
+    assert [m["step"] for m in strip(whole) if "val_loss" in m] == [3, 6, 9, 12]
+
+
+def test_ctrl_c_saves_and_resume_finishes_the_same(tmp_path, data_file):
+    """A real SIGINT to a running `microgpt train`: exit 130 with a checkpoint, then --resume."""
+    whole = run_cli("train", "--data", data_file, "--steps", 60, "--n-embd", 8, "--n-head", 2,
+                    "--samples", 5, "--out", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.Popen([sys.executable, "-m", "microgpt", "train", "--data", data_file, "--steps", "60",
+                             "--n-embd", "8", "--n-head", "2", "--samples", "5", "--out", str(tmp_path / "cut")],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("step    3 /"):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in rest
+    stopped_at = checkpoint.load(str(tmp_path / "cut")).step
+    assert 3 <= stopped_at < 60
+    resumed = run_cli("train", "--out", tmp_path / "cut", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert parse_run(resumed.stdout)["samples"] == parse_run(whole.stdout)["samples"]
+    assert checkpoint.load(str(tmp_path / "cut")).params == checkpoint.load(str(tmp_path / "whole")).params
+
+
+def test_sample_command_repeats_training_samples(tmp_path, data_file):
+    out = run_cli("train", "--data", data_file, "--steps", 5, "--samples", 4, "--out", tmp_path / "r")
+    assert out.returncode == 0, out.stderr
+    again = run_cli("sample", "--out", tmp_path / "r", "--num", 4)
+    assert parse_run(again.stdout)["samples"] == parse_run(out.stdout)["samples"]
+    seeded = [run_cli("sample", "--out", tmp_path / "r", "--seed", 9, "--num", 6, "--top-k", 3, "--prompt", "a")
+              for _ in range(2)]
+    assert seeded[0].stdout == seeded[1].stdout
+    assert all(s.startswith("a") for s in parse_run(seeded[0].stdout)["samples"])
