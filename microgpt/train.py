@@ -117,6 +117,7 @@ def train(model_overrides: dict, tcfg: TrainConfig, data_path: str | None, out_d
         raise UsageError(f"{out_dir} already holds a checkpoint; pass --resume to continue it, "
                          f"or choose another --out")
     validate(model_overrides, tcfg)
+    Engine = engines.get(tcfg.engine)  # before any work: an unavailable engine is the first error
 
     text = read_text(data_path)
     if ck is not None and fingerprint(text) != ck.data["sha256"]:
@@ -142,7 +143,7 @@ def train(model_overrides: dict, tcfg: TrainConfig, data_path: str | None, out_d
         params, start = ck.params, ck.step
         rng.setstate(_rng_from_json(ck.rng_state))
     print(f"num params: {num_params(model_cfg)}", flush=True)
-    engine = engines.get(tcfg.engine)(model_cfg, tcfg, params)
+    engine = Engine(model_cfg, tcfg, params)
     if ck is not None and ck.adam_m:
         engine.load_adam(ck.adam_m, ck.adam_v)
 
