@@ -134,7 +134,8 @@ def run(args) -> int:
             raise UsageError(f"--docs {args.docs} is more than the {len(state.docs)} documents in the data")
         seqs = [state.encode(d) for d in state.docs[:args.docs]]
         ok &= check_config(label, state, seqs, names, args.fd_entries, args.h, rng)
-    print("check passed: every gradient within tolerance" if ok else "check FAILED: errors above the tolerance, in the rows marked FAIL above")
+    print("check passed: every gradient within tolerance" if ok else
+          "check FAILED: errors above the tolerance, in the rows marked FAIL above")
     return 0 if ok else 1
 
 

@@ -119,26 +119,31 @@ class FloatGPT:
         w, n_head = self.w, self.cfg.n_head
         head_dim = self.cfg.n_embd // n_head
         at = Position(token_id, pos_id)
+
+        def norm(x, li=None):  # rmsnorm, showing its mean square and scale
+            y, ms, scale = rmsnorm(x)
+            at.emit("ms", "sum(xi * xi for xi in x) / len(x)", ms, li)
+            at.emit("scale", "(ms + 1e-5) ** -0.5", scale, li)
+            return at.emit("x", "rmsnorm(x)", y, li), scale
+
+        def lin(name, x, x_name, weight, li, note=""):  # linear, named as atomic.py writes it
+            return at.emit(name, f"linear({x_name}, state_dict['{weight}']){note}", linear(x, w[weight]), li)
+
         tok_emb = at.emit("tok_emb", "state_dict['wte'][token_id]", w["wte"][token_id])
         pos_emb = at.emit("pos_emb", "state_dict['wpe'][pos_id]", w["wpe"][pos_id])
         x = at.emit("x", "[t + p for t, p in zip(tok_emb, pos_emb)]", [t + p for t, p in zip(tok_emb, pos_emb)])
         at.saved["x_embed"] = x
-        x, ms, scale = rmsnorm(x)
-        at.emit("ms", "sum(xi * xi for xi in x) / len(x)", ms)
-        at.saved["scale_embed"] = at.emit("scale", "(ms + 1e-5) ** -0.5", scale)
-        x = at.emit("x", "rmsnorm(x)", x)
+        x, at.saved["scale_embed"] = norm(x)
 
         for li in range(self.cfg.n_layer):
-            s = at.saved[li] = {}
+            s = at.saved[li] = {}  # what the backward pass needs from this layer
             # Attention: each head mixes the values of all positions so far, weighted by q.k.
             x_residual = s["x_in"] = at.emit("x_residual", "x", x, li)
-            x, ms, s["scale_attn"] = rmsnorm(x)
-            at.emit("ms", "sum(xi * xi for xi in x) / len(x)", ms, li)
-            at.emit("scale", "(ms + 1e-5) ** -0.5", s["scale_attn"], li)
-            s["x_norm_attn"] = x = at.emit("x", "rmsnorm(x)", x, li)
-            s["q"] = q = at.emit("q", f"linear(x, state_dict['layer{li}.attn_wq'])", linear(x, w[f"layer{li}.attn_wq"]), li)
-            k = at.emit("k", f"linear(x, state_dict['layer{li}.attn_wk'])", linear(x, w[f"layer{li}.attn_wk"]), li)
-            v = at.emit("v", f"linear(x, state_dict['layer{li}.attn_wv'])", linear(x, w[f"layer{li}.attn_wv"]), li)
+            x, s["scale_attn"] = norm(x, li)
+            s["x_norm_attn"] = x
+            q = s["q"] = lin("q", x, "x", f"layer{li}.attn_wq", li)
+            k = lin("k", x, "x", f"layer{li}.attn_wk", li)
+            v = lin("v", x, "x", f"layer{li}.attn_wv", li)
             keys[li].append(k)
             values[li].append(v)
             at.emit("keys", f"keys[{li}] after keys[{li}].append(k)", [list(ki) for ki in keys[li]], li)
@@ -148,8 +153,10 @@ class FloatGPT:
             for h in range(n_head):
                 hs = h * head_dim
                 q_h = at.emit("q_h", "q[hs:hs + head_dim]", q[hs:hs + head_dim], li, h)
-                k_h = at.emit("k_h", "[ki[hs:hs + head_dim] for ki in keys[li]]", [ki[hs:hs + head_dim] for ki in keys[li]], li, h)
-                v_h = at.emit("v_h", "[vi[hs:hs + head_dim] for vi in values[li]]", [vi[hs:hs + head_dim] for vi in values[li]], li, h)
+                k_h = at.emit("k_h", "[ki[hs:hs + head_dim] for ki in keys[li]]",
+                              [ki[hs:hs + head_dim] for ki in keys[li]], li, h)
+                v_h = at.emit("v_h", "[vi[hs:hs + head_dim] for vi in values[li]]",
+                              [vi[hs:hs + head_dim] for vi in values[li]], li, h)
                 attn_logits = at.emit("attn_logits", "[q_h . k_h[t] / head_dim ** 0.5 for t]",
                                       [sum(q_h[j] * k_h[t][j] for j in range(head_dim)) * (head_dim ** 0.5) ** -1
                                        for t in range(len(k_h))], li, h)
@@ -161,22 +168,19 @@ class FloatGPT:
                                    li, h)
                 x_attn.extend(head_out)
             s["x_attn"] = at.emit("x_attn", "the heads' outputs, side by side", x_attn, li)
-            x = at.emit("x", f"linear(x_attn, state_dict['layer{li}.attn_wo'])", linear(x_attn, w[f"layer{li}.attn_wo"]), li)
+            x = lin("x", x_attn, "x_attn", f"layer{li}.attn_wo", li)
             x = at.emit("x", "[a + b for a, b in zip(x, x_residual)]", [a + b for a, b in zip(x, x_residual)], li)
             # MLP: widen 4x, ReLU, narrow back.
             x_residual = s["x_mid"] = at.emit("x_residual", "x", x, li)
-            x, ms, s["scale_mlp"] = rmsnorm(x)
-            at.emit("ms", "sum(xi * xi for xi in x) / len(x)", ms, li)
-            at.emit("scale", "(ms + 1e-5) ** -0.5", s["scale_mlp"], li)
-            s["x_norm_mlp"] = x = at.emit("x", "rmsnorm(x)", x, li)
-            x = at.emit("x", f"linear(x, state_dict['layer{li}.mlp_fc1'])  (before ReLU)",
-                        linear(x, w[f"layer{li}.mlp_fc1"]), li)
-            s["hidden"] = x = at.emit("x", "[xi.relu() for xi in x]", [max(0, xi) for xi in x], li)
-            x = at.emit("x", f"linear(x, state_dict['layer{li}.mlp_fc2'])", linear(x, w[f"layer{li}.mlp_fc2"]), li)
+            x, s["scale_mlp"] = norm(x, li)
+            s["x_norm_mlp"] = x
+            x = lin("x", x, "x", f"layer{li}.mlp_fc1", li, "  (before ReLU)")
+            x = s["hidden"] = at.emit("x", "[xi.relu() for xi in x]", [max(0, xi) for xi in x], li)
+            x = lin("x", x, "x", f"layer{li}.mlp_fc2", li)
             x = at.emit("x", "[a + b for a, b in zip(x, x_residual)]", [a + b for a, b in zip(x, x_residual)], li)
 
         at.saved["x_final"] = x
-        at.logits = at.emit("logits", "linear(x, state_dict['lm_head'])", linear(x, w["lm_head"]))
+        at.logits = lin("logits", x, "x", "lm_head", None)
         return at
 
     def forward(self, tokens) -> Walk:

@@ -109,6 +109,7 @@ def attention_chart(Figure, walk, cfg, tokenizer):
             ax.set_title(f"layer {li}, head {h}", fontsize=9)
             ax.set_xticks(range(n), names, fontsize=7)
             ax.set_yticks(range(n), names, fontsize=7)
+            ax.get_xticklabels()[0].set_rotation(90)  # BOS: keeps clear of the next character
     fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
     return fig
 

@@ -46,6 +46,10 @@ def _rows(tensor):
     return [flat[r * cols:(r + 1) * cols] for r in range(rows)]
 
 
+def norm(rows) -> float:
+    return math.sqrt(sum(x * x for row in rows for x in row))
+
+
 def largest(rows, count):
     """[(r, c, value)] of the `count` entries with the largest magnitude."""
     entries = [(r, c, x) for r, row in enumerate(rows) for c, x in enumerate(row)]
@@ -147,25 +151,28 @@ def print_trace(state, doc, result, args, out=None) -> None:
     print(f"{'tensor':<18} {'shape':>7} {'norm':>10}   largest entries", file=out)
     for name, (rows, cols) in param_shapes(cfg):
         g = result["grads"][name]
-        norm = math.sqrt(sum(x * x for row in g for x in row))
         top = "  ".join(f"[{r},{c}] {fmt(x, d)}" for r, c, x in largest(g, args.top))
-        print(f"{name:<18} {f'{rows}x{cols}':>7} {norm:10.{d}f}   {top}", file=out)
+        print(f"{name:<18} {f'{rows}x{cols}':>7} {norm(g):10.{d}f}   {top}", file=out)
 
     name, r, c = pick_param(state, result["grads"], args.param)
     i = flat_index(state, name, r, c)
-    a, before, t = result["adam"], result["adam_before"], state.train
-    s = state.step
-    print(f"\n=== Adam on {name}[{r},{c}] (params[{i}]), step = {s}: what atomic.py's last loop does ===", file=out)
-    rows = [
-        ("p.grad", "d(loss)/d(p), from the backward pass", result["grads"][name][r][c]),
-        ("m[i]", f"beta1 * m[i] + (1 - beta1) * p.grad = {t.beta1} * {before['m'][i]:.6g} + {1 - t.beta1:.2f} * p.grad", a["m"][i]),
-        ("v[i]", f"beta2 * v[i] + (1 - beta2) * p.grad ** 2 = {t.beta2} * {before['v'][i]:.6g} + {1 - t.beta2:.2f} * p.grad ** 2", a["v"][i]),
-        ("m_hat", f"m[i] / (1 - beta1 ** (step + 1)) = m[i] / {1 - t.beta1 ** (s + 1):.6g}", a["m_hat"][i]),
-        ("v_hat", f"v[i] / (1 - beta2 ** (step + 1)) = v[i] / {1 - t.beta2 ** (s + 1):.6g}", a["v_hat"][i]),
-        ("update", f"lr_t * m_hat / (v_hat ** 0.5 + eps_adam), lr_t = {result['lr']:.6g}, eps_adam = {t.eps:g}", a["update"][i]),
+    a, before, t, s = result["adam"], result["adam_before"], state.train, state.step
+    g = result["grads"][name][r][c]
+    print(f"\n=== Adam on {name}[{r},{c}] (params[{i}]), step = {s}: atomic.py's last loop ===", file=out)
+    rows = [  # (atomic.py's name, its expression, the same with numbers, the value)
+        ("p.grad", "d(loss)/d(p), from the backward pass", "", g),
+        ("m[i]", "beta1 * m[i] + (1 - beta1) * p.grad", f"{t.beta1} * {before['m'][i]:.6g} + {1 - t.beta1:.2f} * {g:.6g}",
+         a["m"][i]),
+        ("v[i]", "beta2 * v[i] + (1 - beta2) * p.grad ** 2",
+         f"{t.beta2} * {before['v'][i]:.6g} + {1 - t.beta2:.2f} * ({g:.6g}) ** 2", a["v"][i]),
+        ("m_hat", "m[i] / (1 - beta1 ** (step + 1))", f"{a['m'][i]:.6g} / {1 - t.beta1 ** (s + 1):.6g}", a["m_hat"][i]),
+        ("v_hat", "v[i] / (1 - beta2 ** (step + 1))", f"{a['v'][i]:.6g} / {1 - t.beta2 ** (s + 1):.6g}", a["v_hat"][i]),
+        ("update", "lr_t * m_hat / (v_hat ** 0.5 + eps_adam)",
+         f"{result['lr']:.6g} * {a['m_hat'][i]:.6g} / ({a['v_hat'][i]:.6g} ** 0.5 + {t.eps:g})", a["update"][i]),
     ]
-    for label, code, value in rows:
-        print(f"{label:<7} = {code}  ->  {value:+.8g}", file=out)
+    for label, code, numbers, value in rows:
+        print(f"{label:<7} = {code}", file=out)
+        print(f"{'':<7} = {numbers + '  ->  ' if numbers else ''}{value:+.8g}", file=out)
     print(f"p.data -= update: {before['params'][i]:+.8g} -> {a['params'][i]:+.8g}", file=out)
 
 
@@ -185,9 +192,9 @@ def to_json(state, doc, result, args) -> dict:
         "tokens": result["tokens"], "step": state.step, "lr": result["lr"], "loss": walk.loss,
         "positions": [{"pos_id": at.pos_id, "token_id": at.token_id, "target_id": at.target_id, "loss_t": at.loss_t,
                        "lines": [vars(line) for line in at.lines]} for at in walk.positions],
-        "grads": {n: {"shape": [rows, cols], "norm": math.sqrt(sum(x * x for row in result["grads"][n] for x in row)),
-                      "largest": [{"index": [rr, cc], "value": x} for rr, cc, x in largest(result["grads"][n], args.top)],
-                      "value": result["grads"][n]} for n, (rows, cols) in shapes},
+        "grads": {n: {"shape": [rows, cols], "norm": norm(g), "value": g,
+                      "largest": [{"index": [rr, cc], "value": x} for rr, cc, x in largest(g, args.top)]}
+                  for n, (rows, cols) in shapes for g in [result["grads"][n]]},
         "adam": {"param": name, "index": [r, c], "flat_index": i, "beta1": state.train.beta1,
                  "beta2": state.train.beta2, "eps": state.train.eps,
                  **{f"{k}_before": result["adam_before"][k][i] for k in ("params", "m", "v")},
@@ -227,7 +234,8 @@ def run(args) -> int:
         state = fresh(args.data, args.seed, {**{k: getattr(ModelConfig(), k) for k in MODEL_FIELDS}, **model_flags})
     result = walk_step(state, args.doc)
     cfg, n = state.model, len(result["walk"].positions)
-    for flag, value, limit, what in (("--pos", args.pos, n, "positions"), ("--layer", args.layer, cfg.n_layer, "layers"),
+    for flag, value, limit, what in (("--pos", args.pos, n, "positions"),
+                                     ("--layer", args.layer, cfg.n_layer, "layers"),
                                      ("--head", args.head, cfg.n_head, "heads")):
         if value is not None and not 0 <= value < limit:
             raise UsageError(f"{flag} {value} is out of range: this trace has {limit} {what} (0 to {limit - 1})")

@@ -141,7 +141,8 @@ def test_trace_names_are_atomic_variables():
     """Every name the trace prints is a variable of atomic.py (loss_t names each entry of its `losses`)."""
     path = os.path.join(os.path.dirname(__file__), "..", "microgpt", "atomic.py")
     tree = ast.parse(open(path, encoding="utf-8").read())
-    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {a.arg for a in ast.walk(tree) if isinstance(a, ast.arg)}
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    names |= {a.arg for a in ast.walk(tree) if isinstance(a, ast.arg)}
     state = state_for({"n_layer": 1, "n_embd": 4, "n_head": 2, "block_size": 4})
     walk = FloatGPT(state.model, state.params).forward(state.encode("ab"))
     printed = {line.name for at in walk.positions for line in at.lines}
