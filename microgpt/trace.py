@@ -122,7 +122,8 @@ def print_trace(state, doc, result, args, out=None) -> None:
           f"block_size {cfg.block_size}, vocab {cfg.vocab_size}", file=out)
     names = ", ".join(token_name(tok, t) for t in result["tokens"])
     print(f"tokens = [BOS] + chars + [BOS], cut to block_size + 1 = {result['tokens']}  ({names})", file=out)
-    print(f"n = {len(walk.positions)} positions; step = {state.step}, lr_t = {result['lr']:.6g}", file=out)
+    done = " (the run is finished: lr has decayed to 0, so Adam's update is 0)" if state.step >= state.train.steps else ""
+    print(f"n = {len(walk.positions)} positions; step = {state.step}, lr_t = {result['lr']:.6g}{done}", file=out)
     for at in walk.positions:
         if args.pos is not None and at.pos_id != args.pos:
             continue
