@@ -14,6 +14,9 @@ from microgpt.errors import UsageError
 COMMANDS = {
     "train": ("microgpt.train", "train a GPT on a text file (default: the embedded names) and print samples"),
     "sample": ("microgpt.sample", "print samples from a trained checkpoint"),
+    "check": ("microgpt.check", "compare every engine's gradients with finite differences and the scalar engine"),
+    "trace": ("microgpt.trace", "print every intermediate of one training step on one document, by atomic.py's names"),
+    "report": ("microgpt.report", "write DIR/report.html: loss curves, attention maps, embeddings, samples"),
 }
 
 

@@ -1,0 +1,282 @@
+"""`microgpt report --out DIR`: writes DIR/report.html, one self-contained page (no network: every
+chart is a PNG inside the file) about the run saved in DIR.
+
+    pip install 'microgpt[report]'     # matplotlib draws the charts
+    microgpt report --out out [--docs emma,olivia] [--samples 20] [--loss-docs 200]
+
+It shows the training and validation loss (from DIR/metrics.jsonl), the learning-rate schedule,
+each layer's and head's attention weights on a few documents, a 2-D map of the character
+embeddings, the next-character distribution after BOS, the loss at each position, samples, and the
+parameter count of every tensor. The model is run by microgpt/floatgpt.py (atomic.py's gpt() on
+plain floats), so checkpoints from every engine give the same report.
+"""
+
+import base64
+import html
+import io
+import json
+import os
+import random
+
+from microgpt.errors import UsageError
+from microgpt.floatgpt import FloatGPT, softmax
+from microgpt.model import num_params, param_shapes
+from microgpt.runstate import saved, saved_docs
+from microgpt.sample import generate
+
+INSTALL = "pip install 'microgpt[report]' (or: pip install matplotlib)"
+
+
+def need_matplotlib():
+    """matplotlib's Figure (no pyplot, no display needed), or a UsageError saying what to install."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise UsageError(f"microgpt report draws its charts with matplotlib, which is not installed: {INSTALL}") from None
+    return Figure
+
+
+def read_metrics(out_dir: str) -> tuple[list[dict], list[dict]]:
+    """(training rows {step, loss, lr, dt}, validation rows {step, val_loss}) from metrics.jsonl."""
+    path = os.path.join(out_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return [], []
+    with open(path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [r for r in rows if "loss" in r], [r for r in rows if "val_loss" in r]
+
+
+def png(fig) -> str:
+    """The figure as a data: URI, so that the page needs no other file."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def label(tokenizer, t) -> str:
+    return "BOS" if t == tokenizer.bos else tokenizer.chars[t]
+
+
+# ---- the charts, each a function of plain data returning a figure ------------------------------
+def loss_chart(Figure, train_rows, val_rows):
+    fig = Figure(figsize=(8, 3.6))
+    ax = fig.add_subplot()
+    steps = [r["step"] for r in train_rows]
+    losses = [r["loss"] for r in train_rows]
+    ax.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="training loss (each step)")
+    window = max(1, min(50, len(losses) // 10))
+    if window > 1:
+        smooth = [sum(losses[max(0, i - window + 1):i + 1]) / len(losses[max(0, i - window + 1):i + 1])
+                  for i in range(len(losses))]
+        ax.plot(steps, smooth, color="tab:blue", linewidth=1.8, label=f"training loss (mean of last {window})")
+    if val_rows:
+        ax.plot([r["step"] for r in val_rows], [r["val_loss"] for r in val_rows], "o-", color="tab:orange",
+                label="validation loss (held-out documents)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats per token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def lr_chart(Figure, train_rows):
+    fig = Figure(figsize=(8, 2.6))
+    ax = fig.add_subplot()
+    ax.plot([r["step"] for r in train_rows], [r["lr"] for r in train_rows], color="tab:green")
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def attention_chart(Figure, walk, cfg, tokenizer):
+    """One heatmap per layer and head: row = the position asking, column = the position attended to."""
+    n = len(walk.positions)
+    names = [label(tokenizer, at.token_id) for at in walk.positions]
+    fig = Figure(figsize=(1.8 + 2.1 * cfg.n_head, 0.4 + 2.1 * cfg.n_layer), layout="constrained")
+    axes = fig.subplots(cfg.n_layer, cfg.n_head, squeeze=False)
+    for li in range(cfg.n_layer):
+        for h in range(cfg.n_head):
+            grid = [[float("nan")] * n for _ in range(n)]  # the future is masked: nothing to show there
+            for at in walk.positions:
+                for t, w in enumerate(at.saved[li]["attn_weights"][h]):
+                    grid[at.pos_id][t] = w
+            ax = axes[li][h]
+            image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
+            ax.set_title(f"layer {li}, head {h}", fontsize=9)
+            ax.set_xticks(range(n), names, fontsize=7)
+            ax.set_yticks(range(n), names, fontsize=7)
+            ax.get_xticklabels()[0].set_rotation(90)  # BOS: keeps clear of the next character
+    fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
+    return fig
+
+
+def embedding_chart(Figure, wte, tokenizer):
+    """The rows of wte projected on their two main directions (PCA by SVD)."""
+    import numpy as np  # matplotlib depends on numpy, so it is there whenever matplotlib is
+    x = np.array(wte)                                   # (vocab, n_embd)
+    x = x - x.mean(axis=0)
+    _, s, vt = np.linalg.svd(x, full_matrices=False)
+    xy = x @ vt[:2].T                                   # (vocab, 2)
+    share = s ** 2 / (s ** 2).sum()
+    fig = Figure(figsize=(6, 5))
+    ax = fig.add_subplot()
+    ax.scatter(xy[:, 0], xy[:, 1], s=10, color="tab:gray")
+    for i in range(len(xy)):
+        vowel = label(tokenizer, i).lower() in "aeiouy"
+        ax.annotate(label(tokenizer, i), xy[i], fontsize=11, ha="center", va="bottom",
+                    color="tab:red" if vowel else "tab:blue")
+    ax.set_xlabel(f"first principal direction ({share[0]:.0%} of the variance)")
+    ax.set_ylabel(f"second ({share[1] if len(share) > 1 else 0:.0%})")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def next_char_chart(Figure, probs, tokenizer):
+    fig = Figure(figsize=(8, 3))
+    ax = fig.add_subplot()
+    ax.bar(range(len(probs)), probs, color="tab:purple")
+    ax.set_xticks(range(len(probs)), [label(tokenizer, i) for i in range(len(probs))], fontsize=8)
+    ax.set_ylabel("probability")
+    ax.set_xlabel("next character after BOS (the first character of a document)")
+    ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
+def position_chart(Figure, per_position, what):
+    fig = Figure(figsize=(8, 3))
+    ax = fig.add_subplot()
+    xs = [p for p, losses in enumerate(per_position) if losses]
+    ax.plot(xs, [sum(per_position[p]) / len(per_position[p]) for p in xs], "o-", color="tab:red")
+    ax2 = ax.twinx()
+    ax2.bar(xs, [len(per_position[p]) for p in xs], color="tab:gray", alpha=0.2)
+    ax2.set_ylabel(f"{what} reaching it", color="tab:gray")
+    ax.set_zorder(ax2.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    ax.set_xlabel("position (0 predicts the first character from BOS)")
+    ax.set_ylabel("mean loss (nats)")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+# ---- the page ---------------------------------------------------------------------------------
+def build(out_dir: str, docs: list[str] | None = None, num_samples: int = 20, seed: int | None = None,
+          loss_docs: int = 200, data_path: str | None = None) -> str:
+    """Write out_dir/report.html and return its path."""
+    Figure = need_matplotlib()
+    state = saved(out_dir)
+    cfg, tok = state.model, state.tokenizer
+    gpt = FloatGPT(cfg, state.params)
+    train_rows, val_rows = read_metrics(out_dir)
+    run_docs = saved_docs(state, data_path or state.data_path)
+    rng = random.Random(state.train.seed if seed is None else seed)
+    samples = [generate(gpt, tok, cfg.block_size, rng, state.train.temperature) for _ in range(num_samples)]
+
+    figures = []  # (id, title, caption, data URI)
+    if train_rows:
+        figures.append(("loss", "Loss", f"Training loss at each of {len(train_rows)} steps"
+                        + (f" and validation loss at {len(val_rows)} evaluations." if val_rows else
+                           "; no validation loss (train with --val-docs N to hold documents out)."),
+                        png(loss_chart(Figure, train_rows, val_rows))))
+        figures.append(("lr", "Learning-rate schedule", "lr_t = lr * (1 - step / num_steps), as atomic.py decays it.",
+                        png(lr_chart(Figure, train_rows))))
+    if docs is None:
+        docs = (run_docs[:3] if run_docs else [s for s in samples if s][:3]) or ["a"]
+    for i, doc in enumerate(docs):
+        walk = gpt.forward(state.encode(doc))
+        figures.append((f"attention-{i}", f'Attention on "{doc}"',
+                        "softmax(q . k / sqrt(head_dim)) for every layer and head: row = the position whose "
+                        "query asks, column = the earlier position it reads (the cache); rows sum to 1.",
+                        png(attention_chart(Figure, walk, cfg, tok))))
+    figures.append(("embeddings", "Character embeddings",
+                    "Each row of wte, projected on its two principal directions; vowels in red.",
+                    png(embedding_chart(Figure, gpt.w["wte"], tok))))
+    first = gpt.step(tok.bos, 0, *gpt.new_cache())
+    probs, _ = softmax(first.logits)
+    figures.append(("after-bos", "Next character after BOS", "softmax(logits) at position 0, where the input is BOS.",
+                    png(next_char_chart(Figure, probs, tok))))
+    if run_docs:
+        held_out = state.train.val_docs > 0
+        pool = run_docs[len(run_docs) - state.train.val_docs:] if held_out else run_docs
+        pool = [d for d in pool[:loss_docs] if set(d) <= set(tok.chars)]
+        per_position = [[] for _ in range(cfg.block_size)]
+        for doc in pool:
+            for at in gpt.forward(state.encode(doc)).positions:
+                per_position[at.pos_id].append(at.loss_t)
+        what = f"{'held-out' if held_out else 'training'} documents"
+        figures.append(("loss-by-position", "Loss by position",
+                        f"Mean -log p(next character) at each position over {len(pool)} {what}; "
+                        f"grey bars: how many documents reach that position.",
+                        png(position_chart(Figure, per_position, what))))
+
+    path = os.path.join(out_dir, "report.html")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(page(out_dir, state, train_rows, val_rows, figures, samples))
+    os.replace(tmp, path)
+    return path
+
+
+def page(out_dir, state, train_rows, val_rows, figures, samples) -> str:
+    cfg, e = state.model, html.escape
+    summary = [("checkpoint", state.source), ("model", f"n_layer {cfg.n_layer}, n_embd {cfg.n_embd}, n_head "
+                f"{cfg.n_head}, block_size {cfg.block_size}, vocab {cfg.vocab_size}"),
+               ("parameters", f"{num_params(cfg):,}")]
+    if train_rows:
+        last = train_rows[-min(50, len(train_rows)):]
+        summary.append(("final training loss", f"{sum(r['loss'] for r in last) / len(last):.4f} "
+                        f"(mean of the last {len(last)} steps)"))
+    if val_rows:
+        summary.append(("final validation loss", f"{val_rows[-1]['val_loss']:.4f} at step {val_rows[-1]['step']}"))
+    if not train_rows:
+        summary.append(("metrics", "no metrics.jsonl in this directory: no loss curves"))
+    rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in summary)
+    charts = "".join(
+        f'<section id="{fid}"><h2>{e(title)}</h2><figure><img alt="{e(title)}" src="{uri}">'
+        f"<figcaption>{e(caption)}</figcaption></figure></section>" for fid, title, caption, uri in figures)
+    total = num_params(cfg)
+    counts = "".join(f"<tr><td>{e(name)}</td><td>{r} &times; {c}</td><td>{r * c:,}</td><td>{r * c / total:.1%}</td></tr>"
+                     for name, (r, c) in param_shapes(cfg))
+    sample_items = "".join(f"<li>{e(s) or '<i>(empty)</i>'}</li>" for s in samples)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>microgpt report: {e(out_dir)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 900px; margin: 2em auto; padding: 0 1em; color: #222; }}
+h1 {{ font-size: 1.6em; }} h2 {{ font-size: 1.2em; border-bottom: 1px solid #ddd; padding-bottom: .2em; }}
+figure {{ margin: 0; }} img {{ max-width: 100%; height: auto; display: block; }}
+figcaption {{ color: #555; font-size: .9em; margin-top: .3em; }}
+table {{ border-collapse: collapse; }} td, th {{ padding: .15em .8em; text-align: left; border-bottom: 1px solid #eee; }}
+ol.samples {{ columns: 4; font-family: ui-monospace, monospace; }}
+</style></head><body>
+<h1>microgpt report: {e(out_dir)}</h1>
+<table class="summary">{rows}</table>
+{charts}
+<section id="samples"><h2>Samples</h2><p>{len(samples)} samples at temperature {state.train.temperature}, drawn as
+<code>microgpt sample</code> draws them.</p><ol class="samples">{sample_items}</ol></section>
+<section id="params"><h2>Parameters per tensor</h2><table class="params">
+<tr><th>tensor</th><th>shape</th><th>count</th><th>share</th></tr>{counts}
+<tr><th>total</th><td></td><th>{total:,}</th><td>100%</td></tr></table></section>
+</body></html>
+"""
+
+
+# ---- the command line -----------------------------------------------------------------------
+def add_arguments(p) -> None:
+    p.add_argument("--out", default="out", help="the run's directory; report.html is written there (default out)")
+    p.add_argument("--docs", help="comma-separated documents for the attention maps (default: the first three "
+                   "training documents)")
+    p.add_argument("--samples", type=int, default=20, help="samples listed (default 20)")
+    p.add_argument("--seed", type=int, help="seed for the samples (default: the run's seed)")
+    p.add_argument("--loss-docs", type=int, default=200, help="documents averaged for the loss by position (default 200)")
+    p.add_argument("--data", help="the run's data file, if it moved since training (default: the path it recorded)")
+
+
+def run(args) -> int:
+    if args.samples < 0 or args.loss_docs < 1:
+        raise UsageError("--samples must be >= 0 and --loss-docs >= 1")
+    docs = [d.strip() for d in args.docs.split(",") if d.strip()] if args.docs else None
+    print(f"wrote {build(args.out, docs, args.samples, args.seed, args.loss_docs, args.data)}")
+    return 0

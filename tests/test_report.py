@@ -1,0 +1,85 @@
+"""Tests of `microgpt report`: a self-contained report.html with every chart, for checkpoints of
+every installed engine, and a clear error without matplotlib. (tests/test_report_browser.py opens
+the page in a real browser.)
+
+    python -m pytest -q tests/test_report.py
+"""
+
+import base64
+import builtins
+import re
+
+import pytest
+
+from microgpt import engines
+from microgpt.cli import main
+from tiny_run import tiny_run
+
+CHARTS = ["loss", "lr", "attention-0", "attention-1", "embeddings", "after-bos", "loss-by-position"]
+
+
+def images(page: str) -> dict[str, bytes]:
+    """section id -> the decoded PNG of its <img>."""
+    found = re.findall(r'<section id="([\w-]+)"><h2>[^<]*</h2><figure><img alt="[^"]*" '
+                       r'src="data:image/png;base64,([A-Za-z0-9+/=]+)">', page)
+    return {sid: base64.b64decode(data) for sid, data in found}
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    pytest.importorskip("matplotlib", reason="microgpt report needs matplotlib: pip install 'microgpt[report]'")
+    out = tiny_run(tmp_path_factory.mktemp("report") / "run")
+    assert main(["report", "--out", out, "--docs", "emma,olivia", "--samples", "7", "--loss-docs", "4"]) == 0
+    with open(f"{out}/report.html", encoding="utf-8") as f:
+        return f.read()
+
+
+def test_every_chart_is_an_embedded_png(page):
+    pngs = images(page)
+    assert list(pngs) == CHARTS
+    for sid, data in pngs.items():
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000, sid
+
+
+def test_page_is_self_contained(page):
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page, re.IGNORECASE)
+    assert "<script" not in page and "<link" not in page and "@import" not in page
+
+
+def test_page_lists_samples_params_and_losses(page):
+    assert len(re.findall(r"<li>", page)) == 7
+    counts = {name: int(n.replace(",", "")) for name, n in
+              re.findall(r"<tr><td>([\w.]+)</td><td>\d+ &times; \d+</td><td>([\d,]+)</td>", page)}
+    # the tiny run's model: vocab 27, n_embd 8, block 8, two layers with 4 square and 2 wide matrices each
+    assert counts["wte"] == counts["lm_head"] == 27 * 8 and counts["wpe"] == 8 * 8
+    assert counts["layer1.mlp_fc1"] == 32 * 8 and len(counts) == 3 + 2 * 6
+    assert "final validation loss" in page and 'Attention on &quot;olivia&quot;' in page
+
+
+@pytest.mark.parametrize("engine_name", engines.available())
+def test_report_reads_checkpoints_of_every_engine(tmp_path, engine_name):
+    pytest.importorskip("matplotlib", reason="microgpt report needs matplotlib: pip install 'microgpt[report]'")
+    out = tiny_run(tmp_path / engine_name, engine=engine_name, steps=2)
+    assert main(["report", "--out", out, "--samples", "2", "--loss-docs", "2"]) == 0
+    with open(f"{out}/report.html", encoding="utf-8") as f:
+        assert len(images(f.read())) == 5 + 3  # three attention maps by default
+
+
+def test_without_matplotlib_the_error_says_what_to_install(tmp_path, monkeypatch, capsys):
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.split(".")[0] == "matplotlib":
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    assert main(["report", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'microgpt[report]'" in err and err.count("\n") == 1
+
+
+def test_report_without_a_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="microgpt report needs matplotlib: pip install 'microgpt[report]'")
+    assert main(["report", "--out", str(tmp_path / "none")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
