@@ -1,0 +1,433 @@
+"""The numpy engine: atomic.py's GPT on arrays, with the backward pass written out by hand.
+
+    microgpt train --engine numpy [--batch-size 256] [--dtype float32]
+
+Every layer is a pair of functions in the manner of llm.c's train_gpt2.c: `<layer>_forward` fills
+buffers the caller owns and keeps what the backward needs; `<layer>_backward` turns the gradient of
+the layer's output into the gradients of its input and weights. The matrix calculus is in plain sight.
+
+Layout. A batch is sorted by document length and packed into one stream of N rows, N = the number of
+predicted tokens of the batch, with no padding: activations are (N, C). Only attention looks across
+rows; it runs per group of equal-length documents, each group a dense (n, H, T, T) block under a
+causal mask. That is atomic.py's KV-cache loop with all positions at once, and with batch 1 it is
+one document in one pass. The loss is the mean over all N predicted tokens, as the scalar engine's.
+
+Speed. Parameters, gradients and Adam's moments are each one flat array, the per-matrix arrays being
+views into it, so Adam is a handful of vector operations. Buffers are allocated once per batch shape
+and reused, and every matrix product writes into its destination (`out=`), weight gradients straight
+into the flat gradient.
+"""
+
+import math
+
+import numpy as np
+
+from microgpt.checkpoint import Tensor
+from microgpt.errors import UsageError
+from microgpt.model import param_shapes
+
+DTYPES = {"float64": (np.float64, "F64"), "float32": (np.float32, "F32")}
+RMS_EPS = 1e-5  # as atomic.py's rmsnorm
+
+
+# ---- layers: forward and backward --------------------------------------------------------------
+# Shapes: N rows (predicted tokens of the batch), C = n_embd, V = vocab_size, H heads of D = C / H.
+
+def embedding_forward(out, wte, wpe, inp, pos):
+    """out (N, C) = wte[inp] + wpe[pos]; inp, pos (N,) token and position ids."""
+    np.take(wte, inp, axis=0, out=out)
+    out += wpe[pos]
+
+
+def embedding_backward(dwte, dwpe, dout, onehot_inp, onehot_pos):
+    """Scatter-add each row's gradient into its token's and its position's row, written as products
+    with one-hot matrices: dwte (V, C) = onehot_inp^T (V, N) @ dout (N, C), and likewise dwpe."""
+    np.dot(onehot_inp.T, dout, out=dwte)
+    np.dot(onehot_pos.T, dout, out=dwpe)
+
+
+def rmsnorm_forward(out, scale, inp, tmp):
+    """out (N, C) = inp * scale, scale (N, 1) = (mean(inp^2) + eps)^-1/2, kept for the backward."""
+    np.multiply(inp, inp, out=tmp)
+    np.sum(tmp, axis=1, keepdims=True, out=scale)
+    scale /= inp.shape[1]
+    scale += RMS_EPS
+    np.power(scale, -0.5, out=scale)
+    np.multiply(inp, scale, out=out)
+
+
+def rmsnorm_backward(dinp, dout, out, scale, tmp, rowbuf, accumulate):
+    """d(inp) = scale * (dout - out * mean(dout * out)): y = x s with s = (mean(x^2) + eps)^-1/2, so
+    dy/dx gives s * dout, and ds/dx = -s^3 x / C gives -s * y * mean(dout * y). The residual stream
+    adds it to dinp (N, C) when `accumulate`, else dinp is overwritten."""
+    np.multiply(dout, out, out=tmp)
+    np.sum(tmp, axis=1, keepdims=True, out=rowbuf)           # (N, 1)
+    rowbuf /= out.shape[1]
+    np.multiply(out, rowbuf, out=tmp)
+    np.subtract(dout, tmp, out=tmp)
+    if accumulate:
+        tmp *= scale
+        dinp += tmp
+    else:
+        np.multiply(tmp, scale, out=dinp)
+
+
+def matmul_forward(out, inp, weight):
+    """out (N, OC) = inp (N, IC) @ weight^T, weight (OC, IC) as model.py stores it (no bias)."""
+    np.dot(inp, weight.T, out=out)
+
+
+def matmul_backward(dinp, dweight, dout, inp, weight):
+    """dweight (OC, IC) = dout^T (OC, N) @ inp (N, IC); dinp (N, IC) = dout (N, OC) @ weight."""
+    np.dot(dout.T, inp, out=dweight)
+    np.dot(dout, weight, out=dinp)
+
+
+def relu_forward(out):
+    """In place: out = max(out, 0)."""
+    np.maximum(out, 0, out=out)
+
+
+def relu_backward(dout, out):
+    """In place: the gradient passes where the output is positive (where the input was)."""
+    dout *= out > 0
+
+
+def softmax_rows(a):
+    """In place over the last axis: exp(a - max) / sum, max-subtracted as atomic.py's softmax."""
+    a -= a.max(axis=-1, keepdims=True)
+    np.exp(a, out=a)
+    a /= a.sum(axis=-1, keepdims=True)
+
+
+def attention_forward(groups, head_dim):
+    """Causal self-attention, per group of n documents of equal length T. For each group:
+    q, k, v (n, H, T, D) are views of the qkv buffer (N, 3C); att (n, H, T, T) keeps the softmax
+    weights for the backward; out (n, H, T, D) is a view of the output buffer (N, C)."""
+    for g in groups:
+        np.matmul(g.q, g.k.swapaxes(-1, -2), out=g.att)   # (n, H, T, T) = q . k for every pair
+        g.att /= head_dim ** 0.5
+        g.att += g.mask                                   # -inf above the diagonal: no peeking ahead
+        softmax_rows(g.att)
+        np.matmul(g.att, g.v, out=g.out)                  # (n, H, T, D) = weighted sum of values
+
+
+def attention_backward(groups, head_dim):
+    """For each group: from dout (n, H, T, D), the gradients dq, dk, dv (n, H, T, D) (views of the
+    dqkv buffer (N, 3C)). datt (n, H, T, T) is scratch."""
+    for g in groups:
+        np.matmul(g.dout, g.v.swapaxes(-1, -2), out=g.datt)   # d(att) = dout . v
+        np.matmul(g.att.swapaxes(-1, -2), g.dout, out=g.dv)   # dv = att^T . dout
+        # softmax backward: d(pre) = att * (d(att) - sum(att * d(att))), row by row
+        np.multiply(g.att, g.datt, out=g.dpre)
+        g.datt -= g.dpre.sum(axis=-1, keepdims=True)
+        np.multiply(g.att, g.datt, out=g.dpre)                 # zero above the diagonal, as att is
+        g.dpre /= head_dim ** 0.5
+        np.matmul(g.dpre, g.k, out=g.dq)                       # pre = q . k / sqrt(D)
+        np.matmul(g.dpre.swapaxes(-1, -2), g.q, out=g.dk)
+
+
+def crossentropy_forward(probs, logits, tgt_flat):
+    """probs (N, V) = softmax(logits); returns the summed loss -sum(log probs[target]).
+    tgt_flat (N,): the flat index row * V + target of each row's target in probs."""
+    np.copyto(probs, logits)
+    softmax_rows(probs)
+    return -float(np.log(np.take(probs, tgt_flat)).sum())
+
+
+def crossentropy_backward(probs, tgt_flat, n):
+    """In place, turns probs (N, V) into d(mean loss over n rows)/d(logits) = (probs - onehot(target)) / n."""
+    probs.ravel()[tgt_flat] -= 1
+    probs *= 1 / n
+
+
+# ---- buffers for one batch layout ---------------------------------------------------------------
+class _Arena:
+    """Named scratch arrays, grown to the largest batch seen and reused by every later batch."""
+
+    def __init__(self, dtype):
+        self.dtype, self.store = dtype, {}
+
+    def get(self, name, shape, offset=0, dtype=None):
+        size = math.prod(shape)
+        buf = self.store.get(name)
+        if buf is None or buf.size < offset + size:
+            buf = self.store[name] = np.empty(max(offset + size, 2 * (0 if buf is None else buf.size)),
+                                              dtype or self.dtype)
+        return buf[offset:offset + size].reshape(shape)
+
+
+class _Group:
+    """n documents of T predicted tokens each: rows [r0, r0 + n T) of the stream, seen per head."""
+
+    def __init__(self, r0, n, T, H, D, mask, qkv, y, att, dqkv, dy, datt, dpre):
+        def heads(buf, i=None):  # rows (n T, ...) -> (n, H, T, D), a view
+            rows = buf[r0:r0 + n * T]
+            split = rows.reshape(n, T, H, D) if i is None else rows.reshape(n, T, 3, H, D)[:, :, i]
+            return split.transpose(0, 2, 1, 3)
+        self.mask = mask                                        # (T, T)
+        self.q, self.k, self.v = heads(qkv, 0), heads(qkv, 1), heads(qkv, 2)
+        self.out, self.att = heads(y), att                      # (n, H, T, D), (n, H, T, T)
+        self.dq, self.dk, self.dv = heads(dqkv, 0), heads(dqkv, 1), heads(dqkv, 2)
+        self.dout, self.datt, self.dpre = heads(dy), datt, dpre
+
+
+class _Plan:
+    """Every buffer of a forward and backward pass over one batch layout: documents sorted by length,
+    `lengths` the predicted tokens of each. Built once per layout and cached."""
+
+    def __init__(self, lengths, cfg, arena, masks):
+        N, C, V, H = sum(lengths), cfg.n_embd, cfg.vocab_size, cfg.n_head
+        D = C // H
+        self.n = N
+        a = arena.get
+        # inputs: token, position and flat target ids, one-hot rows for the embedding backward
+        self.inp, self.tgt, self.tgt_flat = (a(name, (N,), dtype=np.intp) for name in ("inp", "tgt", "tgt_flat"))
+        self.row_base = np.arange(N, dtype=np.intp) * V         # (N,) where each row starts in (N, V)
+        self.pos = np.concatenate([np.arange(T, dtype=np.intp) for T in lengths])
+        self.onehot_inp = a("onehot_inp", (N, V))
+        self.onehot_pos = np.zeros((N, cfg.block_size), arena.dtype)
+        self.onehot_pos[np.arange(N), self.pos] = 1
+        # forward activations
+        self.emb, self.x0, self.s0 = a("emb", (N, C)), a("x0", (N, C)), a("s0", (N, 1))
+        self.logits, self.probs = a("logits", (N, V)), a("probs", (N, V))
+        # backward and scratch, shared by the layers
+        self.dx, self.dxn, self.dy = a("dx", (N, C)), a("dxn", (N, C)), a("dy", (N, C))
+        self.dqkv, self.dh = a("dqkv", (N, 3 * C)), a("dh", (N, 4 * C))
+        self.tmp, self.row = a("tmp", (N, C)), a("row", (N, 1))
+        runs = []  # (T, n): the documents of each length
+        for T in lengths:
+            if runs and runs[-1][0] == T:
+                runs[-1][1] += 1
+            else:
+                runs.append([T, 1])
+        self.layers = []
+        for l in range(cfg.n_layer):
+            L = _LayerActs()
+            L.xn1, L.s1, L.qkv = a(f"xn1.{l}", (N, C)), a(f"s1.{l}", (N, 1)), a(f"qkv.{l}", (N, 3 * C))
+            L.y, L.xmid = a(f"y.{l}", (N, C)), a(f"xmid.{l}", (N, C))
+            L.xn2, L.s2, L.h = a(f"xn2.{l}", (N, C)), a(f"s2.{l}", (N, 1)), a(f"h.{l}", (N, 4 * C))
+            L.xout = a(f"xout.{l}", (N, C))
+            L.groups, r0, off = [], 0, 0
+            for T, n in runs:
+                shape = (n, H, T, T)
+                att, datt, dpre = (a(name, shape, off) for name in (f"att.{l}", "datt", "dpre"))
+                L.groups.append(_Group(r0, n, T, H, D, masks(T), L.qkv, L.y, att, self.dqkv, self.dy, datt, dpre))
+                r0, off = r0 + n * T, off + math.prod(shape)
+            self.layers.append(L)
+
+
+class _LayerActs:
+    """One layer's activations for a batch (attributes set by _Plan)."""
+
+
+class _Weights:
+    """The model's matrices (or their gradients) as views into one flat array, in model.py's order."""
+
+    def __init__(self, flat, cfg):
+        self.by_name, start, i = {}, {}, 0
+        for name, (rows, cols) in param_shapes(cfg):
+            self.by_name[name], start[name] = flat[i:i + rows * cols].reshape(rows, cols), i
+            i += rows * cols
+        self.wte, self.wpe, self.lm_head = (self.by_name[k] for k in ("wte", "wpe", "lm_head"))
+        self.layers = []
+        for l in range(cfg.n_layer):
+            # q, k and v are consecutive in model.py's order, so one (3C, C) view computes all three
+            # in one product (and takes all three gradients in one)
+            C, i = cfg.n_embd, start[f"layer{l}.attn_wq"]
+            assert start[f"layer{l}.attn_wv"] == i + 2 * C * C, "model.py must keep attn_wq, wk, wv together"
+            lw = _LayerWeights()
+            lw.qkv = flat[i:i + 3 * C * C].reshape(3 * C, C)
+            lw.o, lw.fc1, lw.fc2 = (self.by_name[f"layer{l}.{k}"] for k in ("attn_wo", "mlp_fc1", "mlp_fc2"))
+            self.layers.append(lw)
+
+
+class _LayerWeights:
+    """One layer's matrices (attributes set by _Weights): qkv (3C, C), o (C, C), fc1 (4C, C), fc2 (C, 4C)."""
+
+
+# ---- the engine -------------------------------------------------------------------------------
+class Engine:
+    name = "numpy"
+
+    def __init__(self, model_cfg, train_cfg, params: dict[str, Tensor]):
+        if train_cfg.dtype not in DTYPES:
+            raise UsageError(f"--dtype {train_cfg.dtype} is not supported by the numpy engine; "
+                             f"use one of: {', '.join(DTYPES)}")
+        self.cfg, self.tcfg = model_cfg, train_cfg
+        self.dtype, self.tensor_dtype = DTYPES[train_cfg.dtype]
+        self.shapes = param_shapes(model_cfg)
+        size = sum(r * c for _, (r, c) in self.shapes)
+        self.flat = np.empty(size, self.dtype)       # every parameter, in model.py's order
+        self.grad = np.zeros(size, self.dtype)       # d(loss)/d(flat)
+        self.m, self.v = np.zeros(size, self.dtype), np.zeros(size, self.dtype)  # Adam's moments
+        self.adam_tmp = np.empty(size, self.dtype)
+        self.w, self.dw = _Weights(self.flat, model_cfg), _Weights(self.grad, model_cfg)
+        self._load(self.w.by_name, params)
+        self.head_dim = model_cfg.n_embd // model_cfg.n_head
+        self.eye = np.eye(model_cfg.vocab_size, dtype=self.dtype)   # rows: one-hot tokens
+        self._masks = {}
+        self._plans = {}
+        self._arena = _Arena(self.dtype)
+
+    # ---- forward and backward ----------------------------------------------------------------
+    def _causal_mask(self, T):
+        if T not in self._masks:
+            self._masks[T] = np.triu(np.full((T, T), -np.inf, self.dtype), k=1)   # (T, T)
+        return self._masks[T]
+
+    def _plan(self, seqs) -> _Plan:
+        """The buffers for this batch, its documents sorted by length, with the inputs filled in."""
+        if len(seqs) > 1:
+            seqs = sorted(seqs, key=len)
+        lengths = tuple(len(s) - 1 for s in seqs)
+        if min(lengths) < 1:
+            raise UsageError("every sequence needs at least 2 tokens (BOS, then the next token)")
+        p = self._plans.get(lengths)
+        if p is None:
+            if len(self._plans) > 64:  # batches of many documents rarely repeat a layout
+                self._plans.clear()
+            p = self._plans[lengths] = _Plan(lengths, self.cfg, self._arena, self._causal_mask)
+        if len(seqs) == 1:
+            p.inp[:] = seqs[0][:-1]
+            p.tgt[:] = seqs[0][1:]
+        else:
+            p.inp[:] = [t for s in seqs for t in s[:-1]]
+            p.tgt[:] = [t for s in seqs for t in s[1:]]
+        np.add(p.row_base, p.tgt, out=p.tgt_flat)
+        return p
+
+    def _forward(self, p: _Plan) -> float:
+        """The mean loss over the batch's predicted tokens; keeps the activations in p."""
+        w = self.w
+        embedding_forward(p.emb, w.wte, w.wpe, p.inp, p.pos)
+        rmsnorm_forward(p.x0, p.s0, p.emb, p.tmp)           # the residual stream starts normalized
+        x = p.x0                                              # (N, C)
+        for lw, a in zip(w.layers, p.layers):
+            rmsnorm_forward(a.xn1, a.s1, x, p.tmp)
+            matmul_forward(a.qkv, a.xn1, lw.qkv)              # (N, 3C)
+            attention_forward(a.groups, self.head_dim)        # fills a.y (N, C)
+            matmul_forward(a.xmid, a.y, lw.o)
+            a.xmid += x                                       # residual
+            rmsnorm_forward(a.xn2, a.s2, a.xmid, p.tmp)
+            matmul_forward(a.h, a.xn2, lw.fc1)                # (N, 4C)
+            relu_forward(a.h)
+            matmul_forward(a.xout, a.h, lw.fc2)
+            a.xout += a.xmid                                  # residual
+            x = a.xout
+        matmul_forward(p.logits, x, w.lm_head)                # (N, V)
+        return crossentropy_forward(p.probs, p.logits, p.tgt_flat) / p.n
+
+    def _backward(self, p: _Plan) -> None:
+        """Fills self.grad with d(mean loss)/d(parameters), from the activations _forward kept."""
+        w, dw = self.w, self.dw
+        crossentropy_backward(p.probs, p.tgt_flat, p.n)      # p.probs is now dlogits (N, V)
+        x = p.layers[-1].xout if p.layers else p.x0
+        matmul_backward(p.dx, dw.lm_head, p.probs, x, w.lm_head)
+        for l in reversed(range(len(p.layers))):
+            lw, g, a = w.layers[l], dw.layers[l], p.layers[l]
+            x = p.layers[l - 1].xout if l else p.x0
+            # MLP block: xout = xmid + fc2(relu(fc1(rmsnorm(xmid)))); dx flows on through the residual
+            matmul_backward(p.dh, g.fc2, p.dx, a.h, lw.fc2)
+            relu_backward(p.dh, a.h)
+            matmul_backward(p.dxn, g.fc1, p.dh, a.xn2, lw.fc1)
+            rmsnorm_backward(p.dx, p.dxn, a.xn2, a.s2, p.tmp, p.row, accumulate=True)
+            # attention block: xmid = x + o(attention(qkv(rmsnorm(x))))
+            matmul_backward(p.dy, g.o, p.dx, a.y, lw.o)
+            attention_backward(a.groups, self.head_dim)       # p.dy -> p.dqkv
+            matmul_backward(p.dxn, g.qkv, p.dqkv, a.xn1, lw.qkv)
+            rmsnorm_backward(p.dx, p.dxn, a.xn1, a.s1, p.tmp, p.row, accumulate=True)
+        rmsnorm_backward(p.emb, p.dx, p.x0, p.s0, p.tmp, p.row, accumulate=False)   # p.emb: now d(emb)
+        np.take(self.eye, p.inp, axis=0, out=p.onehot_inp)
+        embedding_backward(dw.wte, dw.wpe, p.emb, p.onehot_inp, p.onehot_pos)
+
+    def _adam(self, step: int, lr: float) -> None:
+        """atomic.py's Adam, on the flat arrays: a few vector operations for every parameter."""
+        t, g, m, v, tmp = self.tcfg, self.grad, self.m, self.v, self.adam_tmp
+        m *= t.beta1
+        np.multiply(g, 1 - t.beta1, out=tmp)
+        m += tmp                                              # m = beta1 m + (1 - beta1) g
+        v *= t.beta2
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - t.beta2
+        v += tmp                                              # v = beta2 v + (1 - beta2) g^2
+        np.divide(v, 1 - t.beta2 ** (step + 1), out=tmp)      # v_hat
+        np.sqrt(tmp, out=tmp)
+        tmp += t.eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= lr / (1 - t.beta1 ** (step + 1))               # lr m_hat / (sqrt(v_hat) + eps)
+        self.flat -= tmp
+
+    def train_step(self, seqs, step: int, lr: float) -> float:
+        p = self._plan(seqs)
+        loss = self._forward(p)
+        self._backward(p)
+        self._adam(step, lr)
+        return loss
+
+    def eval_loss(self, seqs) -> float:
+        return self._forward(self._plan(seqs))
+
+    def loss_and_grads(self, seqs):
+        p = self._plan(seqs)
+        loss = self._forward(p)
+        self._backward(p)
+        return loss, self._tensors(self.dw.by_name)
+
+    # ---- state -------------------------------------------------------------------------------
+    def _tensors(self, views) -> dict[str, Tensor]:
+        little = np.dtype(self.dtype).newbyteorder("<")
+        return {name: Tensor(tuple(a.shape), self.tensor_dtype, a.astype(little).tobytes())
+                for name, a in views.items()}
+
+    def _load(self, views, tensors) -> None:
+        for name, a in views.items():
+            t = tensors[name]
+            src = np.frombuffer(t.data, dtype={"F64": "<f8", "F32": "<f4"}[t.dtype])
+            a[...] = src.reshape(a.shape)
+
+    def export(self):
+        m, v = _Weights(self.m, self.cfg), _Weights(self.v, self.cfg)
+        return self._tensors(self.w.by_name), self._tensors(m.by_name), self._tensors(v.by_name)
+
+    def load_adam(self, adam_m, adam_v) -> None:
+        self._load(_Weights(self.m, self.cfg).by_name, adam_m)
+        self._load(_Weights(self.v, self.cfg).by_name, adam_v)
+
+    # ---- sampling ----------------------------------------------------------------------------
+    def new_cache(self):
+        """Keys and values of every position so far, per layer: (n_layer, block_size, C) each."""
+        shape = (self.cfg.n_layer, self.cfg.block_size, self.cfg.n_embd)
+        return np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)
+
+    def logits(self, cache, token_id: int, pos_id: int) -> list[float]:
+        """One position of the forward pass, attending over the cache (which it appends to)."""
+        keys, values = cache
+        C, H, D = self.cfg.n_embd, self.cfg.n_head, self.head_dim
+        w, new = self.w, lambda cols: np.empty((1, cols), self.dtype)
+        tmp, scale = new(C), np.empty((1, 1), self.dtype)
+        x = new(C)
+        rmsnorm_forward(x, scale, w.wte[token_id] + w.wpe[pos_id], tmp)
+        for l, lw in enumerate(w.layers):
+            xn, qkv = new(C), new(3 * C)
+            rmsnorm_forward(xn, scale, x, tmp)
+            matmul_forward(qkv, xn, lw.qkv)
+            keys[l, pos_id], values[l, pos_id] = qkv[0, C:2 * C], qkv[0, 2 * C:]
+            q = qkv[0, :C].reshape(H, 1, D)
+            k = keys[l, :pos_id + 1].reshape(pos_id + 1, H, D).transpose(1, 0, 2)      # (H, T, D)
+            v = values[l, :pos_id + 1].reshape(pos_id + 1, H, D).transpose(1, 0, 2)    # (H, T, D)
+            att = q @ k.swapaxes(-1, -2) / D ** 0.5                                    # (H, 1, T)
+            softmax_rows(att)
+            y = (att @ v).reshape(1, C)                                                # heads side by side
+            out = new(C)
+            matmul_forward(out, y, lw.o)
+            x = x + out
+            h = new(4 * C)
+            rmsnorm_forward(xn, scale, x, tmp)
+            matmul_forward(h, xn, lw.fc1)
+            relu_forward(h)
+            matmul_forward(out, h, lw.fc2)
+            x = x + out
+        logits = new(self.cfg.vocab_size)
+        matmul_forward(logits, x, w.lm_head)
+        return logits[0].tolist()
