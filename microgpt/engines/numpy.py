@@ -19,8 +19,15 @@ into the flat gradient.
 """
 
 import math
+import os
+import sys
 
-import numpy as np
+if "numpy" not in sys.modules:
+    # One BLAS thread: these matrices are tiny, and OpenBLAS's extra threads cost more than they give
+    # (4x slower at batch 256 on a busy 2-core machine). Set OPENBLAS_NUM_THREADS yourself to override.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402  (after the thread setting, which numpy reads when it loads)
 
 from microgpt.checkpoint import Tensor
 from microgpt.errors import UsageError
@@ -32,6 +39,16 @@ RMS_EPS = 1e-5  # as atomic.py's rmsnorm
 
 # ---- layers: forward and backward --------------------------------------------------------------
 # Shapes: N rows (predicted tokens of the batch), C = n_embd, V = vocab_size, H heads of D = C / H.
+# numpy reduces short rows slowly (a sum over 16 numbers costs more than a product), so sums along
+# a row are products with a column of ones, and the logits are kept as (V, N), one column per token.
+
+def ones(n, dtype, _cache={}):
+    """A (n, 1) column of ones, for row sums: a (.., m, n) @ ones -> (.., m, 1)."""
+    key = (n, np.dtype(dtype))
+    if key not in _cache:
+        _cache[key] = np.ones((n, 1), dtype)
+    return _cache[key]
+
 
 def embedding_forward(out, wte, wpe, inp, pos):
     """out (N, C) = wte[inp] + wpe[pos]; inp, pos (N,) token and position ids."""
@@ -49,7 +66,7 @@ def embedding_backward(dwte, dwpe, dout, onehot_inp, onehot_pos):
 def rmsnorm_forward(out, scale, inp, tmp):
     """out (N, C) = inp * scale, scale (N, 1) = (mean(inp^2) + eps)^-1/2, kept for the backward."""
     np.multiply(inp, inp, out=tmp)
-    np.sum(tmp, axis=1, keepdims=True, out=scale)
+    np.dot(tmp, ones(inp.shape[1], inp.dtype), out=scale)   # (N, 1) sums of squares
     scale /= inp.shape[1]
     scale += RMS_EPS
     np.power(scale, -0.5, out=scale)
@@ -61,7 +78,7 @@ def rmsnorm_backward(dinp, dout, out, scale, tmp, rowbuf, accumulate):
     dy/dx gives s * dout, and ds/dx = -s^3 x / C gives -s * y * mean(dout * y). The residual stream
     adds it to dinp (N, C) when `accumulate`, else dinp is overwritten."""
     np.multiply(dout, out, out=tmp)
-    np.sum(tmp, axis=1, keepdims=True, out=rowbuf)           # (N, 1)
+    np.dot(tmp, ones(out.shape[1], out.dtype), out=rowbuf)  # (N, 1)
     rowbuf /= out.shape[1]
     np.multiply(out, rowbuf, out=tmp)
     np.subtract(dout, tmp, out=tmp)
@@ -93,11 +110,14 @@ def relu_backward(dout, out):
     dout *= out > 0
 
 
-def softmax_rows(a):
-    """In place over the last axis: exp(a - max) / sum, max-subtracted as atomic.py's softmax."""
-    a -= a.max(axis=-1, keepdims=True)
-    np.exp(a, out=a)
-    a /= a.sum(axis=-1, keepdims=True)
+def attention_softmax(att):
+    """In place, softmax over each row of att (..., T, T'), the scores of one query against the keys.
+    Subtracting the same number from a row changes nothing but keeps exp() from overflowing. We
+    subtract the largest score of each (document, head) block, >= each row's max, because numpy takes
+    one max over a block much faster than T maxes over rows of T."""
+    att -= att.max(axis=(-2, -1), keepdims=True)
+    np.exp(att, out=att)
+    att /= att @ ones(att.shape[-1], att.dtype)       # (..., T, 1) row sums
 
 
 def attention_forward(groups, head_dim):
@@ -105,38 +125,46 @@ def attention_forward(groups, head_dim):
     q, k, v (n, H, T, D) are views of the qkv buffer (N, 3C); att (n, H, T, T) keeps the softmax
     weights for the backward; out (n, H, T, D) is a view of the output buffer (N, C)."""
     for g in groups:
-        np.matmul(g.q, g.k.swapaxes(-1, -2), out=g.att)   # (n, H, T, T) = q . k for every pair
-        g.att /= head_dim ** 0.5
-        g.att += g.mask                                   # -inf above the diagonal: no peeking ahead
-        softmax_rows(g.att)
-        np.matmul(g.att, g.v, out=g.out)                  # (n, H, T, D) = weighted sum of values
+        att = g.att
+        np.matmul(g.q, g.k.swapaxes(-1, -2), out=att)     # (n, H, T, T): q . k for every pair
+        att /= head_dim ** 0.5
+        att += g.mask                                     # -inf above the diagonal: no peeking ahead
+        attention_softmax(att)
+        np.matmul(att, g.v, out=g.out)                    # (n, H, T, D): weighted sum of values
 
 
 def attention_backward(groups, head_dim):
     """For each group: from dout (n, H, T, D), the gradients dq, dk, dv (n, H, T, D) (views of the
-    dqkv buffer (N, 3C)). datt (n, H, T, T) is scratch."""
+    dqkv buffer (N, 3C)). datt, dpre (n, H, T, T) are scratch."""
     for g in groups:
-        np.matmul(g.dout, g.v.swapaxes(-1, -2), out=g.datt)   # d(att) = dout . v
-        np.matmul(g.att.swapaxes(-1, -2), g.dout, out=g.dv)   # dv = att^T . dout
-        # softmax backward: d(pre) = att * (d(att) - sum(att * d(att))), row by row
-        np.multiply(g.att, g.datt, out=g.dpre)
-        g.datt -= g.dpre.sum(axis=-1, keepdims=True)
-        np.multiply(g.att, g.datt, out=g.dpre)                 # zero above the diagonal, as att is
-        g.dpre /= head_dim ** 0.5
-        np.matmul(g.dpre, g.k, out=g.dq)                       # pre = q . k / sqrt(D)
-        np.matmul(g.dpre.swapaxes(-1, -2), g.q, out=g.dk)
+        att, datt, dpre = g.att, g.datt, g.dpre
+        np.matmul(g.dout, g.v.swapaxes(-1, -2), out=datt)    # d(att) = dout . v^T
+        np.matmul(att.swapaxes(-1, -2), g.dout, out=g.dv)    # dv = att^T . dout
+        # softmax backward, row by row: d(pre) = att * (d(att) - sum(att * d(att)))
+        np.multiply(att, datt, out=dpre)
+        datt -= dpre @ ones(att.shape[-1], att.dtype)        # (n, H, T, 1) row sums
+        np.multiply(att, datt, out=dpre)                     # zero above the diagonal, as att is
+        dpre /= head_dim ** 0.5
+        np.matmul(dpre, g.k, out=g.dq)                       # pre = q . k^T / sqrt(D)
+        np.matmul(dpre.swapaxes(-1, -2), g.q, out=g.dk)
+
+
+def softmax_columns(probs, logits):
+    """probs (V, N) = softmax of each column of logits (V, N), max-subtracted as atomic.py's."""
+    np.subtract(logits, logits.max(axis=0, keepdims=True), out=probs)
+    np.exp(probs, out=probs)
+    probs /= ones(probs.shape[0], probs.dtype).T @ probs     # (1, N) column sums
 
 
 def crossentropy_forward(probs, logits, tgt_flat):
-    """probs (N, V) = softmax(logits); returns the summed loss -sum(log probs[target]).
-    tgt_flat (N,): the flat index row * V + target of each row's target in probs."""
-    np.copyto(probs, logits)
-    softmax_rows(probs)
+    """probs (V, N) = softmax(logits (V, N)); returns the summed loss -sum(log probs[target]).
+    tgt_flat (N,): the flat index target * N + column of each token's target in probs."""
+    softmax_columns(probs, logits)
     return -float(np.log(np.take(probs, tgt_flat)).sum())
 
 
 def crossentropy_backward(probs, tgt_flat, n):
-    """In place, turns probs (N, V) into d(mean loss over n rows)/d(logits) = (probs - onehot(target)) / n."""
+    """In place, turns probs (V, N) into d(mean loss over n tokens)/d(logits) = (probs - onehot) / n."""
     probs.ravel()[tgt_flat] -= 1
     probs *= 1 / n
 
@@ -183,24 +211,23 @@ class _Plan:
         a = arena.get
         # inputs: token, position and flat target ids, one-hot rows for the embedding backward
         self.inp, self.tgt, self.tgt_flat = (a(name, (N,), dtype=np.intp) for name in ("inp", "tgt", "tgt_flat"))
-        self.row_base = np.arange(N, dtype=np.intp) * V         # (N,) where each row starts in (N, V)
-        self.pos = np.concatenate([np.arange(T, dtype=np.intp) for T in lengths])
-        self.onehot_inp = a("onehot_inp", (N, V))
-        self.onehot_pos = np.zeros((N, cfg.block_size), arena.dtype)
-        self.onehot_pos[np.arange(N), self.pos] = 1
-        # forward activations
-        self.emb, self.x0, self.s0 = a("emb", (N, C)), a("x0", (N, C)), a("s0", (N, 1))
-        self.logits, self.probs = a("logits", (N, V)), a("probs", (N, V))
-        # backward and scratch, shared by the layers
-        self.dx, self.dxn, self.dy = a("dx", (N, C)), a("dxn", (N, C)), a("dy", (N, C))
-        self.dqkv, self.dh = a("dqkv", (N, 3 * C)), a("dh", (N, 4 * C))
-        self.tmp, self.row = a("tmp", (N, C)), a("row", (N, 1))
-        runs = []  # (T, n): the documents of each length
+        self.columns = np.arange(N, dtype=np.intp)              # (N,) token i is column i of (V, N)
+        runs = []  # [T, n]: n documents of T predicted tokens, for each length T present
         for T in lengths:
             if runs and runs[-1][0] == T:
                 runs[-1][1] += 1
             else:
                 runs.append([T, 1])
+        self.pos = np.concatenate([np.tile(np.arange(T, dtype=np.intp), n) for T, n in runs])
+        self.onehot_inp = a("onehot_inp", (N, V))
+        self.onehot_pos = np.take(np.eye(cfg.block_size, dtype=arena.dtype), self.pos, axis=0)
+        # forward activations
+        self.emb, self.x0, self.s0 = a("emb", (N, C)), a("x0", (N, C)), a("s0", (N, 1))
+        self.logits, self.probs = a("logits", (V, N)), a("probs", (V, N))   # one column per token
+        # backward and scratch, shared by the layers
+        self.dx, self.dxn, self.dy = a("dx", (N, C)), a("dxn", (N, C)), a("dy", (N, C))
+        self.dqkv, self.dh = a("dqkv", (N, 3 * C)), a("dh", (N, 4 * C))
+        self.tmp, self.row = a("tmp", (N, C)), a("row", (N, 1))
         self.layers = []
         for l in range(cfg.n_layer):
             L = _LayerActs()
@@ -294,7 +321,8 @@ class Engine:
         else:
             p.inp[:] = [t for s in seqs for t in s[:-1]]
             p.tgt[:] = [t for s in seqs for t in s[1:]]
-        np.add(p.row_base, p.tgt, out=p.tgt_flat)
+        np.multiply(p.tgt, p.n, out=p.tgt_flat)
+        p.tgt_flat += p.columns
         return p
 
     def _forward(self, p: _Plan) -> float:
@@ -315,15 +343,15 @@ class Engine:
             matmul_forward(a.xout, a.h, lw.fc2)
             a.xout += a.xmid                                  # residual
             x = a.xout
-        matmul_forward(p.logits, x, w.lm_head)                # (N, V)
+        np.dot(w.lm_head, x.T, out=p.logits)                  # (V, N) = lm_head (V, C) @ x^T
         return crossentropy_forward(p.probs, p.logits, p.tgt_flat) / p.n
 
     def _backward(self, p: _Plan) -> None:
         """Fills self.grad with d(mean loss)/d(parameters), from the activations _forward kept."""
         w, dw = self.w, self.dw
-        crossentropy_backward(p.probs, p.tgt_flat, p.n)      # p.probs is now dlogits (N, V)
+        crossentropy_backward(p.probs, p.tgt_flat, p.n)      # p.probs is now dlogits (V, N)
         x = p.layers[-1].xout if p.layers else p.x0
-        matmul_backward(p.dx, dw.lm_head, p.probs, x, w.lm_head)
+        matmul_backward(p.dx, dw.lm_head, p.probs.T, x, w.lm_head)
         for l in reversed(range(len(p.layers))):
             lw, g, a = w.layers[l], dw.layers[l], p.layers[l]
             x = p.layers[l - 1].xout if l else p.x0
@@ -417,7 +445,7 @@ class Engine:
             k = keys[l, :pos_id + 1].reshape(pos_id + 1, H, D).transpose(1, 0, 2)      # (H, T, D)
             v = values[l, :pos_id + 1].reshape(pos_id + 1, H, D).transpose(1, 0, 2)    # (H, T, D)
             att = q @ k.swapaxes(-1, -2) / D ** 0.5                                    # (H, 1, T)
-            softmax_rows(att)
+            attention_softmax(att)
             y = (att @ v).reshape(1, C)                                                # heads side by side
             out = new(C)
             matmul_forward(out, y, lw.o)
