@@ -18,6 +18,7 @@ and reused, and every matrix product writes into its destination (`out=`), weigh
 into the flat gradient.
 """
 
+import itertools
 import math
 import os
 import sys
@@ -120,13 +121,17 @@ def attention_softmax(att):
     att /= att @ ones(att.shape[-1], att.dtype)       # (..., T, 1) row sums
 
 
-def attention_forward(groups, head_dim):
-    """Causal self-attention, per group of n documents of equal length T. For each group:
-    q, k, v (n, H, T, D) are views of the qkv buffer (N, 3C); att (n, H, T, T) keeps the softmax
-    weights for the backward; out (n, H, T, D) is a view of the output buffer (N, C)."""
+def attention_forward(kvT, qkv, groups, head_dim):
+    """Causal self-attention over qkv (N, 3C), per group of n documents of equal length T. For each
+    group: q, k, v (n, H, T, D) are views of qkv, kT, vT (n, H, D, T) views of kvT (2C, N), a
+    transposed copy of k and v (numpy multiplies transposed views of strided arrays slowly);
+    att (n, H, T, T) keeps the softmax weights for the backward; out (n, H, T, D) is a view of the
+    output buffer (N, C)."""
+    C = qkv.shape[1] // 3
+    np.copyto(kvT, qkv[:, C:].T)                          # (2C, N)
     for g in groups:
         att = g.att
-        np.matmul(g.q, g.k.swapaxes(-1, -2), out=att)     # (n, H, T, T): q . k for every pair
+        np.matmul(g.q, g.kT, out=att)                     # (n, H, T, T): q . k for every pair
         att /= head_dim ** 0.5
         att += g.mask                                     # -inf above the diagonal: no peeking ahead
         attention_softmax(att)
@@ -138,7 +143,7 @@ def attention_backward(groups, head_dim):
     dqkv buffer (N, 3C)). datt, dpre (n, H, T, T) are scratch."""
     for g in groups:
         att, datt, dpre = g.att, g.datt, g.dpre
-        np.matmul(g.dout, g.v.swapaxes(-1, -2), out=datt)    # d(att) = dout . v^T
+        np.matmul(g.dout, g.vT, out=datt)                    # d(att) = dout . v^T
         np.matmul(att.swapaxes(-1, -2), g.dout, out=g.dv)    # dv = att^T . dout
         # softmax backward, row by row: d(pre) = att * (d(att) - sum(att * d(att)))
         np.multiply(att, datt, out=dpre)
@@ -188,13 +193,16 @@ class _Arena:
 class _Group:
     """n documents of T predicted tokens each: rows [r0, r0 + n T) of the stream, seen per head."""
 
-    def __init__(self, r0, n, T, H, D, mask, qkv, y, att, dqkv, dy, datt, dpre):
+    def __init__(self, r0, n, T, H, D, mask, qkv, kvT, y, att, dqkv, dy, datt, dpre):
         def heads(buf, i=None):  # rows (n T, ...) -> (n, H, T, D), a view
             rows = buf[r0:r0 + n * T]
             split = rows.reshape(n, T, H, D) if i is None else rows.reshape(n, T, 3, H, D)[:, :, i]
             return split.transpose(0, 2, 1, 3)
+        def heads_T(i):  # columns of kvT (2C, N) -> (n, H, D, T), a view
+            return kvT[i * H * D:(i + 1) * H * D, r0:r0 + n * T].reshape(H, D, n, T).transpose(2, 0, 1, 3)
         self.mask = mask                                        # (T, T)
         self.q, self.k, self.v = heads(qkv, 0), heads(qkv, 1), heads(qkv, 2)
+        self.kT, self.vT = heads_T(0), heads_T(1)
         self.out, self.att = heads(y), att                      # (n, H, T, D), (n, H, T, T)
         self.dq, self.dk, self.dv = heads(dqkv, 0), heads(dqkv, 1), heads(dqkv, 2)
         self.dout, self.datt, self.dpre = heads(dy), datt, dpre
@@ -218,7 +226,13 @@ class _Plan:
                 runs[-1][1] += 1
             else:
                 runs.append([T, 1])
-        self.pos = np.concatenate([np.tile(np.arange(T, dtype=np.intp), n) for T, n in runs])
+        # the documents' tokens arrive as one stream (N + B,); doc b's inputs are its tokens but the last
+        doc = np.repeat(np.arange(len(lengths), dtype=np.intp), lengths)   # (N,) each row's document
+        self.stream = a("stream", (N + len(lengths),), dtype=np.intp)
+        self.inp_idx = self.columns + doc                       # (N,) where each input is in the stream
+        self.tgt_idx = self.inp_idx + 1                         # its target: the next token
+        starts = np.cumsum(lengths) - np.asarray(lengths)
+        self.pos = self.columns - starts[doc]                   # (N,) position within its document
         self.onehot_inp = a("onehot_inp", (N, V))
         self.onehot_pos = np.take(np.eye(cfg.block_size, dtype=arena.dtype), self.pos, axis=0)
         # forward activations
@@ -234,12 +248,13 @@ class _Plan:
             L.xn1, L.s1, L.qkv = a(f"xn1.{l}", (N, C)), a(f"s1.{l}", (N, 1)), a(f"qkv.{l}", (N, 3 * C))
             L.y, L.xmid = a(f"y.{l}", (N, C)), a(f"xmid.{l}", (N, C))
             L.xn2, L.s2, L.h = a(f"xn2.{l}", (N, C)), a(f"s2.{l}", (N, 1)), a(f"h.{l}", (N, 4 * C))
-            L.xout = a(f"xout.{l}", (N, C))
+            L.xout, L.kvT = a(f"xout.{l}", (N, C)), a(f"kvT.{l}", (2 * C, N))
             L.groups, r0, off = [], 0, 0
             for T, n in runs:
                 shape = (n, H, T, T)
                 att, datt, dpre = (a(name, shape, off) for name in (f"att.{l}", "datt", "dpre"))
-                L.groups.append(_Group(r0, n, T, H, D, masks(T), L.qkv, L.y, att, self.dqkv, self.dy, datt, dpre))
+                L.groups.append(_Group(r0, n, T, H, D, masks(T), L.qkv, L.kvT, L.y, att, self.dqkv, self.dy,
+                                       datt, dpre))
                 r0, off = r0 + n * T, off + math.prod(shape)
             self.layers.append(L)
 
@@ -315,12 +330,9 @@ class Engine:
             if len(self._plans) > 64:  # batches of many documents rarely repeat a layout
                 self._plans.clear()
             p = self._plans[lengths] = _Plan(lengths, self.cfg, self._arena, self._causal_mask)
-        if len(seqs) == 1:
-            p.inp[:] = seqs[0][:-1]
-            p.tgt[:] = seqs[0][1:]
-        else:
-            p.inp[:] = [t for s in seqs for t in s[:-1]]
-            p.tgt[:] = [t for s in seqs for t in s[1:]]
+        p.stream[:] = seqs[0] if len(seqs) == 1 else list(itertools.chain.from_iterable(seqs))
+        np.take(p.stream, p.inp_idx, out=p.inp)
+        np.take(p.stream, p.tgt_idx, out=p.tgt)
         np.multiply(p.tgt, p.n, out=p.tgt_flat)
         p.tgt_flat += p.columns
         return p
@@ -334,7 +346,7 @@ class Engine:
         for lw, a in zip(w.layers, p.layers):
             rmsnorm_forward(a.xn1, a.s1, x, p.tmp)
             matmul_forward(a.qkv, a.xn1, lw.qkv)              # (N, 3C)
-            attention_forward(a.groups, self.head_dim)        # fills a.y (N, C)
+            attention_forward(a.kvT, a.qkv, a.groups, self.head_dim)   # fills a.y (N, C)
             matmul_forward(a.xmid, a.y, lw.o)
             a.xmid += x                                       # residual
             rmsnorm_forward(a.xn2, a.s2, a.xmid, p.tmp)
