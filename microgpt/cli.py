@@ -17,6 +17,7 @@ COMMANDS = {
     "check": ("microgpt.check", "compare every engine's gradients with finite differences and the scalar engine"),
     "trace": ("microgpt.trace", "print every intermediate of one training step on one document, by atomic.py's names"),
     "report": ("microgpt.report", "write DIR/report.html: loss curves, attention maps, embeddings, samples"),
+    "bench": ("microgpt.bench", "time the installed engines side by side on the default job"),
 }
 
 

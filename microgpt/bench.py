@@ -1,0 +1,92 @@
+"""`microgpt bench`: the installed engines side by side on the default job, timed as training times them.
+
+    microgpt bench [--scalar-steps 20] [--steps 1000] [--batch-size 256] [--batched-steps 200] [--json]
+
+Each row is a real `microgpt train` run (train.train, into a temporary directory, samples off) and
+its times are the `dt` column of that run's metrics.jsonl: the wall time of engine.train_step. The
+scalar engine runs a few steps at batch 1; every other installed engine runs many steps at batch 1
+and a batched row. Speedups are against the scalar row of the same run: per step, and per document.
+"""
+
+import contextlib
+import io
+import json
+import os
+import statistics
+import tempfile
+
+from microgpt import engines
+from microgpt.config import ModelConfig, TrainConfig
+from microgpt.errors import UsageError
+from microgpt.train import MODEL_FIELDS, train
+
+
+def measure(engine: str, batch_size: int, steps: int, data: str | None, dtype: str) -> dict:
+    """One training run; returns its median step time and final loss."""
+    tcfg = TrainConfig(engine=engine, batch_size=batch_size, steps=steps, samples=0, dtype=dtype,
+                       save_every=steps)
+    with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(io.StringIO()):
+        model = {k: getattr(ModelConfig(), k) for k in MODEL_FIELDS}  # the default model
+        summary = train(model, tcfg, data, out, log_every=steps)
+        with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as f:
+            dts = [json.loads(line)["dt"] for line in f if '"dt"' in line]
+    step_s = statistics.median(dts)
+    return {"engine": engine, "dtype": dtype, "batch": batch_size, "steps": steps, "ms_per_step": step_s * 1e3,
+            "us_per_doc": step_s / batch_size * 1e6, "final_loss": summary["loss"]}
+
+
+def rows_to_run(args) -> list[tuple[str, int, int, str]]:
+    """(engine, batch, steps, dtype) for every row, scalar first: it is what the others compare to."""
+    names = args.engines.split(",") if args.engines else engines.available()
+    for name in names:
+        if name not in engines.ENGINES:
+            raise UsageError(f"unknown engine {name!r} in --engines; choose from: {', '.join(engines.ENGINES)}")
+        if not engines.is_available(name):
+            engines.get(name)  # raises the error that says what to install
+    rows = [("scalar", 1, args.scalar_steps, "float64")] if "scalar" in names else []
+    for name in names:
+        if name != "scalar":
+            rows += [(name, 1, args.steps, args.dtype), (name, args.batch_size, args.batched_steps, args.dtype)]
+    return rows
+
+
+def table(results: list[dict]) -> str:
+    base = next((r for r in results if r["engine"] == "scalar"), None)
+    head = ("engine", "dtype", "batch", "steps", "ms/step", "µs/doc", "x/step", "x/doc", "final loss")
+    lines = [head]
+    for r in results:
+        per_step = f"{base['ms_per_step'] / r['ms_per_step']:.0f}" if base else "-"
+        per_doc = f"{base['us_per_doc'] / r['us_per_doc']:.0f}" if base else "-"
+        lines.append((r["engine"], r["dtype"], str(r["batch"]), str(r["steps"]), f"{r['ms_per_step']:.4f}",
+                      f"{r['us_per_doc']:.1f}", per_step, per_doc, f"{r['final_loss']:.4f}"))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in lines)
+
+
+# ---- the command line -----------------------------------------------------------------------
+def add_arguments(p) -> None:
+    p.add_argument("--engines", help="comma-separated engines to run (default: every installed one)")
+    p.add_argument("--scalar-steps", type=int, default=20, help="steps for the scalar engine (default 20)")
+    p.add_argument("--steps", type=int, default=1000, help="steps at batch 1 for the other engines (default 1000)")
+    p.add_argument("--batch-size", type=int, default=256, help="documents per step of the batched rows (default 256)")
+    p.add_argument("--batched-steps", type=int, default=200, help="steps of the batched rows (default 200)")
+    p.add_argument("--dtype", default="float64", help="dtype of the non-scalar engines (default float64)")
+    p.add_argument("--data", help="text file, one document per line (default: the embedded baby names)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+
+
+def run(args) -> int:
+    for flag in ("scalar_steps", "steps", "batch_size", "batched_steps"):
+        if getattr(args, flag) <= 0:
+            raise UsageError(f"--{flag.replace('_', '-')} must be a positive integer (got {getattr(args, flag)})")
+    results = []
+    for engine, batch, steps, dtype in rows_to_run(args):
+        results.append(measure(engine, batch, steps, args.data, dtype))
+        if not args.json:
+            r = results[-1]
+            print(f"ran {engine} batch {batch}: {r['ms_per_step']:.4f} ms/step", flush=True)
+    if args.json:
+        print(json.dumps(results, indent=1))
+    else:
+        print(table(results))
+    return 0

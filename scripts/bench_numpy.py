@@ -1,0 +1,64 @@
+"""Profile the numpy engine's training step on the default job (embedded names, default model).
+
+    python scripts/bench_numpy.py [--batch-size 1] [--steps 2000] [--dtype float64] [--profile]
+
+Prints the median time of engine.train_step (the `dt` of metrics.jsonl) and, with --profile, where
+the time goes (cProfile, sorted by own time). For the side-by-side table use `microgpt bench`.
+"""
+
+import argparse
+import cProfile
+import pstats
+import random
+import statistics
+import time
+
+from microgpt import engines
+from microgpt.checkpoint import Tensor
+from microgpt.config import ModelConfig, TrainConfig
+from microgpt.data import DocumentData, Tokenizer, read_text, split_docs
+from microgpt.model import init_params, param_shapes
+from microgpt.train import lr_at
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--dtype", default="float64")
+    ap.add_argument("--engine", default="numpy")
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+
+    tcfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, dtype=args.dtype, engine=args.engine)
+    rng = random.Random(tcfg.seed)
+    docs = split_docs(read_text(None))
+    rng.shuffle(docs)
+    tok = Tokenizer.from_docs(docs)
+    cfg = ModelConfig(vocab_size=tok.vocab_size)
+    data = DocumentData(docs, tok, cfg.block_size)
+    floats = init_params(cfg, rng)
+    params = {name: Tensor.from_floats(shape, floats[name]) for name, shape in param_shapes(cfg)}
+    engine = engines.get(args.engine)(cfg, tcfg, params)
+
+    times, loss = [], None
+    def run():
+        nonlocal loss
+        for step in range(tcfg.steps):
+            seqs = data.batch(step, tcfg.batch_size)
+            t0 = time.perf_counter()
+            loss = engine.train_step(seqs, step, lr_at(step, tcfg))
+            times.append(time.perf_counter() - t0)
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.runcall(run)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    else:
+        run()
+    med = statistics.median(times)
+    print(f"{args.engine} {args.dtype} batch {args.batch_size}: {med * 1e3:.4f} ms/step median, "
+          f"{med / args.batch_size * 1e6:.2f} us/doc, final loss {loss:.4f}")
+
+
+if __name__ == "__main__":
+    main()
