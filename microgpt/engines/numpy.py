@@ -447,7 +447,7 @@ class Engine:
         w, new = self.w, lambda cols: np.empty((1, cols), self.dtype)
         tmp, scale = new(C), np.empty((1, 1), self.dtype)
         x = new(C)
-        rmsnorm_forward(x, scale, w.wte[token_id] + w.wpe[pos_id], tmp)
+        rmsnorm_forward(x, scale, (w.wte[token_id] + w.wpe[pos_id])[None], tmp)   # (1, C)
         for l, lw in enumerate(w.layers):
             xn, qkv = new(C), new(3 * C)
             rmsnorm_forward(xn, scale, x, tmp)
