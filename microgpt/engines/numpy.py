@@ -43,12 +43,19 @@ RMS_EPS = 1e-5  # as atomic.py's rmsnorm
 # numpy reduces short rows slowly (a sum over 16 numbers costs more than a product), so sums along
 # a row are products with a column of ones, and the logits are kept as (V, N), one column per token.
 
-def ones(n, dtype, _cache={}):
-    """A (n, 1) column of ones, for row sums: a (.., m, n) @ ones -> (.., m, 1)."""
-    key = (n, np.dtype(dtype))
+def ones(n, dtype, value=1.0, _cache={}):
+    """A (n, 1) column of ones, for row sums: a (.., m, n) @ ones -> (.., m, 1). With value 1 / n,
+    the product gives row means."""
+    key = (n, np.dtype(dtype), value)
     if key not in _cache:
-        _cache[key] = np.ones((n, 1), dtype)
+        _cache[key] = np.full((n, 1), value, dtype)
     return _cache[key]
+
+
+def row_means(out, a):
+    """out (N, 1) = the mean of each row of a (N, C)."""
+    C = a.shape[1]
+    np.dot(a, ones(C, a.dtype, 1 / C), out=out)
 
 
 def embedding_forward(out, wte, wpe, inp, pos):
@@ -67,8 +74,7 @@ def embedding_backward(dwte, dwpe, dout, onehot_inp, onehot_pos):
 def rmsnorm_forward(out, scale, inp, tmp):
     """out (N, C) = inp * scale, scale (N, 1) = (mean(inp^2) + eps)^-1/2, kept for the backward."""
     np.multiply(inp, inp, out=tmp)
-    np.dot(tmp, ones(inp.shape[1], inp.dtype), out=scale)   # (N, 1) sums of squares
-    scale /= inp.shape[1]
+    row_means(scale, tmp)
     scale += RMS_EPS
     np.power(scale, -0.5, out=scale)
     np.multiply(inp, scale, out=out)
@@ -79,8 +85,7 @@ def rmsnorm_backward(dinp, dout, out, scale, tmp, rowbuf, accumulate):
     dy/dx gives s * dout, and ds/dx = -s^3 x / C gives -s * y * mean(dout * y). The residual stream
     adds it to dinp (N, C) when `accumulate`, else dinp is overwritten."""
     np.multiply(dout, out, out=tmp)
-    np.dot(tmp, ones(out.shape[1], out.dtype), out=rowbuf)  # (N, 1)
-    rowbuf /= out.shape[1]
+    row_means(rowbuf, tmp)                                   # (N, 1)
     np.multiply(out, rowbuf, out=tmp)
     np.subtract(dout, tmp, out=tmp)
     if accumulate:
@@ -231,6 +236,8 @@ class _Plan:
         self.stream = a("stream", (N + len(lengths),), dtype=np.intp)
         self.inp_idx = self.columns + doc                       # (N,) where each input is in the stream
         self.tgt_idx = self.inp_idx + 1                         # its target: the next token
+        if len(lengths) == 1:  # one document: inputs and targets are views of the stream, no copying
+            self.inp, self.tgt, self.inp_idx = self.stream[:-1], self.stream[1:], None
         starts = np.cumsum(lengths) - np.asarray(lengths)
         self.pos = self.columns - starts[doc]                   # (N,) position within its document
         self.onehot_inp = a("onehot_inp", (N, V))
@@ -331,8 +338,9 @@ class Engine:
                 self._plans.clear()
             p = self._plans[lengths] = _Plan(lengths, self.cfg, self._arena, self._causal_mask)
         p.stream[:] = seqs[0] if len(seqs) == 1 else list(itertools.chain.from_iterable(seqs))
-        np.take(p.stream, p.inp_idx, out=p.inp)
-        np.take(p.stream, p.tgt_idx, out=p.tgt)
+        if p.inp_idx is not None:
+            np.take(p.stream, p.inp_idx, out=p.inp)
+            np.take(p.stream, p.tgt_idx, out=p.tgt)
         np.multiply(p.tgt, p.n, out=p.tgt_flat)
         p.tgt_flat += p.columns
         return p
@@ -391,11 +399,13 @@ class Engine:
         np.multiply(g, g, out=tmp)
         tmp *= 1 - t.beta2
         v += tmp                                              # v = beta2 v + (1 - beta2) g^2
-        np.divide(v, 1 - t.beta2 ** (step + 1), out=tmp)      # v_hat
-        np.sqrt(tmp, out=tmp)
-        tmp += t.eps
+        # lr m_hat / (sqrt(v_hat) + eps) with m_hat = m / c1, v_hat = v / c2, written as
+        # (lr sqrt(c2) / c1) m / (sqrt(v) + eps sqrt(c2)): the same number, one pass fewer
+        c1, c2 = 1 - t.beta1 ** (step + 1), 1 - t.beta2 ** (step + 1)
+        np.sqrt(v, out=tmp)
+        tmp += t.eps * c2 ** 0.5
         np.divide(m, tmp, out=tmp)
-        tmp *= lr / (1 - t.beta1 ** (step + 1))               # lr m_hat / (sqrt(v_hat) + eps)
+        tmp *= lr * c2 ** 0.5 / c1
         self.flat -= tmp
 
     def train_step(self, seqs, step: int, lr: float) -> float:
