@@ -129,15 +129,15 @@ def attention_softmax(att):
 def attention_forward(kvT, qkv, groups, head_dim):
     """Causal self-attention over qkv (N, 3C), per group of n documents of equal length T. For each
     group: q, k, v (n, H, T, D) are views of qkv, kT, vT (n, H, D, T) views of kvT (2C, N), a
-    transposed copy of k and v (numpy multiplies transposed views of strided arrays slowly);
+    transposed copy of k / sqrt(D) and v (numpy multiplies transposed views of strided arrays slowly);
     att (n, H, T, T) keeps the softmax weights for the backward; out (n, H, T, D) is a view of the
     output buffer (N, C)."""
     C = qkv.shape[1] // 3
-    np.copyto(kvT, qkv[:, C:].T)                          # (2C, N)
+    np.multiply(qkv[:, C:2 * C].T, 1 / head_dim ** 0.5, out=kvT[:C])   # (C, N) k^T / sqrt(D)
+    np.copyto(kvT[C:], qkv[:, 2 * C:].T)                               # (C, N) v^T
     for g in groups:
         att = g.att
-        np.matmul(g.q, g.kT, out=att)                     # (n, H, T, T): q . k for every pair
-        att /= head_dim ** 0.5
+        np.matmul(g.q, g.kT, out=att)                     # (n, H, T, T): q . k / sqrt(D), every pair
         att += g.mask                                     # -inf above the diagonal: no peeking ahead
         attention_softmax(att)
         np.matmul(att, g.v, out=g.out)                    # (n, H, T, D): weighted sum of values
@@ -195,56 +195,18 @@ class _Arena:
         return buf[offset:offset + size].reshape(shape)
 
 
-class _Group:
-    """n documents of T predicted tokens each: rows [r0, r0 + n T) of the stream, seen per head."""
+class _Rows:
+    """The buffers of a batch of N predicted tokens, one row per token (the logits one column per
+    token); shared by every batch with the same N."""
 
-    def __init__(self, r0, n, T, H, D, mask, qkv, kvT, y, att, dqkv, dy, datt, dpre):
-        def heads(buf, i=None):  # rows (n T, ...) -> (n, H, T, D), a view
-            rows = buf[r0:r0 + n * T]
-            split = rows.reshape(n, T, H, D) if i is None else rows.reshape(n, T, 3, H, D)[:, :, i]
-            return split.transpose(0, 2, 1, 3)
-        def heads_T(i):  # columns of kvT (2C, N) -> (n, H, D, T), a view
-            return kvT[i * H * D:(i + 1) * H * D, r0:r0 + n * T].reshape(H, D, n, T).transpose(2, 0, 1, 3)
-        self.mask = mask                                        # (T, T)
-        self.q, self.k, self.v = heads(qkv, 0), heads(qkv, 1), heads(qkv, 2)
-        self.kT, self.vT = heads_T(0), heads_T(1)
-        self.out, self.att = heads(y), att                      # (n, H, T, D), (n, H, T, T)
-        self.dq, self.dk, self.dv = heads(dqkv, 0), heads(dqkv, 1), heads(dqkv, 2)
-        self.dout, self.datt, self.dpre = heads(dy), datt, dpre
-
-
-class _Plan:
-    """Every buffer of a forward and backward pass over one batch layout: documents sorted by length,
-    `lengths` the predicted tokens of each. Built once per layout and cached."""
-
-    def __init__(self, lengths, cfg, arena, masks):
-        N, C, V, H = sum(lengths), cfg.n_embd, cfg.vocab_size, cfg.n_head
-        D = C // H
+    def __init__(self, N, cfg, arena):
+        C, V, a = cfg.n_embd, cfg.vocab_size, arena.get
         self.n = N
-        a = arena.get
-        # inputs: token, position and flat target ids, one-hot rows for the embedding backward
-        self.inp, self.tgt, self.tgt_flat = (a(name, (N,), dtype=np.intp) for name in ("inp", "tgt", "tgt_flat"))
-        self.columns = np.arange(N, dtype=np.intp)              # (N,) token i is column i of (V, N)
-        runs = []  # [T, n]: n documents of T predicted tokens, for each length T present
-        for T in lengths:
-            if runs and runs[-1][0] == T:
-                runs[-1][1] += 1
-            else:
-                runs.append([T, 1])
-        # the documents' tokens arrive as one stream (N + B,); doc b's inputs are its tokens but the last
-        doc = np.repeat(np.arange(len(lengths), dtype=np.intp), lengths)   # (N,) each row's document
-        self.stream = a("stream", (N + len(lengths),), dtype=np.intp)
-        self.inp_idx = self.columns + doc                       # (N,) where each input is in the stream
-        self.tgt_idx = self.inp_idx + 1                         # its target: the next token
-        if len(lengths) == 1:  # one document: inputs and targets are views of the stream, no copying
-            self.inp, self.tgt, self.inp_idx = self.stream[:-1], self.stream[1:], None
-        starts = np.cumsum(lengths) - np.asarray(lengths)
-        self.pos = self.columns - starts[doc]                   # (N,) position within its document
+        self.columns = np.arange(N, dtype=np.intp)                       # (N,)
         self.onehot_inp = a("onehot_inp", (N, V))
-        self.onehot_pos = np.take(np.eye(cfg.block_size, dtype=arena.dtype), self.pos, axis=0)
         # forward activations
         self.emb, self.x0, self.s0 = a("emb", (N, C)), a("x0", (N, C)), a("s0", (N, 1))
-        self.logits, self.probs = a("logits", (V, N)), a("probs", (V, N))   # one column per token
+        self.logits, self.probs = a("logits", (V, N)), a("probs", (V, N))
         # backward and scratch, shared by the layers
         self.dx, self.dxn, self.dy = a("dx", (N, C)), a("dxn", (N, C)), a("dy", (N, C))
         self.dqkv, self.dh = a("dqkv", (N, 3 * C)), a("dh", (N, 4 * C))
@@ -253,21 +215,63 @@ class _Plan:
         for l in range(cfg.n_layer):
             L = _LayerActs()
             L.xn1, L.s1, L.qkv = a(f"xn1.{l}", (N, C)), a(f"s1.{l}", (N, 1)), a(f"qkv.{l}", (N, 3 * C))
-            L.y, L.xmid = a(f"y.{l}", (N, C)), a(f"xmid.{l}", (N, C))
+            L.kvT, L.y, L.xmid = a(f"kvT.{l}", (2 * C, N)), a(f"y.{l}", (N, C)), a(f"xmid.{l}", (N, C))
             L.xn2, L.s2, L.h = a(f"xn2.{l}", (N, C)), a(f"s2.{l}", (N, 1)), a(f"h.{l}", (N, 4 * C))
-            L.xout, L.kvT = a(f"xout.{l}", (N, C)), a(f"kvT.{l}", (2 * C, N))
-            L.groups, r0, off = [], 0, 0
-            for T, n in runs:
-                shape = (n, H, T, T)
-                att, datt, dpre = (a(name, shape, off) for name in (f"att.{l}", "datt", "dpre"))
-                L.groups.append(_Group(r0, n, T, H, D, masks(T), L.qkv, L.kvT, L.y, att, self.dqkv, self.dy,
-                                       datt, dpre))
-                r0, off = r0 + n * T, off + math.prod(shape)
+            L.xout = a(f"xout.{l}", (N, C))
             self.layers.append(L)
 
 
 class _LayerActs:
-    """One layer's activations for a batch (attributes set by _Plan)."""
+    """One layer's activations for a batch (attributes set by _Rows, groups by _Plan)."""
+
+
+class _Group:
+    """n documents of T predicted tokens each, rows [r0, r0 + n T) of the stream, seen per head:
+    q, k, v, out (n, H, T, D) are views of the layer's qkv and y, kT, vT (n, H, D, T) of its kvT."""
+
+    def __init__(self, r0, n, T, H, D, mask, L, rows, att, datt, dpre):
+        r1 = r0 + n * T
+        split = (n, T, 3, H, D)
+        self.q, self.k, self.v = L.qkv[r0:r1].reshape(split).transpose(2, 0, 3, 1, 4)
+        self.kT, self.vT = L.kvT[:, r0:r1].reshape(2, H, D, n, T).transpose(0, 3, 1, 2, 4)
+        self.out = L.y[r0:r1].reshape(n, T, H, D).transpose(0, 2, 1, 3)
+        self.dq, self.dk, self.dv = rows.dqkv[r0:r1].reshape(split).transpose(2, 0, 3, 1, 4)
+        self.dout = rows.dy[r0:r1].reshape(n, T, H, D).transpose(0, 2, 1, 3)
+        self.mask, self.att, self.datt, self.dpre = mask, att, datt, dpre    # (T, T), (n, H, T, T) x 3
+
+
+class _Plan:
+    """Every buffer of a forward and backward pass over one batch layout: documents sorted by length,
+    `lengths` the predicted tokens of each (a numpy array). Built once per layout and cached."""
+
+    def __init__(self, lengths, rows, arena, H, eye_pos, masks):
+        self.rows = rows
+        N, B = rows.n, len(lengths)
+        # the documents arrive as one stream of tokens (N + B,); doc b's inputs are its tokens but
+        # the last, its targets its tokens but the first
+        self.stream = arena.get("stream", (N + B,), dtype=np.intp)
+        doc = np.repeat(np.arange(B, dtype=np.intp), lengths)           # (N,) each row's document
+        if B == 1:  # inputs and targets are views of the stream: no copying
+            self.inp, self.tgt, self.inp_idx = self.stream[:-1], self.stream[1:], None
+        else:
+            self.inp, self.tgt = arena.get("inp", (N,), dtype=np.intp), arena.get("tgt", (N,), dtype=np.intp)
+            self.inp_idx = rows.columns + doc                           # (N,) the inputs' places in the stream
+            self.tgt_idx = self.inp_idx + 1
+        self.tgt_flat = arena.get("tgt_flat", (N,), dtype=np.intp)     # (N,) target * N + column, in (V, N)
+        starts = np.cumsum(lengths) - lengths
+        self.pos = rows.columns - starts[doc]                           # (N,) position in its document
+        self.onehot_pos = np.take(eye_pos, self.pos, axis=0)            # (N, block_size)
+        Ts, counts = np.unique(lengths, return_counts=True)             # the runs of equal length
+        C = rows.emb.shape[1]
+        self.groups = []  # per layer
+        for l, L in enumerate(rows.layers):
+            groups, r0, off = [], 0, 0
+            for T, n in zip(Ts.tolist(), counts.tolist()):
+                shape = (n, H, T, T)
+                att, datt, dpre = (arena.get(name, shape, off) for name in (f"att.{l}", "datt", "dpre"))
+                groups.append(_Group(r0, n, T, H, C // H, masks(T), L, rows, att, datt, dpre))
+                r0, off = r0 + n * T, off + n * H * T * T
+            self.groups.append(groups)
 
 
 class _Weights:
@@ -315,8 +319,8 @@ class Engine:
         self._load(self.w.by_name, params)
         self.head_dim = model_cfg.n_embd // model_cfg.n_head
         self.eye = np.eye(model_cfg.vocab_size, dtype=self.dtype)   # rows: one-hot tokens
-        self._masks = {}
-        self._plans = {}
+        self.eye_pos = np.eye(model_cfg.block_size, dtype=self.dtype)
+        self._masks, self._plans, self._rows = {}, {}, {}
         self._arena = _Arena(self.dtype)
 
     # ---- forward and backward ----------------------------------------------------------------
@@ -329,65 +333,71 @@ class Engine:
         """The buffers for this batch, its documents sorted by length, with the inputs filled in."""
         if len(seqs) > 1:
             seqs = sorted(seqs, key=len)
-        lengths = tuple(len(s) - 1 for s in seqs)
-        if min(lengths) < 1:
-            raise UsageError("every sequence needs at least 2 tokens (BOS, then the next token)")
-        p = self._plans.get(lengths)
+        key = tuple(map(len, seqs))
+        p = self._plans.get(key)
         if p is None:
+            lengths = np.array(key, dtype=np.intp) - 1                  # predicted tokens per document
+            if lengths[0] < 1:
+                raise UsageError("every sequence needs at least 2 tokens (BOS, then the next token)")
+            N = int(lengths.sum())
+            if N not in self._rows:
+                self._rows[N] = _Rows(N, self.cfg, self._arena)
             if len(self._plans) > 64:  # batches of many documents rarely repeat a layout
                 self._plans.clear()
-            p = self._plans[lengths] = _Plan(lengths, self.cfg, self._arena, self._causal_mask)
-        p.stream[:] = seqs[0] if len(seqs) == 1 else list(itertools.chain.from_iterable(seqs))
-        if p.inp_idx is not None:
+            p = self._plans[key] = _Plan(lengths, self._rows[N], self._arena, self.cfg.n_head, self.eye_pos,
+                                         self._causal_mask)
+        if len(seqs) == 1:
+            p.stream[:] = seqs[0]
+        else:
+            p.stream[:] = np.fromiter(itertools.chain.from_iterable(seqs), np.intp, p.stream.size)
             np.take(p.stream, p.inp_idx, out=p.inp)
             np.take(p.stream, p.tgt_idx, out=p.tgt)
-        np.multiply(p.tgt, p.n, out=p.tgt_flat)
-        p.tgt_flat += p.columns
+        np.multiply(p.tgt, p.rows.n, out=p.tgt_flat)
+        p.tgt_flat += p.rows.columns
         return p
 
     def _forward(self, p: _Plan) -> float:
         """The mean loss over the batch's predicted tokens; keeps the activations in p."""
-        w = self.w
-        embedding_forward(p.emb, w.wte, w.wpe, p.inp, p.pos)
-        rmsnorm_forward(p.x0, p.s0, p.emb, p.tmp)           # the residual stream starts normalized
-        x = p.x0                                              # (N, C)
-        for lw, a in zip(w.layers, p.layers):
-            rmsnorm_forward(a.xn1, a.s1, x, p.tmp)
+        w, r = self.w, p.rows
+        embedding_forward(r.emb, w.wte, w.wpe, p.inp, p.pos)
+        rmsnorm_forward(r.x0, r.s0, r.emb, r.tmp)            # the residual stream starts normalized
+        x = r.x0                                              # (N, C)
+        for lw, a, groups in zip(w.layers, r.layers, p.groups):
+            rmsnorm_forward(a.xn1, a.s1, x, r.tmp)
             matmul_forward(a.qkv, a.xn1, lw.qkv)              # (N, 3C)
-            attention_forward(a.kvT, a.qkv, a.groups, self.head_dim)   # fills a.y (N, C)
+            attention_forward(a.kvT, a.qkv, groups, self.head_dim)   # fills a.y (N, C)
             matmul_forward(a.xmid, a.y, lw.o)
             a.xmid += x                                       # residual
-            rmsnorm_forward(a.xn2, a.s2, a.xmid, p.tmp)
+            rmsnorm_forward(a.xn2, a.s2, a.xmid, r.tmp)
             matmul_forward(a.h, a.xn2, lw.fc1)                # (N, 4C)
             relu_forward(a.h)
             matmul_forward(a.xout, a.h, lw.fc2)
             a.xout += a.xmid                                  # residual
             x = a.xout
-        np.dot(w.lm_head, x.T, out=p.logits)                  # (V, N) = lm_head (V, C) @ x^T
-        return crossentropy_forward(p.probs, p.logits, p.tgt_flat) / p.n
+        np.dot(w.lm_head, x.T, out=r.logits)                  # (V, N) = lm_head (V, C) @ x^T
+        return crossentropy_forward(r.probs, r.logits, p.tgt_flat) / r.n
 
     def _backward(self, p: _Plan) -> None:
         """Fills self.grad with d(mean loss)/d(parameters), from the activations _forward kept."""
-        w, dw = self.w, self.dw
-        crossentropy_backward(p.probs, p.tgt_flat, p.n)      # p.probs is now dlogits (V, N)
-        x = p.layers[-1].xout if p.layers else p.x0
-        matmul_backward(p.dx, dw.lm_head, p.probs.T, x, w.lm_head)
-        for l in reversed(range(len(p.layers))):
-            lw, g, a = w.layers[l], dw.layers[l], p.layers[l]
-            x = p.layers[l - 1].xout if l else p.x0
+        w, dw, r = self.w, self.dw, p.rows
+        crossentropy_backward(r.probs, p.tgt_flat, r.n)      # r.probs is now dlogits (V, N)
+        x = r.layers[-1].xout if r.layers else r.x0
+        matmul_backward(r.dx, dw.lm_head, r.probs.T, x, w.lm_head)
+        for l in reversed(range(len(r.layers))):
+            lw, g, a = w.layers[l], dw.layers[l], r.layers[l]
             # MLP block: xout = xmid + fc2(relu(fc1(rmsnorm(xmid)))); dx flows on through the residual
-            matmul_backward(p.dh, g.fc2, p.dx, a.h, lw.fc2)
-            relu_backward(p.dh, a.h)
-            matmul_backward(p.dxn, g.fc1, p.dh, a.xn2, lw.fc1)
-            rmsnorm_backward(p.dx, p.dxn, a.xn2, a.s2, p.tmp, p.row, accumulate=True)
+            matmul_backward(r.dh, g.fc2, r.dx, a.h, lw.fc2)
+            relu_backward(r.dh, a.h)
+            matmul_backward(r.dxn, g.fc1, r.dh, a.xn2, lw.fc1)
+            rmsnorm_backward(r.dx, r.dxn, a.xn2, a.s2, r.tmp, r.row, accumulate=True)
             # attention block: xmid = x + o(attention(qkv(rmsnorm(x))))
-            matmul_backward(p.dy, g.o, p.dx, a.y, lw.o)
-            attention_backward(a.groups, self.head_dim)       # p.dy -> p.dqkv
-            matmul_backward(p.dxn, g.qkv, p.dqkv, a.xn1, lw.qkv)
-            rmsnorm_backward(p.dx, p.dxn, a.xn1, a.s1, p.tmp, p.row, accumulate=True)
-        rmsnorm_backward(p.emb, p.dx, p.x0, p.s0, p.tmp, p.row, accumulate=False)   # p.emb: now d(emb)
-        np.take(self.eye, p.inp, axis=0, out=p.onehot_inp)
-        embedding_backward(dw.wte, dw.wpe, p.emb, p.onehot_inp, p.onehot_pos)
+            matmul_backward(r.dy, g.o, r.dx, a.y, lw.o)
+            attention_backward(p.groups[l], self.head_dim)   # r.dy -> r.dqkv
+            matmul_backward(r.dxn, g.qkv, r.dqkv, a.xn1, lw.qkv)
+            rmsnorm_backward(r.dx, r.dxn, a.xn1, a.s1, r.tmp, r.row, accumulate=True)
+        rmsnorm_backward(r.emb, r.dx, r.x0, r.s0, r.tmp, r.row, accumulate=False)   # r.emb: now d(emb)
+        np.take(self.eye, p.inp, axis=0, out=r.onehot_inp)
+        embedding_backward(dw.wte, dw.wpe, r.emb, r.onehot_inp, p.onehot_pos)
 
     def _adam(self, step: int, lr: float) -> None:
         """atomic.py's Adam, on the flat arrays: a few vector operations for every parameter."""
