@@ -18,6 +18,7 @@ and reused, and every matrix product writes into its destination (`out=`), weigh
 into the flat gradient.
 """
 
+import functools
 import itertools
 import math
 import os
@@ -43,13 +44,11 @@ RMS_EPS = 1e-5  # as atomic.py's rmsnorm
 # numpy reduces short rows slowly (a sum over 16 numbers costs more than a product), so sums along
 # a row are products with a column of ones, and the logits are kept as (V, N), one column per token.
 
-def ones(n, dtype, value=1.0, _cache={}):
+@functools.cache
+def ones(n, dtype, value=1.0):
     """A (n, 1) column of ones, for row sums: a (.., m, n) @ ones -> (.., m, 1). With value 1 / n,
     the product gives row means."""
-    key = (n, np.dtype(dtype), value)
-    if key not in _cache:
-        _cache[key] = np.full((n, 1), value, dtype)
-    return _cache[key]
+    return np.full((n, 1), value, dtype)
 
 
 def row_means(out, a):
