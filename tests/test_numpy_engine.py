@@ -115,6 +115,16 @@ def test_batch_loss_is_mean_over_all_tokens():
     assert fast.eval_loss(seqs) == pytest.approx(want, abs=1e-12)
 
 
+def test_batches_of_equal_token_count_do_not_mix():
+    """Batches with the same number of tokens share buffers; each still computes its own loss."""
+    tok = Tokenizer.from_docs(split_docs(read_text(None)))
+    big, one, *two = DocumentData(["christopher", "emmanue", "ava", "zoe"], tok, 16).train
+    # 8 predicted tokens in `one`, 4 + 4 in `two`; `big` first, so that the buffers are already large
+    scalar, fast = engine_pair(ModelConfig(vocab_size=tok.vocab_size))
+    for batch in ([big, one, *two], [one], two, [one], two[::-1]):
+        assert fast.eval_loss(batch) == pytest.approx(scalar.eval_loss(batch), abs=1e-12)
+
+
 # ---- sampling ------------------------------------------------------------------------------------
 def test_logits_with_kv_cache_equal_scalar():
     seqs, vocab = names_batch(16, 2, seed=5)

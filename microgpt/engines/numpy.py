@@ -13,9 +13,11 @@ causal mask. That is atomic.py's KV-cache loop with all positions at once, and w
 one document in one pass. The loss is the mean over all N predicted tokens, as the scalar engine's.
 
 Speed. Parameters, gradients and Adam's moments are each one flat array, the per-matrix arrays being
-views into it, so Adam is a handful of vector operations. Buffers are allocated once per batch shape
-and reused, and every matrix product writes into its destination (`out=`), weight gradients straight
-into the flat gradient.
+views into it, so Adam is a handful of vector operations. Buffers are allocated once, grown to the
+largest batch, and reused; every matrix product writes into its destination (`out=`), the weight
+gradients straight into the flat gradient. With tiny matrices the cost is mostly numpy's per-call
+overhead, so the code keeps the number of calls low: `scripts/bench_numpy.py --profile` shows where
+the time goes, `microgpt bench` compares the engines.
 """
 
 import functools
@@ -240,8 +242,9 @@ class _Group:
 
 
 class _Plan:
-    """Every buffer of a forward and backward pass over one batch layout: documents sorted by length,
-    `lengths` the predicted tokens of each (a numpy array). Built once per layout and cached."""
+    """What a batch layout adds to its _Rows: the inputs and targets, positions, and the attention
+    groups with their buffers. `lengths`: the predicted tokens of each document, sorted (a numpy
+    array). Built once per layout and cached (at batch 1 there are only block_size layouts)."""
 
     def __init__(self, lengths, rows, arena, H, eye_pos, masks):
         self.rows = rows
