@@ -1,6 +1,6 @@
 """`microgpt bench`: the installed engines side by side on the default job, timed as training times them.
 
-    microgpt bench [--scalar-steps 20] [--steps 1000] [--batch-size 256] [--batched-steps 200] [--json]
+    microgpt bench [--scalar-steps 50] [--steps 1000] [--batch-size 256] [--batched-steps 200] [--json]
 
 Each row is a real `microgpt train` run (train.train, into a temporary directory, samples off) and
 its times are the `dt` column of that run's metrics.jsonl: the wall time of engine.train_step. The
@@ -66,7 +66,7 @@ def table(results: list[dict]) -> str:
 # ---- the command line -----------------------------------------------------------------------
 def add_arguments(p) -> None:
     p.add_argument("--engines", help="comma-separated engines to run (default: every installed one)")
-    p.add_argument("--scalar-steps", type=int, default=20, help="steps for the scalar engine (default 20)")
+    p.add_argument("--scalar-steps", type=int, default=50, help="steps for the scalar engine (default 50)")
     p.add_argument("--steps", type=int, default=1000, help="steps at batch 1 for the other engines (default 1000)")
     p.add_argument("--batch-size", type=int, default=256, help="documents per step of the batched rows (default 256)")
     p.add_argument("--batched-steps", type=int, default=200, help="steps of the batched rows (default 200)")

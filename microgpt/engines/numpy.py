@@ -128,14 +128,14 @@ def attention_softmax(att):
 
 
 def attention_forward(kvT, qkv, groups, head_dim):
-    """Causal self-attention over qkv (N, 3C), per group of n documents of equal length T. For each
-    group: q, k, v (n, H, T, D) are views of qkv, kT, vT (n, H, D, T) views of kvT (2C, N), a
-    transposed copy of k / sqrt(D) and v (numpy multiplies transposed views of strided arrays slowly);
-    att (n, H, T, T) keeps the softmax weights for the backward; out (n, H, T, D) is a view of the
-    output buffer (N, C)."""
+    """Causal self-attention over qkv (N, 3C), per group of n documents of equal length T. First q
+    is scaled in place by 1 / sqrt(D), so that q . k is the score. For each group: q, k, v (n, H, T, D)
+    are views of qkv, kT, vT (n, H, D, T) views of kvT (2C, N), a transposed copy of k and v (numpy
+    multiplies transposed views of strided arrays slowly); att (n, H, T, T) keeps the softmax weights
+    for the backward; out (n, H, T, D) is a view of the output buffer (N, C)."""
     C = qkv.shape[1] // 3
-    np.multiply(qkv[:, C:2 * C].T, 1 / head_dim ** 0.5, out=kvT[:C])   # (C, N) k^T / sqrt(D)
-    np.copyto(kvT[C:], qkv[:, 2 * C:].T)                               # (C, N) v^T
+    qkv[:, :C] *= 1 / head_dim ** 0.5                     # q / sqrt(D)
+    np.copyto(kvT, qkv[:, C:].T)                          # (2C, N): k^T and v^T
     for g in groups:
         att = g.att
         np.matmul(g.q, g.kT, out=att)                     # (n, H, T, T): q . k / sqrt(D), every pair
@@ -144,9 +144,9 @@ def attention_forward(kvT, qkv, groups, head_dim):
         np.matmul(att, g.v, out=g.out)                    # (n, H, T, D): weighted sum of values
 
 
-def attention_backward(groups, head_dim):
-    """For each group: from dout (n, H, T, D), the gradients dq, dk, dv (n, H, T, D) (views of the
-    dqkv buffer (N, 3C)). datt, dpre (n, H, T, T) are scratch."""
+def attention_backward(dqkv, groups, head_dim):
+    """From dout (n, H, T, D) of each group, dq, dk, dv (n, H, T, D), views of dqkv (N, 3C).
+    datt, dpre (n, H, T, T) are scratch. q in the forward's qkv is already divided by sqrt(D)."""
     for g in groups:
         att, datt, dpre = g.att, g.datt, g.dpre
         np.matmul(g.dout, g.vT, out=datt)                    # d(att) = dout . v^T
@@ -155,9 +155,11 @@ def attention_backward(groups, head_dim):
         np.multiply(att, datt, out=dpre)
         datt -= dpre @ ones(att.shape[-1], att.dtype)        # (n, H, T, 1) row sums
         np.multiply(att, datt, out=dpre)                     # zero above the diagonal, as att is
-        dpre /= head_dim ** 0.5
-        np.matmul(dpre, g.k, out=g.dq)                       # pre = q . k^T / sqrt(D)
+        # pre = (q / sqrt(D)) . k^T
+        np.matmul(dpre, g.k, out=g.dq)
         np.matmul(dpre.swapaxes(-1, -2), g.q, out=g.dk)
+    C = dqkv.shape[1] // 3
+    dqkv[:, :C] *= 1 / head_dim ** 0.5                    # from d(q / sqrt(D)) to dq
 
 
 def softmax_columns(probs, logits):
@@ -394,7 +396,7 @@ class Engine:
             rmsnorm_backward(r.dx, r.dxn, a.xn2, a.s2, r.tmp, r.row, accumulate=True)
             # attention block: xmid = x + o(attention(qkv(rmsnorm(x))))
             matmul_backward(r.dy, g.o, r.dx, a.y, lw.o)
-            attention_backward(p.groups[l], self.head_dim)   # r.dy -> r.dqkv
+            attention_backward(r.dqkv, p.groups[l], self.head_dim)   # r.dy -> r.dqkv
             matmul_backward(r.dxn, g.qkv, r.dqkv, a.xn1, lw.qkv)
             rmsnorm_backward(r.dx, r.dxn, a.xn1, a.s1, r.tmp, r.row, accumulate=True)
         rmsnorm_backward(r.emb, r.dx, r.x0, r.s0, r.tmp, r.row, accumulate=False)   # r.emb: now d(emb)
