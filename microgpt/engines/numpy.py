@@ -59,17 +59,17 @@ def row_means(out, a):
     np.dot(a, ones(C, a.dtype, 1 / C), out=out)
 
 
-def embedding_forward(out, wte, wpe, inp, pos):
-    """out (N, C) = wte[inp] + wpe[pos]; inp, pos (N,) token and position ids."""
-    np.take(wte, inp, axis=0, out=out)
-    out += wpe[pos]
+def embedding_forward(out, wte_wpe, onehot):
+    """out (N, C) = wte[token] + wpe[position], as one product: onehot (N, V + block_size) has in each
+    row a 1 at the token's column and a 1 at V + the position's; wte_wpe (V + block_size, C) is wte
+    with wpe below it. (Adding zeros changes nothing, so the sum is exactly wte[token] + wpe[pos].)"""
+    np.dot(onehot, wte_wpe, out=out)
 
 
-def embedding_backward(dwte, dwpe, dout, onehot_inp, onehot_pos):
-    """Scatter-add each row's gradient into its token's and its position's row, written as products
-    with one-hot matrices: dwte (V, C) = onehot_inp^T (V, N) @ dout (N, C), and likewise dwpe."""
-    np.dot(onehot_inp.T, dout, out=dwte)
-    np.dot(onehot_pos.T, dout, out=dwpe)
+def embedding_backward(dwte_wpe, dout, onehot):
+    """Each row's gradient added into its token's row of wte and its position's row of wpe, which is
+    the same product transposed: d[wte; wpe] (V + block_size, C) = onehot^T @ dout (N, C)."""
+    np.dot(onehot.T, dout, out=dwte_wpe)
 
 
 def rmsnorm_forward(out, scale, inp, tmp):
@@ -206,7 +206,6 @@ class _Rows:
         C, V, a = cfg.n_embd, cfg.vocab_size, arena.get
         self.n = N
         self.columns = np.arange(N, dtype=np.intp)                       # (N,)
-        self.onehot_inp = a("onehot_inp", (N, V))
         # forward activations
         self.emb, self.x0, self.s0 = a("emb", (N, C)), a("x0", (N, C)), a("s0", (N, 1))
         self.logits, self.probs = a("logits", (V, N)), a("probs", (V, N))
@@ -248,9 +247,9 @@ class _Plan:
     groups with their buffers. `lengths`: the predicted tokens of each document, sorted (a numpy
     array). Built once per layout and cached (at batch 1 there are only block_size layouts)."""
 
-    def __init__(self, lengths, rows, arena, H, eye_pos, masks):
+    def __init__(self, lengths, rows, arena, cfg, eye_pos, masks):
         self.rows = rows
-        N, B = rows.n, len(lengths)
+        N, B, V, H = rows.n, len(lengths), cfg.vocab_size, cfg.n_head
         # the documents arrive as one stream of tokens (N + B,); doc b's inputs are its tokens but
         # the last, its targets its tokens but the first
         self.stream = arena.get("stream", (N + B,), dtype=np.intp)
@@ -264,7 +263,7 @@ class _Plan:
         self.tgt_flat = arena.get("tgt_flat", (N,), dtype=np.intp)     # (N,) target * N + column, in (V, N)
         starts = np.cumsum(lengths) - lengths
         self.pos = rows.columns - starts[doc]                           # (N,) position in its document
-        self.onehot_pos = np.take(eye_pos, self.pos, axis=0)            # (N, block_size)
+        self.onehot = arena.get("onehot", (N, V + len(eye_pos)))        # filled per batch by Engine._plan
         Ts, counts = np.unique(lengths, return_counts=True)             # the runs of equal length
         C = rows.emb.shape[1]
         self.groups = []  # per layer
@@ -287,6 +286,9 @@ class _Weights:
             self.by_name[name], start[name] = flat[i:i + rows * cols].reshape(rows, cols), i
             i += rows * cols
         self.wte, self.wpe, self.lm_head = (self.by_name[k] for k in ("wte", "wpe", "lm_head"))
+        # wpe follows wte in model.py's order, so [wte; wpe] is one (V + block_size, C) view
+        assert start["wte"] == 0 and start["wpe"] == self.wte.size, "model.py must keep wte, wpe first"
+        self.wte_wpe = flat[:self.wte.size + self.wpe.size].reshape(-1, cfg.n_embd)
         self.layers = []
         for l in range(cfg.n_layer):
             # q, k and v are consecutive in model.py's order, so one (3C, C) view computes all three
@@ -323,7 +325,7 @@ class Engine:
         self._load(self.w.by_name, params)
         self.head_dim = model_cfg.n_embd // model_cfg.n_head
         self.eye = np.eye(model_cfg.vocab_size, dtype=self.dtype)   # rows: one-hot tokens
-        self.eye_pos = np.eye(model_cfg.block_size, dtype=self.dtype)
+        self.eye_pos = np.eye(model_cfg.block_size, dtype=self.dtype)   # rows: one-hot positions
         self._masks, self._plans, self._rows = {}, {}, {}
         self._arena = _Arena(self.dtype)
 
@@ -348,7 +350,7 @@ class Engine:
                 self._rows[N] = _Rows(N, self.cfg, self._arena)
             if len(self._plans) > 64:  # batches of many documents rarely repeat a layout
                 self._plans.clear()
-            p = self._plans[key] = _Plan(lengths, self._rows[N], self._arena, self.cfg.n_head, self.eye_pos,
+            p = self._plans[key] = _Plan(lengths, self._rows[N], self._arena, self.cfg, self.eye_pos,
                                          self._causal_mask)
         if len(seqs) == 1:
             p.stream[:] = seqs[0]
@@ -356,6 +358,9 @@ class Engine:
             p.stream[:] = np.fromiter(itertools.chain.from_iterable(seqs), np.intp, p.stream.size)
             np.take(p.stream, p.inp_idx, out=p.inp)
             np.take(p.stream, p.tgt_idx, out=p.tgt)
+        V = self.cfg.vocab_size  # the embedding's one-hot rows: [token | position], (N, V + block_size)
+        np.take(self.eye, p.inp, axis=0, out=p.onehot[:, :V])
+        np.take(self.eye_pos, p.pos, axis=0, out=p.onehot[:, V:])
         np.multiply(p.tgt, p.rows.n, out=p.tgt_flat)
         p.tgt_flat += p.rows.columns
         return p
@@ -363,7 +368,7 @@ class Engine:
     def _forward(self, p: _Plan) -> float:
         """The mean loss over the batch's predicted tokens; keeps the activations in p."""
         w, r = self.w, p.rows
-        embedding_forward(r.emb, w.wte, w.wpe, p.inp, p.pos)
+        embedding_forward(r.emb, w.wte_wpe, p.onehot)
         rmsnorm_forward(r.x0, r.s0, r.emb, r.tmp)            # the residual stream starts normalized
         x = r.x0                                              # (N, C)
         for lw, a, groups in zip(w.layers, r.layers, p.groups):
@@ -400,8 +405,7 @@ class Engine:
             matmul_backward(r.dxn, g.qkv, r.dqkv, a.xn1, lw.qkv)
             rmsnorm_backward(r.dx, r.dxn, a.xn1, a.s1, r.tmp, r.row, accumulate=True)
         rmsnorm_backward(r.emb, r.dx, r.x0, r.s0, r.tmp, r.row, accumulate=False)   # r.emb: now d(emb)
-        np.take(self.eye, p.inp, axis=0, out=r.onehot_inp)
-        embedding_backward(dw.wte, dw.wpe, r.emb, r.onehot_inp, p.onehot_pos)
+        embedding_backward(dw.wte_wpe, r.emb, p.onehot)
 
     def _adam(self, step: int, lr: float) -> None:
         """atomic.py's Adam, on the flat arrays: a few vector operations for every parameter."""
