@@ -173,7 +173,7 @@ def crossentropy_forward(probs, logits, tgt_flat):
     """probs (V, N) = softmax(logits (V, N)); returns the summed loss -sum(log probs[target]).
     tgt_flat (N,): the flat index target * N + column of each token's target in probs."""
     softmax_columns(probs, logits)
-    return -float(np.log(np.take(probs, tgt_flat)).sum())
+    return -float(np.log(probs.take(tgt_flat)).sum())
 
 
 def crossentropy_backward(probs, tgt_flat, n):
@@ -356,11 +356,11 @@ class Engine:
             p.stream[:] = seqs[0]
         else:
             p.stream[:] = np.fromiter(itertools.chain.from_iterable(seqs), np.intp, p.stream.size)
-            np.take(p.stream, p.inp_idx, out=p.inp)
-            np.take(p.stream, p.tgt_idx, out=p.tgt)
+            p.stream.take(p.inp_idx, out=p.inp)
+            p.stream.take(p.tgt_idx, out=p.tgt)
         V = self.cfg.vocab_size  # the embedding's one-hot rows: [token | position], (N, V + block_size)
-        np.take(self.eye, p.inp, axis=0, out=p.onehot[:, :V])
-        np.take(self.eye_pos, p.pos, axis=0, out=p.onehot[:, V:])
+        self.eye.take(p.inp, axis=0, out=p.onehot[:, :V])
+        self.eye_pos.take(p.pos, axis=0, out=p.onehot[:, V:])
         np.multiply(p.tgt, p.rows.n, out=p.tgt_flat)
         p.tgt_flat += p.rows.columns
         return p
