@@ -318,9 +318,14 @@ class Engine:
         self.shapes = param_shapes(model_cfg)
         size = sum(r * c for _, (r, c) in self.shapes)
         self.flat = np.empty(size, self.dtype)       # every parameter, in model.py's order
-        self.grad = np.zeros(size, self.dtype)       # d(loss)/d(flat)
-        self.m, self.v = np.zeros(size, self.dtype), np.zeros(size, self.dtype)  # Adam's moments
-        self.adam_tmp = np.empty(size, self.dtype)
+        # Adam works on (2, P) pairs: the moments [m; v] and the gradient with its square [g; g^2]
+        self.moments = np.zeros((2, size), self.dtype)
+        self.m, self.v = self.moments
+        self.grads = np.zeros((2, size), self.dtype)
+        self.grad = self.grads[0]                    # d(loss)/d(flat)
+        self.betas = np.array([[train_cfg.beta1], [train_cfg.beta2]], self.dtype)             # (2, 1)
+        self.one_minus_betas = np.array([[1 - train_cfg.beta1], [1 - train_cfg.beta2]], self.dtype)
+        self.adam_tmp = np.empty((2, size), self.dtype)
         self.w, self.dw = _Weights(self.flat, model_cfg), _Weights(self.grad, model_cfg)
         self._load(self.w.by_name, params)
         self.head_dim = model_cfg.n_embd // model_cfg.n_head
@@ -409,22 +414,20 @@ class Engine:
 
     def _adam(self, step: int, lr: float) -> None:
         """atomic.py's Adam, on the flat arrays: a few vector operations for every parameter."""
-        t, g, m, v, tmp = self.tcfg, self.grad, self.m, self.v, self.adam_tmp
-        m *= t.beta1
-        np.multiply(g, 1 - t.beta1, out=tmp)
-        m += tmp                                              # m = beta1 m + (1 - beta1) g
-        v *= t.beta2
-        np.multiply(g, g, out=tmp)
-        tmp *= 1 - t.beta2
-        v += tmp                                              # v = beta2 v + (1 - beta2) g^2
+        t, tmp = self.tcfg, self.adam_tmp
+        np.multiply(self.grad, self.grad, out=self.grads[1])
+        self.moments *= self.betas
+        np.multiply(self.grads, self.one_minus_betas, out=tmp)
+        self.moments += tmp                           # [m; v] = betas [m; v] + (1 - betas) [g; g^2]
         # lr m_hat / (sqrt(v_hat) + eps) with m_hat = m / c1, v_hat = v / c2, written as
         # (lr sqrt(c2) / c1) m / (sqrt(v) + eps sqrt(c2)): the same number, one pass fewer
         c1, c2 = 1 - t.beta1 ** (step + 1), 1 - t.beta2 ** (step + 1)
-        np.sqrt(v, out=tmp)
-        tmp += t.eps * c2 ** 0.5
-        np.divide(m, tmp, out=tmp)
-        tmp *= lr * c2 ** 0.5 / c1
-        self.flat -= tmp
+        u = tmp[0]
+        np.sqrt(self.v, out=u)
+        u += t.eps * c2 ** 0.5
+        np.divide(self.m, u, out=u)
+        u *= lr * c2 ** 0.5 / c1
+        self.flat -= u
 
     def train_step(self, seqs, step: int, lr: float) -> float:
         p = self._plan(seqs)
