@@ -263,7 +263,14 @@ class _Plan:
         self.tgt_flat = arena.get("tgt_flat", (N,), dtype=np.intp)     # (N,) target * N + column, in (V, N)
         starts = np.cumsum(lengths) - lengths
         self.pos = rows.columns - starts[doc]                           # (N,) position in its document
-        self.onehot = arena.get("onehot", (N, V + len(eye_pos)))        # filled per batch by Engine._plan
+        # the embedding's one-hot rows [token | position] (N, V + block_size), filled by Engine._plan;
+        # a single document's layout keeps its own, so its positions are written only once
+        if B == 1:
+            self.onehot = np.zeros((N, V + len(eye_pos)), eye_pos.dtype)
+            eye_pos.take(self.pos, axis=0, out=self.onehot[:, V:])
+            self.pos = None
+        else:
+            self.onehot = arena.get("onehot", (N, V + len(eye_pos)))
         Ts, counts = np.unique(lengths, return_counts=True)             # the runs of equal length
         C = rows.emb.shape[1]
         self.groups = []  # per layer
@@ -363,9 +370,10 @@ class Engine:
             p.stream[:] = np.fromiter(itertools.chain.from_iterable(seqs), np.intp, p.stream.size)
             p.stream.take(p.inp_idx, out=p.inp)
             p.stream.take(p.tgt_idx, out=p.tgt)
-        V = self.cfg.vocab_size  # the embedding's one-hot rows: [token | position], (N, V + block_size)
+        V = self.cfg.vocab_size
         self.eye.take(p.inp, axis=0, out=p.onehot[:, :V])
-        self.eye_pos.take(p.pos, axis=0, out=p.onehot[:, V:])
+        if p.pos is not None:
+            self.eye_pos.take(p.pos, axis=0, out=p.onehot[:, V:])
         np.multiply(p.tgt, p.rows.n, out=p.tgt_flat)
         p.tgt_flat += p.rows.columns
         return p
