@@ -1,6 +1,7 @@
 """`microgpt bench`: the installed engines side by side on the default job, timed as training times them.
 
-    microgpt bench [--scalar-steps 50] [--steps 1000] [--batch-size 256] [--batched-steps 200] [--json]
+    microgpt bench [--scalar-steps 50] [--steps 1000] [--batch-size 256] [--batched-steps 200]
+                   [--dtype float64,float32] [--engines scalar,numpy] [--json]
 
 Each row is a real `microgpt train` run (train.train, into a temporary directory, samples off) and
 its times are the `dt` column of that run's metrics.jsonl: the wall time of engine.train_step. The
@@ -45,8 +46,8 @@ def rows_to_run(args) -> list[tuple[str, int, int, str]]:
             engines.get(name)  # raises the error that says what to install
     rows = [("scalar", 1, args.scalar_steps, "float64")] if "scalar" in names else []
     for name in names:
-        if name != "scalar":
-            rows += [(name, 1, args.steps, args.dtype), (name, args.batch_size, args.batched_steps, args.dtype)]
+        for dtype in ([] if name == "scalar" else args.dtype.split(",")):
+            rows += [(name, 1, args.steps, dtype), (name, args.batch_size, args.batched_steps, dtype)]
     return rows
 
 
@@ -70,7 +71,8 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=int, default=1000, help="steps at batch 1 for the other engines (default 1000)")
     p.add_argument("--batch-size", type=int, default=256, help="documents per step of the batched rows (default 256)")
     p.add_argument("--batched-steps", type=int, default=200, help="steps of the batched rows (default 200)")
-    p.add_argument("--dtype", default="float64", help="dtype of the non-scalar engines (default float64)")
+    p.add_argument("--dtype", default="float64",
+                   help="dtype(s) of the non-scalar engines, comma-separated: float64,float32 (default float64)")
     p.add_argument("--data", help="text file, one document per line (default: the embedded baby names)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
 
