@@ -1,12 +1,14 @@
 """`microgpt bench`: the installed engines side by side on the default job, timed as training times them.
 
     microgpt bench [--scalar-steps 50] [--steps 1000] [--batch-size 256] [--batched-steps 200]
-                   [--dtype float64,float32] [--engines scalar,numpy] [--json]
+                   [--dtype float64,float32] [--engines scalar,numpy] [--rounds 3] [--json]
 
 Each row is a real `microgpt train` run (train.train, into a temporary directory, samples off) and
 its times are the `dt` column of that run's metrics.jsonl: the wall time of engine.train_step. The
 scalar engine runs a few steps at batch 1; every other installed engine runs many steps at batch 1
-and a batched row. Speedups are against the scalar row of the same run: per step, and per document.
+and a batched row. The rows take turns for --rounds rounds and report the median step over all of
+them, so a machine that is busier at one moment than another slows every row alike. Speedups are
+against the scalar row of the same run: per step, and per document.
 """
 
 import contextlib
@@ -22,8 +24,8 @@ from microgpt.errors import UsageError
 from microgpt.train import MODEL_FIELDS, train
 
 
-def measure(engine: str, batch_size: int, steps: int, data: str | None, dtype: str) -> dict:
-    """One training run; returns its median step time and final loss."""
+def measure(engine: str, batch_size: int, steps: int, data: str | None, dtype: str) -> tuple[list[float], float]:
+    """One training run: the `dt` of each step (seconds) and the final loss."""
     tcfg = TrainConfig(engine=engine, batch_size=batch_size, steps=steps, samples=0, dtype=dtype,
                        save_every=steps)
     with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(io.StringIO()):
@@ -31,9 +33,7 @@ def measure(engine: str, batch_size: int, steps: int, data: str | None, dtype: s
         summary = train(model, tcfg, data, out, log_every=steps)
         with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as f:
             dts = [json.loads(line)["dt"] for line in f if '"dt"' in line]
-    step_s = statistics.median(dts)
-    return {"engine": engine, "dtype": dtype, "batch": batch_size, "steps": steps, "ms_per_step": step_s * 1e3,
-            "us_per_doc": step_s / batch_size * 1e6, "final_loss": summary["loss"]}
+    return dts, summary["loss"]
 
 
 def rows_to_run(args) -> list[tuple[str, int, int, str]]:
@@ -74,6 +74,7 @@ def add_arguments(p) -> None:
     p.add_argument("--dtype", default="float64",
                    help="dtype(s) of the non-scalar engines, comma-separated: float64,float32 (default float64)")
     p.add_argument("--data", help="text file, one document per line (default: the embedded baby names)")
+    p.add_argument("--rounds", type=int, default=3, help="times each row runs, the rows taking turns (default 3)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
 
 
@@ -81,12 +82,25 @@ def run(args) -> int:
     for flag in ("scalar_steps", "steps", "batch_size", "batched_steps"):
         if getattr(args, flag) <= 0:
             raise UsageError(f"--{flag.replace('_', '-')} must be a positive integer (got {getattr(args, flag)})")
+    if args.rounds <= 0:
+        raise UsageError(f"--rounds must be a positive integer (got {args.rounds})")
+    rows = rows_to_run(args)
+    dts, losses = {row: [] for row in rows}, {}
+    # The rows take turns, round after round, so that a machine busier at one moment than another
+    # weighs on every engine alike; each row's median is over the steps of all its rounds.
+    for i in range(args.rounds):
+        for row in rows:
+            row_dts, losses[row] = measure(*row[:3], args.data, row[3])
+            dts[row] += row_dts
+            if not args.json:
+                print(f"round {i + 1}/{args.rounds}: {row[0]} {row[3]} batch {row[1]}: "
+                      f"{statistics.median(row_dts) * 1e3:.4f} ms/step", flush=True)
     results = []
-    for engine, batch, steps, dtype in rows_to_run(args):
-        results.append(measure(engine, batch, steps, args.data, dtype))
-        if not args.json:
-            r = results[-1]
-            print(f"ran {engine} batch {batch}: {r['ms_per_step']:.4f} ms/step", flush=True)
+    for (engine, batch, steps, dtype), times in dts.items():
+        step_s = statistics.median(times)
+        results.append({"engine": engine, "dtype": dtype, "batch": batch, "steps": steps, "rounds": args.rounds,
+                        "ms_per_step": step_s * 1e3, "us_per_doc": step_s / batch * 1e6,
+                        "final_loss": losses[engine, batch, steps, dtype]})
     if args.json:
         print(json.dumps(results, indent=1))
     else:

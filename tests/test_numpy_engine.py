@@ -208,10 +208,11 @@ def test_checkpoint_moves_between_engines(tmp_path):
 # ---- bench -----------------------------------------------------------------------------------------
 def test_bench_json_reports_every_row(capsys):
     argv = ["bench", "--engines", "scalar,numpy", "--scalar-steps", "2", "--steps", "5", "--batched-steps", "3",
-            "--batch-size", "8", "--json"]
+            "--batch-size", "8", "--rounds", "2", "--json"]
     assert cli.main(argv) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["engine"], r["batch"], r["steps"]) for r in rows] == [("scalar", 1, 2), ("numpy", 1, 5), ("numpy", 8, 3)]
+    assert all(r["rounds"] == 2 for r in rows)
     for r in rows:
         assert r["ms_per_step"] > 0 and r["us_per_doc"] > 0 and np.isfinite(r["final_loss"])
 
