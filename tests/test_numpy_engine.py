@@ -5,7 +5,6 @@ autograd) or the reference run's printed losses. Speed is not tested here; see `
 """
 
 import json
-import os
 import random
 from dataclasses import replace
 
@@ -26,10 +25,11 @@ CUSTOM_TEXT = "the quick brown fox\njumps over\nthe lazy dog!\n" + "\n".join(
     "".join(random.Random(i).choice("abcdefgh ,.") for _ in range(2 + i % 9)) for i in range(60))
 
 
-def train_losses(tmp_path, name, engine, data=None, **tcfg):
+def train_losses(tmp_path, name, engine, data=None, stop_after=None, **tcfg):
     """Per-step losses of a quiet training run (train.train) into tmp_path/name."""
     out = tmp_path / name
-    train(dict(DEFAULT_MODEL), TrainConfig(engine=engine, samples=0, **tcfg), data, str(out), log_every=10**9)
+    train(dict(DEFAULT_MODEL), TrainConfig(engine=engine, samples=0, **tcfg), data, str(out), log_every=10**9,
+          stop_after=stop_after)
     with open(out / "metrics.jsonl") as f:
         return [json.loads(line)["loss"] for line in f if '"loss"' in line]
 
@@ -55,17 +55,19 @@ def names_batch(block_size, count, seed):
 # ---- per-step losses ---------------------------------------------------------------------------
 @pytest.mark.parametrize("seed", [42, 7])
 def test_losses_equal_scalar_for_40_steps(tmp_path, seed):
-    scalar = train_losses(tmp_path, "scalar", "scalar", seed=seed, steps=40)
-    fast = train_losses(tmp_path, "numpy", "numpy", seed=seed, steps=40)
-    assert len(fast) == 40
+    """The first 40 steps of the default run (1000 steps, so the default learning-rate schedule)."""
+    scalar = train_losses(tmp_path, "scalar", "scalar", seed=seed, stop_after=40)
+    fast = train_losses(tmp_path, "numpy", "numpy", seed=seed, stop_after=40)
+    assert len(scalar) == len(fast) == 40
     assert max(abs(a - b) for a, b in zip(scalar, fast)) <= 1e-9
 
 
 def test_losses_equal_scalar_on_own_file(tmp_path):
     data = tmp_path / "docs.txt"
     data.write_text(CUSTOM_TEXT, encoding="utf-8")  # punctuation, spaces, documents cut at the block
-    scalar = train_losses(tmp_path, "scalar", "scalar", data=str(data), seed=3, steps=40)
-    fast = train_losses(tmp_path, "numpy", "numpy", data=str(data), seed=3, steps=40)
+    scalar = train_losses(tmp_path, "scalar", "scalar", data=str(data), seed=3, stop_after=40)
+    fast = train_losses(tmp_path, "numpy", "numpy", data=str(data), seed=3, stop_after=40)
+    assert len(scalar) == len(fast) == 40
     assert max(abs(a - b) for a, b in zip(scalar, fast)) <= 1e-9
 
 
