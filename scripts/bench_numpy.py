@@ -9,15 +9,13 @@ the time goes (cProfile, sorted by own time). For the side-by-side table use `mi
 import argparse
 import cProfile
 import pstats
-import random
 import statistics
 import time
 
 from microgpt import engines
-from microgpt.checkpoint import Tensor
-from microgpt.config import ModelConfig, TrainConfig
-from microgpt.data import DocumentData, Tokenizer, read_text, split_docs
-from microgpt.model import init_params, param_shapes
+from microgpt.config import TrainConfig
+from microgpt.data import DocumentData
+from microgpt.runstate import fresh
 from microgpt.train import lr_at
 
 
@@ -31,15 +29,9 @@ def main() -> None:
     args = ap.parse_args()
 
     tcfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, dtype=args.dtype, engine=args.engine)
-    rng = random.Random(tcfg.seed)
-    docs = split_docs(read_text(None))
-    rng.shuffle(docs)
-    tok = Tokenizer.from_docs(docs)
-    cfg = ModelConfig(vocab_size=tok.vocab_size)
-    data = DocumentData(docs, tok, cfg.block_size)
-    floats = init_params(cfg, rng)
-    params = {name: Tensor.from_floats(shape, floats[name]) for name, shape in param_shapes(cfg)}
-    engine = engines.get(args.engine)(cfg, tcfg, params)
+    state = fresh(None, tcfg.seed, tcfg=tcfg)  # what `microgpt train` starts from
+    data = DocumentData(state.docs, state.tokenizer, state.model.block_size)
+    engine = engines.get(args.engine)(state.model, tcfg, state.params)
 
     times, loss = [], None
     def run():
