@@ -224,7 +224,7 @@ class _Rows:
 
 
 class _LayerActs:
-    """One layer's activations for a batch (attributes set by _Rows, groups by _Plan)."""
+    """One layer's activations for a batch (attributes set by _Rows)."""
 
 
 class _Group:
