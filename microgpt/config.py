@@ -36,6 +36,17 @@ class TrainConfig:
     temperature: float = 0.5
     engine: str = "scalar"
     dtype: str = "float64"
+    # Beyond the reference, all off by default (engines.OPTIONS says which engines have each).
+    data_mode: str = "lines"     # "lines": one document per line; "stream": the file as one character stream
+    lr_schedule: str = "linear"  # "linear" (the reference) or "cosine", from lr down to min_lr
+    warmup_steps: int = 0        # steps of linear warmup before the decay
+    min_lr: float = 0.0          # the lr at the end of the decay
+    weight_decay: float = 0.0    # AdamW's decoupled weight decay
+    dropout: float = 0.0
+    grad_clip: float = 0.0       # clip the gradient's global norm to this; 0: no clipping
+    grad_accum: int = 1          # micro-batches of batch_size per step (and per process)
+    device: str = "auto"         # auto: cuda, else mps, else cpu
+    compile: bool = False        # torch.compile the model
 
 
 def from_dict(cls, d: dict):
