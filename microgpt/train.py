@@ -230,7 +230,7 @@ def train(model_overrides: dict, tcfg: TrainConfig, data_path: str | None, out_d
                     progress.close()
                     print(f"stopped after step {done}: checkpoint saved in {out_dir}; "
                           f"continue with: microgpt train --out {out_dir} --resume", flush=True)
-                    summary["status"] = "interrupted"
+                    summary["status"] = "interrupted" if interrupt.requested else "stopped"
                     return summary
     finally:
         metrics.close()
