@@ -316,6 +316,8 @@ def resolve(args) -> tuple[dict, TrainConfig]:
 
 def run(args) -> int:
     model_overrides, tcfg = resolve(args)
+    if args.stop_after is not None and args.stop_after <= 0:
+        raise UsageError(f"--stop-after must be a positive number of steps (got {args.stop_after})")
     if args.resume and checkpoint.exists(args.out):
         ck = checkpoint.load(args.out)
         saved = ck.train

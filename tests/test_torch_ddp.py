@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch", reason="data-parallel training needs torch: pip install torch")
+torch = pytest.importorskip("torch", reason="data-parallel training needs torch: pip install torch")
+torch.set_num_threads(1)  # as torchrun sets each of its processes (OMP_NUM_THREADS=1)
 
 from microgpt import checkpoint  # noqa: E402
 from microgpt.config import TrainConfig  # noqa: E402

@@ -28,6 +28,8 @@ from microgpt.engines import torch as torch_engine  # noqa: E402
 from microgpt.model import init_params, param_shapes  # noqa: E402
 from microgpt.train import train  # noqa: E402
 
+torch.set_num_threads(1)  # tiny tensors: one thread is as fast, and immune to a busy machine
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 NAMES = SHARED / "data" / "names.txt"
 REFERENCE = SHARED / "reference" / "reference_run_seed42.json"
@@ -235,3 +237,9 @@ def test_compiled_float32_on_cuda_matches_cpu():
     cpu = torch_engine.Engine(cfg, replace(tcfg, device="cpu", compile=False), params)
     for step in range(3):
         assert abs(gpu.train_step(seqs, step, 0.01) - cpu.train_step(seqs, step, 0.01)) < 1e-3
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where there is no GPU")
+def test_asking_for_a_missing_gpu_is_a_one_line_error(tmp_path, capsys):
+    assert cli.main(["train", "--engine", "torch", "--device", "cuda", "--steps", "1", "--out", str(tmp_path)]) == 2
+    assert "--device cuda is not available" in capsys.readouterr().err

@@ -111,7 +111,7 @@ class GPT(nn.Module):
         logits = self.lm_head(x)  # (B, T, vocab)
         if targets is None:
             return logits
-        return F.cross_entropy(logits.view(B * T, -1), targets.view(B * T), ignore_index=-1, reduction="sum")
+        return F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T), ignore_index=-1, reduction="sum")
 
 
 def module_name(name: str) -> str:
@@ -184,6 +184,7 @@ class Engine:
             torch.backends.cuda.matmul.allow_tf32 = True  # what is left in float32 may use TF32 too
             torch.backends.cudnn.allow_tf32 = True
         self.rank, self.world = init_distributed(self.device)
+        self.sum_dtype = torch.float32 if self.device_type == "mps" else torch.float64  # for loss and token sums
 
         self.model = GPT(model_cfg, t.dropout).to(device=self.device, dtype=self.dtype)
         self.shapes = param_shapes(model_cfg)
@@ -196,7 +197,7 @@ class Engine:
         self.train_model = torch.compile(self.model) if t.compile else self.model
         if self.world > 1:
             self.train_model = DistributedDataParallel(
-                self.train_model, device_ids=[self.device] if self.device_type == "cuda" else None)
+                self.train_model, device_ids=[torch.device(self.device).index] if self.device_type == "cuda" else None)
         fused = {"fused": True} if self.device_type in ("cuda", "cpu") else {"foreach": True}
         self.opt = torch.optim.AdamW(list(self.params.values()), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps,
                                      weight_decay=t.weight_decay, **fused)
@@ -207,14 +208,18 @@ class Engine:
     def _tensors(self, seqs):
         """Right-padded inputs and targets (B, T) for sequences of (possibly) different lengths."""
         T = max(len(s) for s in seqs) - 1
-        idx = torch.zeros((len(seqs), T), dtype=torch.long)  # (B, T)
-        targets = torch.full((len(seqs), T), -1, dtype=torch.long)  # (B, T), -1 = padding
-        for b, s in enumerate(seqs):
-            idx[b, :len(s) - 1] = torch.tensor(s[:-1])
-            targets[b, :len(s) - 1] = torch.tensor(s[1:])
-        pin = self.device_type == "cuda"
-        return (idx.pin_memory().to(self.device, non_blocking=True) if pin else idx,
-                targets.pin_memory().to(self.device, non_blocking=True) if pin else targets)
+        if all(len(s) == T + 1 for s in seqs):  # windows of a stream: no padding
+            both = torch.tensor(seqs)  # (B, T + 1)
+            idx, targets = both[:, :-1], both[:, 1:]  # (B, T) each
+        else:
+            idx = torch.zeros((len(seqs), T), dtype=torch.long)  # (B, T)
+            targets = torch.full((len(seqs), T), -1, dtype=torch.long)  # (B, T), -1 = padding
+            for b, s in enumerate(seqs):
+                idx[b, :len(s) - 1] = torch.tensor(s[:-1])
+                targets[b, :len(s) - 1] = torch.tensor(s[1:])
+        if self.device_type == "cuda":  # copy through pinned memory, without waiting for the GPU
+            return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in (idx, targets))
+        return idx.to(self.device), targets.to(self.device)
 
     def _autocast(self):
         if not self.autocast:
@@ -232,19 +237,19 @@ class Engine:
         self.train_model.train()
         if t.dropout > 0:  # the dropout masks depend on (seed, step, rank) only, so resuming is exact
             torch.manual_seed((t.seed * 1_000_003 + step) * 4096 + self.rank)
-        tokens = torch.tensor(float(sum(len(s) - 1 for s in seqs)), dtype=torch.float64, device=self.device)
+        tokens = torch.tensor(float(sum(len(s) - 1 for s in seqs)), dtype=self.sum_dtype, device=self.device)
         if self.world > 1:
             dist.all_reduce(tokens)  # every process's tokens: the mean is over the global batch
         size = -(-len(seqs) // t.grad_accum)  # gradient accumulation: micro-batches one after another
         micro = [seqs[i:i + size] for i in range(0, len(seqs), size)]
-        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        total = torch.zeros((), dtype=self.sum_dtype, device=self.device)
         for i, mseqs in enumerate(micro):
             last = i == len(micro) - 1
             sync = contextlib.nullcontext() if (last or self.world == 1) else self.train_model.no_sync()
             with sync:
                 loss_sum = self._loss_sum(self.train_model, mseqs)
                 (loss_sum * (self.world / tokens).to(loss_sum.dtype)).backward()  # DDP averages over world
-            total += loss_sum.detach().to(torch.float64)
+            total += loss_sum.detach().to(self.sum_dtype)
         if self.world > 1:
             dist.all_reduce(total)
         if t.grad_clip > 0:
