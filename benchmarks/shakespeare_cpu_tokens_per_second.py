@@ -86,7 +86,7 @@ def main() -> None:
     text = read_text(DATA)
     tok = Tokenizer(sorted(set(text)))
     cfg = ModelConfig(vocab_size=tok.vocab_size, **{k: preset[k] for k in MODEL_FIELDS})
-    tcfg = TrainConfig(**{k: v for k, v in preset.items() if k not in MODEL_FIELDS}, engine="torch")
+    tcfg = TrainConfig(**{k: v for k, v in preset.items() if k not in MODEL_FIELDS})
     data = StreamData(text, tok, cfg.block_size, tcfg.seed)
 
     import random

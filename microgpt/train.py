@@ -155,6 +155,9 @@ def train(model_overrides: dict, tcfg: TrainConfig, data_path: str | None, out_d
     validate(model_overrides, tcfg)
     rank, world = rank_and_world()
     engines.check_options(tcfg.engine, tcfg, world)
+    if ck is not None and ck.data.get("world", 1) != world:  # each process's share of a step depends on it
+        raise UsageError(f"the checkpoint was trained by {ck.data.get('world', 1)} processes and this run has "
+                         f"{world}; resume with the same number (torchrun --nproc_per_node)")
 
     text = read_text(data_path)
     if ck is not None and fingerprint(text) != ck.data["sha256"]:
@@ -192,7 +195,7 @@ def train(model_overrides: dict, tcfg: TrainConfig, data_path: str | None, out_d
         engine.load_adam(ck.adam_m, ck.adam_v)
 
     data_info = {"path": os.path.abspath(data_path) if data_path else None, "sha256": fingerprint(text),
-                 "mode": "stream" if tcfg.data_mode == "stream" else "documents"}
+                 "mode": "stream" if tcfg.data_mode == "stream" else "documents", "world": world}
 
     def save(step_done: int) -> None:
         if rank != 0:

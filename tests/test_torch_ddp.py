@@ -22,6 +22,7 @@ torch.set_num_threads(1)  # as torchrun sets each of its processes (OMP_NUM_THRE
 
 from microgpt import checkpoint  # noqa: E402
 from microgpt.config import TrainConfig  # noqa: E402
+from microgpt.errors import UsageError  # noqa: E402
 from microgpt.train import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,3 +74,5 @@ def test_two_processes_equal_one_with_twice_the_batch(tmp_path):
     assert checkpoint.load(str(tmp_path / "resumed")).step == 2
     torchrun("--out", str(tmp_path / "resumed"), "--resume")
     assert_same_run(tmp_path / "resumed", tmp_path / "single")
+    with pytest.raises(UsageError, match="trained by 2 processes"):  # one process would take other documents
+        train(dict(MODEL), tcfg, None, str(tmp_path / "ddp"), resume=True)
