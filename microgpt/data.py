@@ -1,12 +1,15 @@
 """Documents and the character tokenizer, shared by every engine.
 
 Documents are the non-empty, stripped lines of a text file (the embedded SSA baby names by default),
-shuffled once with the seeded RNG. The tokenizer gives each distinct character an id in sorted
-order and one more id, BOS, to frame every document: [BOS] + chars + [BOS], cut to block_size + 1.
+shuffled once with the seeded RNG (DocumentData); or, with `--data-mode stream`, the whole file is
+one character stream cut into random windows (StreamData). The tokenizer gives each distinct
+character an id in sorted order and one more id, BOS, to frame every document: [BOS] + chars +
+[BOS], cut to block_size + 1.
 """
 
 import hashlib
 import os
+import random
 from dataclasses import dataclass
 
 from microgpt.errors import UsageError
@@ -98,6 +101,40 @@ class DocumentData:
     def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
         start = (step * world + rank) * batch_size
         return [self.train[(start + j) % len(self.train)] for j in range(batch_size)]
+
+    def val_batches(self, batch_size: int):
+        for i in range(0, len(self.val), batch_size):
+            yield self.val[i:i + batch_size]
+
+
+class StreamData:
+    """The whole file as one character stream (nanoGPT's shakespeare_char regime).
+
+    The first 90% of the characters train, the last 10% are held out. A training sequence is a
+    window of block_size + 1 consecutive characters at a random offset. Step k draws its
+    batch_size * world offsets from a generator seeded with (seed, k) alone, and process `rank` takes
+    its own batch_size of them: no random state to save, so resuming is exact and N processes see
+    the same windows as one process with N times the batch. The held-out loss is measured on the
+    consecutive, non-overlapping windows of the last 10%, every held-out character once.
+    """
+
+    TRAIN_FRACTION = 0.9
+
+    def __init__(self, text: str, tokenizer: Tokenizer, block_size: int, seed: int):
+        ids = tokenizer.encode(text)
+        cut = int(len(ids) * self.TRAIN_FRACTION)
+        self.train, held_out = ids[:cut], ids[cut:]
+        if len(self.train) <= block_size + 1 or len(held_out) <= block_size + 1:
+            raise UsageError(f"the text has {len(ids)} characters, too few for windows of --block-size "
+                             f"{block_size} in both its first 90% and its last 10%; lower --block-size")
+        self.block_size, self.seed = block_size, seed
+        self.val = [held_out[i:i + block_size + 1] for i in range(0, len(held_out) - block_size, block_size)]
+        self.num_cut = 0  # no documents, nothing cut
+
+    def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+        rng = random.Random(f"stream {self.seed} {step}")  # a str seed is hashed the same in every process
+        starts = [rng.randrange(len(self.train) - self.block_size) for _ in range(batch_size * world)]
+        return [self.train[i:i + self.block_size + 1] for i in starts[rank * batch_size:(rank + 1) * batch_size]]
 
     def val_batches(self, batch_size: int):
         for i in range(0, len(self.val), batch_size):

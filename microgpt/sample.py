@@ -8,6 +8,7 @@ random.choices), so every engine samples the same names from the same weights an
 
 import math
 import random
+from dataclasses import replace
 
 from microgpt.errors import UsageError
 
@@ -88,6 +89,7 @@ def run(args) -> int:
     tokenizer.encode(args.prompt)  # a clear error for characters outside the vocabulary
     name = args.engine or (ck.train.engine if engines.is_available(ck.train.engine) else "scalar")
     tcfg = ck.train if name == ck.train.engine else _scalar_safe(ck.train, name)
+    tcfg = replace(tcfg, device="auto")  # sample on what is here, whichever device trained it
     engine = engines.get(name)(ck.model, tcfg, ck.params)
     rng = random.Random(args.seed)
     if args.seed is None:
@@ -98,5 +100,4 @@ def run(args) -> int:
 
 def _scalar_safe(tcfg, engine_name):
     """The run's config for another engine: the scalar engine only computes in float64."""
-    from dataclasses import replace
     return replace(tcfg, engine=engine_name, dtype="float64" if engine_name == "scalar" else tcfg.dtype)

@@ -7,8 +7,13 @@ then 20 samples at temperature 0.5. It writes DIR/checkpoint.safetensors (at --s
 at the end, and on Ctrl-C) and DIR/metrics.jsonl: {"step", "loss", "lr", "dt"} for every step and
 {"step", "val_loss"} for every evaluation. `--resume` continues from the checkpoint and ends with
 the same weights and losses as a run that was never interrupted.
+
+Under torchrun (`torchrun --nproc_per_node=N -m microgpt train --engine torch ...`) every process
+runs this loop on its own share of each step's batch; only rank 0 prints, writes metrics.jsonl and
+saves checkpoints.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -20,7 +25,7 @@ from dataclasses import fields, replace
 from microgpt import checkpoint, engines
 from microgpt.checkpoint import Checkpoint, Tensor
 from microgpt.config import PRESETS, ModelConfig, TrainConfig
-from microgpt.data import DocumentData, Tokenizer, fingerprint, read_text, split_docs
+from microgpt.data import DocumentData, StreamData, Tokenizer, fingerprint, read_text, split_docs
 from microgpt.errors import UsageError
 from microgpt.model import init_params, num_params, param_shapes
 from microgpt.progress import make_progress
@@ -28,12 +33,26 @@ from microgpt.sample import check_sampling_args, print_samples
 
 MODEL_FIELDS = ("n_layer", "n_embd", "n_head", "block_size")
 # Flags that may differ when resuming: they change how the run is shown or stored, not what it computes.
-RESUMABLE_OVERRIDES = ("engine", "eval_every", "save_every", "samples", "temperature")
+RESUMABLE_OVERRIDES = ("engine", "eval_every", "save_every", "samples", "temperature", "device", "compile")
+DATA_MODES = ("lines", "stream")
+LR_SCHEDULES = ("linear", "cosine")
 
 
 def lr_at(step: int, tcfg: TrainConfig) -> float:
-    """Linear decay from lr to 0 over the run (step is 0-based), as atomic.py does."""
-    return tcfg.lr * (1 - step / tcfg.steps)
+    """The lr of a 0-based step: warmup (none by default), then decay from lr to min_lr over the rest.
+
+    With the defaults (linear, no warmup, min_lr 0) it is atomic.py's lr * (1 - step / steps)."""
+    if step < tcfg.warmup_steps:
+        return tcfg.lr * (step + 1) / (tcfg.warmup_steps + 1)
+    progress = (step - tcfg.warmup_steps) / (tcfg.steps - tcfg.warmup_steps)  # 0 -> 1 after warmup
+    if tcfg.lr_schedule == "cosine":
+        return tcfg.min_lr + (tcfg.lr - tcfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+    return tcfg.min_lr + (tcfg.lr - tcfg.min_lr) * (1 - progress)
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes, as torchrun sets them; (0, 1) without it."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
 def validate(model: dict, tcfg: TrainConfig) -> None:
@@ -53,6 +72,23 @@ def validate(model: dict, tcfg: TrainConfig) -> None:
         raise UsageError("--eval-every and --save-every must be positive integers")
     if tcfg.samples < 0:
         raise UsageError(f"--samples must be >= 0 (got {tcfg.samples})")
+    if tcfg.data_mode not in DATA_MODES:
+        raise UsageError(f"--data-mode must be one of {', '.join(DATA_MODES)} (got {tcfg.data_mode!r})")
+    if tcfg.data_mode == "stream" and tcfg.val_docs:
+        raise UsageError("--val-docs counts documents of --data-mode lines; stream mode holds out the last 10% "
+                         "of the text by itself: drop --val-docs")
+    if tcfg.lr_schedule not in LR_SCHEDULES:
+        raise UsageError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)} (got {tcfg.lr_schedule!r})")
+    if not 0 <= tcfg.warmup_steps < tcfg.steps:
+        raise UsageError(f"--warmup-steps must be from 0 to --steps - 1 (got {tcfg.warmup_steps})")
+    if not 0 <= tcfg.min_lr <= tcfg.lr:
+        raise UsageError(f"--min-lr must be from 0 to --lr {tcfg.lr} (got {tcfg.min_lr})")
+    if not 0 <= tcfg.dropout < 1:
+        raise UsageError(f"--dropout must be in [0, 1) (got {tcfg.dropout}); 0.2 is a common choice")
+    if tcfg.weight_decay < 0 or tcfg.grad_clip < 0:
+        raise UsageError("--weight-decay and --grad-clip must not be negative (0 turns them off)")
+    if tcfg.grad_accum <= 0:
+        raise UsageError(f"--grad-accum must be a positive integer (got {tcfg.grad_accum})")
     check_sampling_args(tcfg.temperature, None, "", model["block_size"])
 
 
@@ -118,19 +154,31 @@ def train(model_overrides: dict, tcfg: TrainConfig, data_path: str | None, out_d
                          f"or choose another --out")
     validate(model_overrides, tcfg)
     Engine = engines.get(tcfg.engine)  # before any work: an unavailable engine is the first error
+    rank, world = rank_and_world()
+    engines.check_options(tcfg.engine, tcfg, world)
+    if ck is not None and ck.data.get("world", 1) != world:  # each process's share of a step depends on it
+        raise UsageError(f"the checkpoint was trained by {ck.data.get('world', 1)} processes and this run has "
+                         f"{world}; resume with the same number (torchrun --nproc_per_node)")
 
     text = read_text(data_path)
     if ck is not None and fingerprint(text) != ck.data["sha256"]:
         raise UsageError(f"{data_path or 'the embedded names'} changed since the checkpoint was written; "
                          f"resume with the same data or start a new --out")
-    docs = split_docs(text)
     rng = random.Random(tcfg.seed)  # one stream: shuffle, init, sampling (as atomic.py)
-    rng.shuffle(docs)
-    print(f"num docs: {len(docs)}")
-    tokenizer = Tokenizer.from_docs(docs)
+    if tcfg.data_mode == "stream":
+        tokenizer = Tokenizer(sorted(set(text)))
+        print(f"num chars: {len(text)}")
+    else:
+        docs = split_docs(text)
+        rng.shuffle(docs)
+        print(f"num docs: {len(docs)}")
+        tokenizer = Tokenizer.from_docs(docs)
     print(f"vocab size: {tokenizer.vocab_size}")
     model_cfg = ModelConfig(vocab_size=tokenizer.vocab_size, **model_overrides)
-    data = DocumentData(docs, tokenizer, model_cfg.block_size, tcfg.val_docs)
+    if tcfg.data_mode == "stream":
+        data = StreamData(text, tokenizer, model_cfg.block_size, tcfg.seed)
+    else:
+        data = DocumentData(docs, tokenizer, model_cfg.block_size, tcfg.val_docs)
     if data.num_cut:
         print(f"note: {data.num_cut} documents are longer than the block ({model_cfg.block_size} tokens "
               f"after BOS) and were cut to fit; raise --block-size to keep them whole", flush=True)
@@ -148,20 +196,22 @@ def train(model_overrides: dict, tcfg: TrainConfig, data_path: str | None, out_d
         engine.load_adam(ck.adam_m, ck.adam_v)
 
     data_info = {"path": os.path.abspath(data_path) if data_path else None, "sha256": fingerprint(text),
-                 "mode": "documents"}
+                 "mode": "stream" if tcfg.data_mode == "stream" else "documents", "world": world}
 
     def save(step_done: int) -> None:
+        if rank != 0:
+            return
         p, m, v = engine.export()
         checkpoint.save(out_dir, Checkpoint(model_cfg, tcfg, tokenizer.chars, step_done,
                                             _rng_to_json(rng.getstate()), data_info, p, m, v))
 
-    metrics = open_metrics(out_dir, start)
+    metrics = open_metrics(out_dir, start) if rank == 0 else open(os.devnull, "w")
     progress = make_progress(tcfg.steps, log_every)
     summary = {"status": "done", "loss": None, "val_loss": None, "samples": [], "out": out_dir}
     try:
         with _Interrupt() as interrupt:
             for step in range(start, tcfg.steps):
-                seqs = data.batch(step, tcfg.batch_size)
+                seqs = data.batch(step, tcfg.batch_size * tcfg.grad_accum, rank, world)
                 lr = lr_at(step, tcfg)
                 t0 = time.perf_counter()
                 loss = float(engine.train_step(seqs, step, lr))
@@ -170,7 +220,7 @@ def train(model_overrides: dict, tcfg: TrainConfig, data_path: str | None, out_d
                 if not math.isfinite(loss):
                     raise UsageError(f"the loss became {loss} at step {done}; lower --lr (now {tcfg.lr})")
                 metrics.write(json.dumps({"step": done, "loss": loss, "lr": lr, "dt": dt}) + "\n")
-                progress.step(done, loss, lr, dt, sum(len(s) - 1 for s in seqs))
+                progress.step(done, loss, lr, dt, sum(len(s) - 1 for s in seqs) * world)
                 summary["loss"] = loss
                 if data.val and (done % tcfg.eval_every == 0 or done == tcfg.steps):
                     summary["val_loss"] = evaluate(engine, data, tcfg.batch_size)
@@ -184,13 +234,13 @@ def train(model_overrides: dict, tcfg: TrainConfig, data_path: str | None, out_d
                     progress.close()
                     print(f"stopped after step {done}: checkpoint saved in {out_dir}; "
                           f"continue with: microgpt train --out {out_dir} --resume", flush=True)
-                    summary["status"] = "interrupted"
+                    summary["status"] = "interrupted" if interrupt.requested else "stopped"
                     return summary
     finally:
         metrics.close()
     progress.close()
 
-    if tcfg.samples:
+    if tcfg.samples and rank == 0:
         print("--- samples ---")
         summary["samples"] = print_samples(engine, tokenizer, model_cfg.block_size, rng,
                                            tcfg.samples, tcfg.temperature)
@@ -220,18 +270,39 @@ def add_arguments(p) -> None:
     p.add_argument("--n-embd", type=int, help=f"embedding width (default {m.n_embd})")
     p.add_argument("--n-head", type=int, help=f"attention heads; must divide --n-embd (default {m.n_head})")
     p.add_argument("--block-size", type=int, help=f"context length in tokens (default {m.block_size})")
-    p.add_argument("--lr", type=float, help=f"peak learning rate, decayed linearly to 0 (default {d.lr})")
-    p.add_argument("--batch-size", type=int, help=f"documents per step (default {d.batch_size})")
-    p.add_argument("--dtype", help=f"float64 or float32 (numpy/torch engines; default {d.dtype})")
+    p.add_argument("--lr", type=float, help=f"peak learning rate, decayed to --min-lr (default {d.lr})")
+    p.add_argument("--batch-size", type=int, help=f"sequences per step, per process under torchrun (default {d.batch_size})")
+    p.add_argument("--dtype", help=f"float64 or float32 (numpy/torch engines), bfloat16 (autocast; torch engine, "
+                   f"for GPUs) (default {d.dtype})")
     p.add_argument("--val-docs", type=int, help="held-out documents from the end of the shuffled list, "
                    f"for validation loss (default {d.val_docs}: keeps every document for training, as the reference)")
     p.add_argument("--eval-every", type=int, help=f"steps between validation evaluations (default {d.eval_every})")
     p.add_argument("--save-every", type=int, help=f"steps between checkpoints (default {d.save_every})")
     p.add_argument("--samples", type=int, help=f"samples printed after training (default {d.samples})")
     p.add_argument("--temperature", type=float, help=f"sampling temperature, > 0 (default {d.temperature})")
+    p.add_argument("--data-mode", choices=DATA_MODES, help="lines: one document per line (the default); stream: the "
+                   "file as one character stream, random windows of --block-size + 1 from its first 90%%, the last "
+                   "10%% held out for val loss (all engines)")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, help=f"decay from --lr to --min-lr after the warmup: "
+                   f"linear (the reference) or cosine (all engines; default {d.lr_schedule})")
+    p.add_argument("--warmup-steps", type=int, help=f"steps of linear lr warmup (all engines; default {d.warmup_steps})")
+    p.add_argument("--min-lr", type=float, help=f"lr at the end of the decay (all engines; default {d.min_lr})")
+    p.add_argument("--grad-accum", type=int, help="micro-batches of --batch-size per step, gradients summed: the "
+                   f"same step as one batch that many times larger (all engines; default {d.grad_accum})")
+    p.add_argument("--weight-decay", type=float, help=f"AdamW's decoupled weight decay ({engines.supported_by('weight_decay')}; "
+                   f"default {d.weight_decay})")
+    p.add_argument("--dropout", type=float, help=f"dropout probability ({engines.supported_by('dropout')}; default {d.dropout})")
+    p.add_argument("--grad-clip", type=float, help="clip the gradient's global norm to this; 0: off "
+                   f"({engines.supported_by('grad_clip')}; default {d.grad_clip})")
+    p.add_argument("--device", help=f"auto (cuda, else mps, else cpu), cpu, cuda, mps ({engines.supported_by('device')}; "
+                   f"default {d.device})")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help=f"torch.compile the model ({engines.supported_by('compile')}; default off)")
     p.add_argument("--out", default="out", help="directory for the checkpoint and metrics.jsonl (default out)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--log-every", type=int, default=1, help="print the loss every N steps (default 1)")
+    p.add_argument("--stop-after", type=int, help="stop with a checkpoint after this many steps, before --steps; "
+                   "continue later with --resume")
 
 
 def resolve(args) -> tuple[dict, TrainConfig]:
@@ -249,6 +320,8 @@ def resolve(args) -> tuple[dict, TrainConfig]:
 
 def run(args) -> int:
     model_overrides, tcfg = resolve(args)
+    if args.stop_after is not None and args.stop_after <= 0:
+        raise UsageError(f"--stop-after must be a positive number of steps (got {args.stop_after})")
     if args.resume and checkpoint.exists(args.out):
         ck = checkpoint.load(args.out)
         saved = ck.train
@@ -258,5 +331,7 @@ def run(args) -> int:
                 raise UsageError(f"--{k.replace('_', '-')} {flag} differs from the checkpoint's {kept}; "
                                  f"drop it to resume, or start a new --out")
         tcfg = replace(saved, **{k: getattr(args, k) for k in RESUMABLE_OVERRIDES if getattr(args, k) is not None})
-    summary = train(model_overrides, tcfg, args.data, args.out, args.resume, args.log_every)
+    quiet = rank_and_world()[0] != 0  # under torchrun only rank 0 prints
+    with contextlib.redirect_stdout(open(os.devnull, "w")) if quiet else contextlib.nullcontext():
+        summary = train(model_overrides, tcfg, args.data, args.out, args.resume, args.log_every, args.stop_after)
     return 130 if summary["status"] == "interrupted" else 0

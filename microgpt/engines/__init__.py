@@ -30,6 +30,35 @@ ENGINES = {
 }
 
 
+# Training options only some engines implement: TrainConfig field -> (its "off" value, the engines that
+# have it). Every other option (data mode, lr schedule, warmup, gradient accumulation) is the loop's
+# and works with every engine. `torchrun` is data-parallel training across processes.
+OPTIONS = {
+    "weight_decay": (0.0, ("torch",)),
+    "dropout": (0.0, ("torch",)),
+    "grad_clip": (0.0, ("torch",)),
+    "device": ("auto", ("torch",)),
+    "compile": (False, ("torch",)),
+}
+DISTRIBUTED = ("torch",)
+
+
+def check_options(name: str, tcfg, world: int = 1) -> None:
+    """A UsageError naming the first option asked for that engine `name` does not implement."""
+    for field, (off, supported) in OPTIONS.items():
+        if getattr(tcfg, field) != off and name not in supported:
+            raise UsageError(f"--{field.replace('_', '-')} is not implemented by --engine {name}; "
+                             f"drop it or use --engine {' or '.join(supported)}")
+    if world > 1 and name not in DISTRIBUTED:
+        raise UsageError(f"--engine {name} trains in one process only, but WORLD_SIZE is {world}; "
+                         f"run it without torchrun, or use --engine {' or '.join(DISTRIBUTED)}")
+
+
+def supported_by(field: str) -> str:
+    """For --help: which engines implement an option."""
+    return "engines: " + ", ".join(OPTIONS[field][1])
+
+
 def is_available(name: str) -> bool:
     module, lib, _ = ENGINES[name]
     if importlib.util.find_spec(module) is None:

@@ -1,0 +1,307 @@
+"""The torch engine: the same GPT as atomic.py, as a PyTorch module, batched, on CPU or GPU.
+
+    microgpt train --engine torch [--dtype float64|float32|bfloat16] [--device auto|cpu|cuda|mps] [--compile]
+    torchrun --standalone --nproc_per_node=2 -m microgpt train --engine torch ...   (data-parallel)
+
+Parameters keep model.py's names, shapes and init, so checkpoints move freely between engines; in
+float64 on CPU this engine reproduces the scalar engine's losses and gradients to round-off
+(tests/test_torch_engine.py). The fused pieces torch offers compute the same functions as the
+reference: F.scaled_dot_product_attention with a causal mask is softmax(q.k / sqrt(head_dim)) over
+the positions so far, F.rms_norm without a weight is x * (mean(x^2) + eps)^-0.5, and
+torch.optim.AdamW with weight_decay 0 is the reference Adam, p -= lr * m_hat / (sqrt(v_hat) + eps).
+
+A batch of documents of different lengths is padded on the right; padded positions come after every
+real one, so the causal mask keeps them out of the real positions' attention, and their targets
+(-1) are left out of the loss, which is the sum over real tokens divided by their count.
+
+Under torchrun (WORLD_SIZE > 1) each process trains on its own sequences; DistributedDataParallel
+averages gradients over processes, so each process scales its loss sum by world / (tokens of all
+processes): the average is then d(mean loss over every token of the global batch)/d(param), the
+same as one process with the whole batch, however unevenly the tokens fall across processes.
+"""
+
+import atexit
+import contextlib
+import ctypes
+import os
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from microgpt.checkpoint import Tensor
+from microgpt.errors import UsageError
+from microgpt.model import param_shapes
+
+RMS_EPS = 1e-5
+_DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.float32}  # bf16: autocast
+_SAFETENSORS = {torch.float64: "F64", torch.float32: "F32"}
+_TORCH = {"F64": torch.float64, "F32": torch.float32}
+
+
+def rmsnorm(x):
+    return F.rms_norm(x, (x.size(-1),), eps=RMS_EPS)  # x * (mean(x^2) + 1e-5)^-0.5, no gain
+
+
+# ---- the model ---------------------------------------------------------------------------------
+class CausalSelfAttention(nn.Module):
+    def __init__(self, n_embd: int, n_head: int, dropout: float):
+        super().__init__()
+        self.n_head, self.dropout = n_head, dropout
+        self.wq = nn.Linear(n_embd, n_embd, bias=False)
+        self.wk = nn.Linear(n_embd, n_embd, bias=False)
+        self.wv = nn.Linear(n_embd, n_embd, bias=False)
+        self.wo = nn.Linear(n_embd, n_embd, bias=False)
+        self.resid_drop = nn.Dropout(dropout)
+
+    def forward(self, x, cache=None):
+        B, T, C = x.shape
+        heads = lambda t: t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        q, k, v = heads(self.wq(x)), heads(self.wk(x)), heads(self.wv(x))  # (B, nh, T, hs)
+        if cache is not None:  # sampling: one new position attends to every cached one and itself
+            if cache:
+                k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)  # (B, nh, t, hs)
+            cache[:] = [k, v]
+        dropout = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=cache is None)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): the heads side by side again
+        return self.resid_drop(self.wo(y))  # (B, T, C)
+
+
+class MLP(nn.Module):
+    def __init__(self, n_embd: int, dropout: float):
+        super().__init__()
+        self.fc1 = nn.Linear(n_embd, 4 * n_embd, bias=False)
+        self.fc2 = nn.Linear(4 * n_embd, n_embd, bias=False)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x):
+        return self.drop(self.fc2(F.relu(self.fc1(x))))  # (B, T, 4C) inside, (B, T, C) out
+
+
+class Block(nn.Module):
+    def __init__(self, n_embd: int, n_head: int, dropout: float):
+        super().__init__()
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout)
+        self.mlp = MLP(n_embd, dropout)
+
+    def forward(self, x, cache=None):
+        x = x + self.attn(rmsnorm(x), cache)  # (B, T, C)
+        return x + self.mlp(rmsnorm(x))  # (B, T, C)
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg, dropout: float = 0.0):
+        super().__init__()
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.layers = nn.ModuleList(Block(cfg.n_embd, cfg.n_head, dropout) for _ in range(cfg.n_layer))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, idx, targets=None, caches=None, start_pos: int = 0):
+        """Logits (B, T, vocab); given targets (B, T), -1 marking padding: the sum of their losses."""
+        B, T = idx.shape
+        pos = torch.arange(start_pos, start_pos + T, device=idx.device)  # (T,)
+        x = self.drop(rmsnorm(self.wte(idx) + self.wpe(pos)))  # (B, T, C)
+        for i, block in enumerate(self.layers):
+            x = block(x, None if caches is None else caches[i])  # (B, T, C)
+        logits = self.lm_head(x)  # (B, T, vocab)
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T), ignore_index=-1, reduction="sum")
+
+
+def module_name(name: str) -> str:
+    """model.py's parameter name -> this module's: 'layer0.attn_wq' -> 'layers.0.attn.wq.weight'."""
+    if not name.startswith("layer"):
+        return f"{name}.weight"  # wte, wpe, lm_head
+    layer, rest = name.split(".")
+    block, part = rest.split("_")  # attn_wq -> attn, wq
+    return f"layers.{layer[len('layer'):]}.{block}.{part}.weight"
+
+
+# ---- tensors in and out ------------------------------------------------------------------------
+def to_torch(t: Tensor, dtype, device) -> torch.Tensor:
+    flat = torch.frombuffer(bytearray(t.data), dtype=_TORCH[t.dtype])  # little-endian bytes, as written
+    return flat.reshape(t.shape).to(device=device, dtype=dtype)
+
+
+def from_torch(x: torch.Tensor) -> Tensor:
+    x = x.detach().to("cpu").contiguous()
+    raw = ctypes.string_at(x.data_ptr(), x.numel() * x.element_size())  # raw little-endian bytes
+    return Tensor(tuple(x.shape), _SAFETENSORS[x.dtype], raw)
+
+
+def pick_device(name: str) -> str:
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if name == "auto":
+        if torch.cuda.is_available():
+            return f"cuda:{local_rank}"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if name == "cuda" and torch.cuda.is_available():
+        return f"cuda:{local_rank}"  # one GPU per process under torchrun
+    try:
+        torch.empty(0, device=name)
+    except (RuntimeError, AssertionError):
+        raise UsageError(f"--device {name} is not available here; use --device auto (picks cuda, mps or cpu)") from None
+    return name
+
+
+def init_distributed(device: str) -> tuple[int, int]:
+    """Join torchrun's process group when WORLD_SIZE > 1: NCCL between GPUs, gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        if device.startswith("cuda"):
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        atexit.register(dist.destroy_process_group)
+    return dist.get_rank(), dist.get_world_size()
+
+
+# ---- the engine --------------------------------------------------------------------------------
+class Engine:
+    name = "torch"
+
+    def __init__(self, model_cfg, train_cfg, params: dict[str, Tensor]):
+        t = self.tcfg = train_cfg
+        self.cfg = model_cfg
+        if t.dtype not in _DTYPES:
+            raise UsageError(f"--dtype {t.dtype} is not one the torch engine knows; use one of {', '.join(_DTYPES)}")
+        self.device = pick_device(t.device)
+        self.device_type = self.device.split(":")[0]
+        if t.dtype == "float64" and self.device_type == "mps":
+            raise UsageError("MPS has no float64; use --dtype float32 on --device mps")
+        self.dtype = _DTYPES[t.dtype]
+        self.autocast = t.dtype == "bfloat16"
+        if self.autocast and self.device_type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # what is left in float32 may use TF32 too
+            torch.backends.cudnn.allow_tf32 = True
+        self.rank, self.world = init_distributed(self.device)
+        self.sum_dtype = torch.float32 if self.device_type == "mps" else torch.float64  # for loss and token sums
+
+        self.model = GPT(model_cfg, t.dropout).to(device=self.device, dtype=self.dtype)
+        self.shapes = param_shapes(model_cfg)
+        by_name = dict(self.model.named_parameters())
+        self.params = {name: by_name[module_name(name)] for name, _ in self.shapes}  # model.py's order
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.copy_(to_torch(params[name], self.dtype, self.device))
+
+        self.train_model = torch.compile(self.model) if t.compile else self.model
+        if self.world > 1:
+            self.train_model = DistributedDataParallel(
+                self.train_model, device_ids=[torch.device(self.device).index] if self.device_type == "cuda" else None)
+        fused = {"fused": True} if self.device_type in ("cuda", "cpu") else {"foreach": True}
+        self.opt = torch.optim.AdamW(list(self.params.values()), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps,
+                                     weight_decay=t.weight_decay, **fused)
+        zeros = lambda: {n: torch.zeros_like(p) for n, p in self.params.items()}
+        self._set_moments(zeros(), zeros())
+
+    # ---- batches -------------------------------------------------------------------------------
+    def _tensors(self, seqs):
+        """Right-padded inputs and targets (B, T) for sequences of (possibly) different lengths."""
+        T = max(len(s) for s in seqs) - 1
+        if all(len(s) == T + 1 for s in seqs):  # windows of a stream: no padding
+            both = torch.tensor(seqs)  # (B, T + 1)
+            idx, targets = both[:, :-1], both[:, 1:]  # (B, T) each
+        else:
+            idx = torch.zeros((len(seqs), T), dtype=torch.long)  # (B, T)
+            targets = torch.full((len(seqs), T), -1, dtype=torch.long)  # (B, T), -1 = padding
+            for b, s in enumerate(seqs):
+                idx[b, :len(s) - 1] = torch.tensor(s[:-1])
+                targets[b, :len(s) - 1] = torch.tensor(s[1:])
+        if self.device_type == "cuda":  # copy through pinned memory, without waiting for the GPU
+            return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in (idx, targets))
+        return idx.to(self.device), targets.to(self.device)
+
+    def _autocast(self):
+        if not self.autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=torch.bfloat16)
+
+    def _loss_sum(self, model, seqs):
+        idx, targets = self._tensors(seqs)
+        with self._autocast():
+            return model(idx, targets)
+
+    # ---- the interface -------------------------------------------------------------------------
+    def train_step(self, seqs, step: int, lr: float) -> float:
+        t = self.tcfg
+        self.train_model.train()
+        if t.dropout > 0:  # the dropout masks depend on (seed, step, rank) only, so resuming is exact
+            torch.manual_seed((t.seed * 1_000_003 + step) * 4096 + self.rank)
+        tokens = torch.tensor(float(sum(len(s) - 1 for s in seqs)), dtype=self.sum_dtype, device=self.device)
+        if self.world > 1:
+            dist.all_reduce(tokens)  # every process's tokens: the mean is over the global batch
+        size = -(-len(seqs) // t.grad_accum)  # gradient accumulation: micro-batches one after another
+        micro = [seqs[i:i + size] for i in range(0, len(seqs), size)]
+        total = torch.zeros((), dtype=self.sum_dtype, device=self.device)
+        for i, mseqs in enumerate(micro):
+            last = i == len(micro) - 1
+            sync = contextlib.nullcontext() if (last or self.world == 1) else self.train_model.no_sync()
+            with sync:
+                loss_sum = self._loss_sum(self.train_model, mseqs)
+                (loss_sum * (self.world / tokens).to(loss_sum.dtype)).backward()  # DDP averages over world
+            total += loss_sum.detach().to(self.sum_dtype)
+        if self.world > 1:
+            dist.all_reduce(total)
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params.values(), t.grad_clip)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        for state in self.opt.state.values():
+            state["step"].fill_(step)  # AdamW adds 1: bias correction uses step + 1, as atomic.py
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return (total / tokens).item()
+
+    @torch.no_grad()
+    def eval_loss(self, seqs) -> float:
+        self.model.eval()
+        loss_sum = self._loss_sum(self.model, seqs)
+        return loss_sum.item() / sum(len(s) - 1 for s in seqs)
+
+    def loss_and_grads(self, seqs):
+        self.model.train()
+        loss_sum = self._loss_sum(self.model, seqs)
+        n = sum(len(s) - 1 for s in seqs)
+        (loss_sum / n).backward()
+        grads = {name: from_torch(p.grad) for name, p in self.params.items()}
+        self.model.zero_grad(set_to_none=True)
+        return loss_sum.item() / n, grads
+
+    def export(self):
+        state = self.opt.state
+        return ({n: from_torch(p) for n, p in self.params.items()},
+                {n: from_torch(state[p]["exp_avg"]) for n, p in self.params.items()},
+                {n: from_torch(state[p]["exp_avg_sq"]) for n, p in self.params.items()})
+
+    def load_adam(self, adam_m, adam_v) -> None:
+        as_torch = lambda d: {n: to_torch(d[n], self.dtype, self.device) for n in self.params}
+        self._set_moments(as_torch(adam_m), as_torch(adam_v))
+
+    def _set_moments(self, m: dict, v: dict) -> None:
+        """Adam's state through the optimizer's own load_state_dict (it places `step` as fused Adam wants)."""
+        names = list(self.params)
+        state = {i: {"step": torch.tensor(0.0), "exp_avg": m[n].clone(), "exp_avg_sq": v[n].clone()}
+                 for i, n in enumerate(names)}  # own copies: the optimizer updates them in place
+        self.opt.load_state_dict({"state": state, "param_groups": self.opt.state_dict()["param_groups"]})
+
+    # ---- sampling ------------------------------------------------------------------------------
+    def new_cache(self):
+        return [[] for _ in range(self.cfg.n_layer)]  # per layer: [keys, values], each (1, nh, t, hs)
+
+    @torch.no_grad()
+    def logits(self, cache, token_id: int, pos_id: int) -> list[float]:
+        self.model.eval()
+        idx = torch.tensor([[token_id]], device=self.device)  # (1, 1)
+        with self._autocast():
+            logits = self.model(idx, caches=cache, start_pos=pos_id)  # (1, 1, vocab)
+        return logits[0, -1].double().tolist()
