@@ -73,7 +73,7 @@ def test_resume_equals_uninterrupted(tmp_path, data_file, stop):
     whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
     full = train(model(), quick(), data_file, whole)
     first = train(model(), quick(), data_file, parts, stop_after=stop)
-    assert first["status"] == "interrupted"
+    assert first["status"] == "stopped"
     second = train(model(), quick(), None, parts, resume=True)
     assert second["samples"] == full["samples"]
     losses = lambda d: [(m["step"], m["loss"], m["lr"]) for m in read_metrics(d) if "loss" in m]
