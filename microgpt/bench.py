@@ -12,6 +12,7 @@ against the scalar row of the same run: per step, and per document.
 """
 
 import contextlib
+import gc
 import io
 import json
 import os
@@ -28,11 +29,17 @@ def measure(engine: str, batch_size: int, steps: int, data: str | None, dtype: s
     """One training run: the `dt` of each step (seconds) and the final loss."""
     tcfg = TrainConfig(engine=engine, batch_size=batch_size, steps=steps, samples=0, dtype=dtype,
                        save_every=steps)
+    # Python's garbage collector rescans every live object, and the scalar engine's graphs trigger it
+    # thousands of times per step: freeze what earlier rows and imports (torch's are large) left
+    # alive, so a row costs what it would in a process of its own.
+    gc.collect()
+    gc.freeze()
     with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(io.StringIO()):
         model = {k: getattr(ModelConfig(), k) for k in MODEL_FIELDS}  # the default model
         summary = train(model, tcfg, data, out, log_every=steps)
         with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as f:
             dts = [json.loads(line)["dt"] for line in f if '"dt"' in line]
+    gc.unfreeze()
     return dts, summary["loss"]
 
 
