@@ -172,6 +172,21 @@ def test_float32_gradients_close_to_scalar():
         assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max(), name
 
 
+def test_float32_sharp_attention_stays_finite():
+    """Query and key weights scaled up 40x make attention scores that differ by hundreds within one
+    document: float32 exp() underflows past 87, so each row must subtract its own max. The loss still
+    matches the scalar engine's (float64, per-row max as atomic.py) to float32 precision."""
+    seqs, vocab = names_batch(16, 4, seed=3)
+    cfg = ModelConfig(vocab_size=vocab)
+    floats = init_params(cfg, random.Random(5))
+    for name in ("layer0.attn_wq", "layer0.attn_wk"):
+        floats[name] = [40 * x for x in floats[name]]
+    params = {name: Tensor.from_floats(shape, floats[name]) for name, shape in param_shapes(cfg)}
+    want = engines.get("scalar")(cfg, TrainConfig(), params).eval_loss(seqs)
+    got = engines.get("numpy")(cfg, TrainConfig(engine="numpy", dtype="float32"), params).eval_loss(seqs)
+    assert np.isfinite(got) and abs(got - want) <= 1e-4 * abs(want)
+
+
 def test_unsupported_dtype_is_a_usage_error():
     cfg = ModelConfig()
     floats = init_params(cfg, random.Random(0))

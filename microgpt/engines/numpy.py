@@ -119,10 +119,13 @@ def relu_backward(dout, out):
 
 def attention_softmax(att):
     """In place, softmax over each row of att (..., T, T'), the scores of one query against the keys.
-    Subtracting the same number from a row changes nothing but keeps exp() from overflowing. We
-    subtract the largest score of each (document, head) block, >= each row's max, because numpy takes
-    one max over a block much faster than T maxes over rows of T."""
-    att -= att.max(axis=(-2, -1), keepdims=True)
+    Subtracting the same number from a row changes nothing but keeps exp() from overflowing. In
+    float64 we subtract the largest score of each (document, head) block, >= each row's max, because
+    numpy takes one max over a block much faster than T maxes over rows of T; a row could then only
+    underflow to all zeros if its scores sat 700 below the block's largest, which they never approach.
+    In float32 that margin is 87, which a sharp head can reach, so there each row uses its own max."""
+    per_row = att.dtype == np.float32
+    att -= att.max(axis=-1 if per_row else (-2, -1), keepdims=True)
     np.exp(att, out=att)
     att /= att @ ones(att.shape[-1], att.dtype)       # (..., T, 1) row sums
 
