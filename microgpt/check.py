@@ -110,7 +110,7 @@ def add_arguments(p) -> None:
     p.add_argument("--h", type=float, default=1e-5, help="finite-difference step (default 1e-5)")
     for flag in MODEL_FLAGS:
         p.add_argument(f"--{flag.replace('_', '-')}", type=int,
-                       help=f"check only this config (default: the default and a random small one)")
+                       help="check only this config (default: the default and a random small one)")
 
 
 def run(args) -> int:

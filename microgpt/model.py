@@ -7,6 +7,7 @@ same numbers.
 
 import random
 
+from microgpt.checkpoint import Tensor
 from microgpt.config import ModelConfig
 
 INIT_STD = 0.08
@@ -35,3 +36,9 @@ def num_params(cfg: ModelConfig) -> int:
 def init_params(cfg: ModelConfig, rng: random.Random) -> dict[str, list[float]]:
     """name -> flat row-major list of floats, drawn from `rng` in the reference order."""
     return {name: [rng.gauss(0, INIT_STD) for _ in range(r * c)] for name, (r, c) in param_shapes(cfg)}
+
+
+def init_tensors(cfg: ModelConfig, rng: random.Random) -> dict[str, Tensor]:
+    """init_params as checkpoint Tensors (float64), the form every engine is built from."""
+    floats = init_params(cfg, rng)
+    return {name: Tensor.from_floats(shape, floats[name]) for name, shape in param_shapes(cfg)}

@@ -9,11 +9,10 @@ import random
 from dataclasses import dataclass, field
 
 from microgpt import checkpoint
-from microgpt.checkpoint import Tensor
 from microgpt.config import ModelConfig, TrainConfig
 from microgpt.data import DocumentData, Tokenizer, read_text, split_docs
 from microgpt.errors import UsageError
-from microgpt.model import init_params, param_shapes
+from microgpt.model import init_tensors
 from microgpt.train import MODEL_FIELDS, validate
 
 
@@ -46,8 +45,7 @@ def fresh(data_path: str | None, seed: int, model_overrides: dict | None = None,
     model_cfg = ModelConfig(vocab_size=tokenizer.vocab_size, **(model_overrides or {}))
     tcfg = tcfg or TrainConfig(seed=seed)
     validate({k: getattr(model_cfg, k) for k in MODEL_FIELDS}, tcfg)
-    floats = init_params(model_cfg, rng)
-    params = {name: Tensor.from_floats(shape, floats[name]) for name, shape in param_shapes(model_cfg)}
+    params = init_tensors(model_cfg, rng)
     return RunState(model_cfg, tcfg, tokenizer, params, docs=docs,
                     source=f"a fresh init (seed {seed}, {data_path or 'the embedded names'})", data_path=data_path)
 

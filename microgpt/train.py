@@ -23,11 +23,11 @@ import time
 from dataclasses import fields, replace
 
 from microgpt import checkpoint, engines
-from microgpt.checkpoint import Checkpoint, Tensor
+from microgpt.checkpoint import Checkpoint
 from microgpt.config import PRESETS, ModelConfig, TrainConfig
 from microgpt.data import DocumentData, StreamData, Tokenizer, fingerprint, read_text, split_docs
 from microgpt.errors import UsageError
-from microgpt.model import init_params, num_params, param_shapes
+from microgpt.model import init_tensors, num_params
 from microgpt.progress import make_progress
 from microgpt.sample import check_sampling_args, print_samples
 
@@ -184,8 +184,7 @@ def train(model_overrides: dict, tcfg: TrainConfig, data_path: str | None, out_d
               f"after BOS) and were cut to fit; raise --block-size to keep them whole", flush=True)
 
     if ck is None:
-        floats = init_params(model_cfg, rng)
-        params = {name: Tensor.from_floats(shape, floats[name]) for name, shape in param_shapes(model_cfg)}
+        params = init_tensors(model_cfg, rng)
         start = 0
     else:
         params, start = ck.params, ck.step
