@@ -87,6 +87,7 @@ CONFIGS = {
     "width 32, 2 heads": ({**MODEL_DEFAULTS, "n_embd": 32, "n_head": 2}, 1),
     "block 8, documents cut": ({**MODEL_DEFAULTS, "block_size": 8}, 4),
     "batch 5 of different lengths": (MODEL_DEFAULTS, 5),
+    "batch 12, packed several to a row": (MODEL_DEFAULTS, 12),
 }
 
 
@@ -96,6 +97,8 @@ def test_gradients_equal_the_scalar_engine(model, batch):
     seqs = data.batch(7, batch)
     if model["block_size"] == 8:
         assert any(len(s) == 9 for s in seqs), "the test needs a document cut at the block"
+    if batch == 12:
+        assert len(torch_engine.pack(seqs, cfg.block_size)["idx"]) < 8, "the test needs rows of several documents"
     tcfg = TrainConfig(engine="torch")
     loss_s, grads_s = scalar.Engine(cfg, tcfg, params).loss_and_grads(seqs)
     loss_t, grads_t = torch_engine.Engine(cfg, tcfg, params).loss_and_grads(seqs)
@@ -103,6 +106,23 @@ def test_gradients_equal_the_scalar_engine(model, batch):
     assert set(grads_t) == set(grads_s)
     for name in grads_s:
         assert max_diff(grads_s[name], grads_t[name]) < 1e-12, name
+
+
+def test_packing_keeps_each_document_whole_and_apart():
+    seqs = [[0, 5, 6, 0], [0, 7, 0], [0, 1, 2, 3, 4, 0], [0, 9, 0]]  # 3, 2, 5, 2 (input, target) pairs
+    batch = torch_engine.pack(seqs, 8)
+    idx, targets, pos, mask = (batch[k] for k in ("idx", "targets", "pos", "mask"))
+    assert idx.shape == (2, 8) and mask.shape == (2, 1, 8, 8)  # 12 pairs in two rows of 8
+    pairs = sorted(zip(idx[targets >= 0].tolist(), targets[targets >= 0].tolist()))
+    assert pairs == sorted((s[i], s[i + 1]) for s in seqs for i in range(len(s) - 1))  # each pair once
+    for r in range(2):
+        starts = [t for t in range(8) if pos[r, t] == 0]
+        for t in range(8):
+            doc_start = max(u for u in starts if u <= t)
+            if targets[r, t] >= 0:  # a real token sees exactly its own document up to itself
+                assert pos[r, t] == t - doc_start
+                assert mask[r, 0, t].nonzero().flatten().tolist() == list(range(doc_start, t + 1))
+            assert mask[r, 0, t].any()  # padding sees something too, so softmax has no empty row
 
 
 def test_adam_steps_equal_the_scalar_engine_on_batches():

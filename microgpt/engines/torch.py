@@ -10,9 +10,11 @@ reference: F.scaled_dot_product_attention with a causal mask is softmax(q.k / sq
 the positions so far, F.rms_norm without a weight is x * (mean(x^2) + eps)^-0.5, and
 torch.optim.AdamW with weight_decay 0 is the reference Adam, p -= lr * m_hat / (sqrt(v_hat) + eps).
 
-A batch of documents of different lengths is padded on the right; padded positions come after every
-real one, so the causal mask keeps them out of the real positions' attention, and their targets
-(-1) are left out of the loss, which is the sum over real tokens divided by their count.
+A batch of documents of different lengths is packed: several documents share a row of the batch,
+each with its own positions (0, 1, ...) and an attention mask that lets a token see only the earlier
+tokens of its own document. That is the same function as one row per document, without computing
+on padding (names average 7 tokens in a block of 16). What is left of a row is padding, whose
+targets (-1) are left out of the loss: the sum over real tokens, divided by their count.
 
 Under torchrun (WORLD_SIZE > 1) each process trains on its own sequences; DistributedDataParallel
 averages gradients over processes, so each process scales its loss sum by world / (tokens of all
@@ -56,7 +58,7 @@ class CausalSelfAttention(nn.Module):
         self.wo = nn.Linear(n_embd, n_embd, bias=False)
         self.resid_drop = nn.Dropout(dropout)
 
-    def forward(self, x, cache=None):
+    def forward(self, x, mask=None, cache=None):
         B, T, C = x.shape
         heads = lambda t: t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         q, k, v = heads(self.wq(x)), heads(self.wk(x)), heads(self.wv(x))  # (B, nh, T, hs)
@@ -65,7 +67,8 @@ class CausalSelfAttention(nn.Module):
                 k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)  # (B, nh, t, hs)
             cache[:] = [k, v]
         dropout = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=cache is None)  # (B, nh, T, hs)
+        causal = mask is None and cache is None  # packed rows bring their own mask; a cache sees all it has
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): the heads side by side again
         return self.resid_drop(self.wo(y))  # (B, T, C)
 
@@ -87,8 +90,8 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(n_embd, n_head, dropout)
         self.mlp = MLP(n_embd, dropout)
 
-    def forward(self, x, cache=None):
-        x = x + self.attn(rmsnorm(x), cache)  # (B, T, C)
+    def forward(self, x, mask=None, cache=None):
+        x = x + self.attn(rmsnorm(x), mask, cache)  # (B, T, C)
         return x + self.mlp(rmsnorm(x))  # (B, T, C)
 
 
@@ -101,13 +104,17 @@ class GPT(nn.Module):
         self.layers = nn.ModuleList(Block(cfg.n_embd, cfg.n_head, dropout) for _ in range(cfg.n_layer))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, idx, targets=None, caches=None, start_pos: int = 0):
-        """Logits (B, T, vocab); given targets (B, T), -1 marking padding: the sum of their losses."""
+    def forward(self, idx, targets=None, pos=None, mask=None, caches=None, start_pos: int = 0):
+        """Logits (B, T, vocab); given targets (B, T), -1 marking padding: the sum of their losses.
+
+        Packed rows give each token's position `pos` (B, T) and the attention `mask` (B, 1, T, T);
+        without them the row is one sequence from start_pos on, with a causal mask."""
         B, T = idx.shape
-        pos = torch.arange(start_pos, start_pos + T, device=idx.device)  # (T,)
+        if pos is None:
+            pos = torch.arange(start_pos, start_pos + T, device=idx.device)  # (T,)
         x = self.drop(rmsnorm(self.wte(idx) + self.wpe(pos)))  # (B, T, C)
         for i, block in enumerate(self.layers):
-            x = block(x, None if caches is None else caches[i])  # (B, T, C)
+            x = block(x, mask, None if caches is None else caches[i])  # (B, T, C)
         logits = self.lm_head(x)  # (B, T, vocab)
         if targets is None:
             return logits
@@ -121,6 +128,42 @@ def module_name(name: str) -> str:
     layer, rest = name.split(".")
     block, part = rest.split("_")  # attn_wq -> attn, wq
     return f"layers.{layer[len('layer'):]}.{block}.{part}.weight"
+
+
+# ---- batches -----------------------------------------------------------------------------------
+def pack(seqs: list[list[int]], width: int) -> dict:
+    """Documents of different lengths, several to a row: idx, targets, pos (R, T), mask (R, 1, T, T).
+
+    Each sequence gives len - 1 (input, target) pairs. Longest first, each goes into the first row
+    with room; a row is T = max(width, the longest) wide (the engine passes the block size). A token
+    attends to itself and the earlier tokens of its own document; the padding at a row's end forms
+    one more segment, so no row of the mask is empty."""
+    T = max(width, max(len(s) for s in seqs) - 1)
+    rows: list[list[list[int]]] = []  # the sequences placed in each row
+    room: list[int] = []
+    for s in sorted(seqs, key=len, reverse=True):
+        r = next((r for r, free in enumerate(room) if free >= len(s) - 1), None)
+        if r is None:
+            rows.append([]), room.append(T)
+            r = len(rows) - 1
+        rows[r].append(s)
+        room[r] -= len(s) - 1
+    idx = torch.zeros((len(rows), T), dtype=torch.long)  # (R, T)
+    targets = torch.full((len(rows), T), -1, dtype=torch.long)  # (R, T), -1 = padding
+    pos = torch.zeros((len(rows), T), dtype=torch.long)  # (R, T): position within the document
+    segment = torch.full((len(rows), T), -1, dtype=torch.long)  # (R, T): which document; -1 = padding
+    for r, placed in enumerate(rows):
+        at = 0
+        for i, s in enumerate(placed):
+            n = len(s) - 1
+            idx[r, at:at + n] = torch.tensor(s[:-1])
+            targets[r, at:at + n] = torch.tensor(s[1:])
+            pos[r, at:at + n] = torch.arange(n)
+            segment[r, at:at + n] = i
+            at += n
+    causal = torch.ones((T, T), dtype=torch.bool).tril()  # (T, T)
+    mask = (segment[:, :, None] == segment[:, None, :]) & causal  # (R, T, T)
+    return {"idx": idx, "targets": targets, "pos": pos, "mask": mask[:, None]}  # mask (R, 1, T, T)
 
 
 # ---- tensors in and out ------------------------------------------------------------------------
@@ -205,21 +248,16 @@ class Engine:
         self._set_moments(zeros(), zeros())
 
     # ---- batches -------------------------------------------------------------------------------
-    def _tensors(self, seqs):
-        """Right-padded inputs and targets (B, T) for sequences of (possibly) different lengths."""
-        T = max(len(s) for s in seqs) - 1
-        if all(len(s) == T + 1 for s in seqs):  # windows of a stream: no padding
+    def _tensors(self, seqs) -> dict:
+        """The model's inputs for a batch: idx and targets (B, T), and for packed rows pos and mask."""
+        if len({len(s) for s in seqs}) == 1:  # windows of a stream: one per row, causal, no padding
             both = torch.tensor(seqs)  # (B, T + 1)
-            idx, targets = both[:, :-1], both[:, 1:]  # (B, T) each
+            batch = {"idx": both[:, :-1], "targets": both[:, 1:]}  # (B, T) each
         else:
-            idx = torch.zeros((len(seqs), T), dtype=torch.long)  # (B, T)
-            targets = torch.full((len(seqs), T), -1, dtype=torch.long)  # (B, T), -1 = padding
-            for b, s in enumerate(seqs):
-                idx[b, :len(s) - 1] = torch.tensor(s[:-1])
-                targets[b, :len(s) - 1] = torch.tensor(s[1:])
+            batch = pack(seqs, self.cfg.block_size)
         if self.device_type == "cuda":  # copy through pinned memory, without waiting for the GPU
-            return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in (idx, targets))
-        return idx.to(self.device), targets.to(self.device)
+            return {k: t.pin_memory().to(self.device, non_blocking=True) for k, t in batch.items()}
+        return {k: t.to(self.device) for k, t in batch.items()}
 
     def _autocast(self):
         if not self.autocast:
@@ -227,9 +265,8 @@ class Engine:
         return torch.autocast(device_type=self.device_type, dtype=torch.bfloat16)
 
     def _loss_sum(self, model, seqs):
-        idx, targets = self._tensors(seqs)
         with self._autocast():
-            return model(idx, targets)
+            return model(**self._tensors(seqs))
 
     # ---- the interface -------------------------------------------------------------------------
     def train_step(self, seqs, step: int, lr: float) -> float:
