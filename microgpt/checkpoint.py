@@ -1,7 +1,8 @@
 """The one checkpoint format, shared by every engine: a single safetensors file.
 
 `DIR/checkpoint.safetensors` holds the weights under their model.py names, Adam's moments as
-`adam.m.<name>` and `adam.v.<name>`, and in the header's `__metadata__` one JSON string (key
+`adam.m.<name>` and `adam.v.<name>`, with `--ema` the weights being trained as `train.<name>` (the
+model, under the plain names, is then their moving average), and in the header's `__metadata__` one JSON string (key
 "microgpt") with the model and training config, the tokenizer, the step, the RNG state and the data
 fingerprint. One file means one atomic rename: a checkpoint is never half old, half new.
 
@@ -59,6 +60,7 @@ class Checkpoint:
     params: dict[str, Tensor]
     adam_m: dict[str, Tensor] = field(default_factory=dict)
     adam_v: dict[str, Tensor] = field(default_factory=dict)
+    train_params: dict[str, Tensor] = field(default_factory=dict)  # with --ema: the weights Adam updates
     extra: dict = field(default_factory=dict)  # engine- or option-specific state, JSON
 
 
@@ -78,6 +80,7 @@ def save(out_dir: str, ck: Checkpoint) -> str:
     tensors = dict(ck.params)
     tensors.update({f"adam.m.{k}": t for k, t in ck.adam_m.items()})
     tensors.update({f"adam.v.{k}": t for k, t in ck.adam_v.items()})
+    tensors.update({f"train.{k}": t for k, t in ck.train_params.items()})
     path = path_in(out_dir)
     tmp = path + ".tmp"
     write_safetensors(tmp, tensors, {"microgpt": json.dumps(meta)})
@@ -92,13 +95,14 @@ def load(out_dir: str) -> Checkpoint:
     tensors, metadata = read_safetensors(path)
     try:
         meta = json.loads(metadata["microgpt"])
-        params = {k: t for k, t in tensors.items() if not k.startswith("adam.")}
+        params = {k: t for k, t in tensors.items() if not k.startswith(("adam.", "train."))}
         ck = Checkpoint(
             model=from_dict(ModelConfig, meta["model"]), train=from_dict(TrainConfig, meta["train"]),
             chars=list(meta["chars"]), step=int(meta["step"]), rng_state=meta["rng_state"],
             data=meta["data"], params=params,
             adam_m={k[7:]: t for k, t in tensors.items() if k.startswith("adam.m.")},
             adam_v={k[7:]: t for k, t in tensors.items() if k.startswith("adam.v.")},
+            train_params={k[6:]: t for k, t in tensors.items() if k.startswith("train.")},
             extra=meta.get("extra", {}))
     except (KeyError, TypeError, ValueError) as e:
         raise UsageError(f"checkpoint {path} is corrupt (its metadata lacks {e}); retrain or restore it") from None

@@ -45,6 +45,7 @@ class TrainConfig:
     dropout: float = 0.0
     grad_clip: float = 0.0       # clip the gradient's global norm to this; 0: no clipping
     grad_accum: int = 1          # micro-batches of batch_size per step (and per process)
+    ema: float = 0.0             # > 0: the model is this exponential moving average of the trained weights
     device: str = "auto"         # auto: cuda, else mps, else cpu
     compile: bool = False        # torch.compile the model
 

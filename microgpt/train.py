@@ -87,6 +87,8 @@ def validate(model: dict, tcfg: TrainConfig) -> None:
         raise UsageError(f"--dropout must be in [0, 1) (got {tcfg.dropout}); 0.2 is a common choice")
     if tcfg.weight_decay < 0 or tcfg.grad_clip < 0:
         raise UsageError("--weight-decay and --grad-clip must not be negative (0 turns them off)")
+    if not 0 <= tcfg.ema < 1:
+        raise UsageError(f"--ema must be in [0, 1) (got {tcfg.ema}); 0.999 averages over about 1000 steps")
     if tcfg.grad_accum <= 0:
         raise UsageError(f"--grad-accum must be a positive integer (got {tcfg.grad_accum})")
     check_sampling_args(tcfg.temperature, None, "", model["block_size"])
@@ -193,6 +195,8 @@ def train(model_overrides: dict, tcfg: TrainConfig, data_path: str | None, out_d
     engine = Engine(model_cfg, tcfg, params)
     if ck is not None and ck.adam_m:
         engine.load_adam(ck.adam_m, ck.adam_v)
+    if ck is not None and ck.train_params:  # --ema: the model is the average; these are trained
+        engine.load_train_params(ck.train_params)
 
     data_info = {"path": os.path.abspath(data_path) if data_path else None, "sha256": fingerprint(text),
                  "mode": "stream" if tcfg.data_mode == "stream" else "documents", "world": world}
@@ -202,7 +206,8 @@ def train(model_overrides: dict, tcfg: TrainConfig, data_path: str | None, out_d
             return
         p, m, v = engine.export()
         checkpoint.save(out_dir, Checkpoint(model_cfg, tcfg, tokenizer.chars, step_done,
-                                            _rng_to_json(rng.getstate()), data_info, p, m, v))
+                                            _rng_to_json(rng.getstate()), data_info, p, m, v,
+                                            engine.train_params() if tcfg.ema else {}))
 
     metrics = open_metrics(out_dir, start) if rank == 0 else open(os.devnull, "w")
     progress = make_progress(tcfg.steps, log_every)
@@ -293,6 +298,9 @@ def add_arguments(p) -> None:
     p.add_argument("--dropout", type=float, help=f"dropout probability ({engines.supported_by('dropout')}; default {d.dropout})")
     p.add_argument("--grad-clip", type=float, help="clip the gradient's global norm to this; 0: off "
                    f"({engines.supported_by('grad_clip')}; default {d.grad_clip})")
+    p.add_argument("--ema", type=float, help="keep an exponential moving average of the weights with this decay "
+                   "(e.g. 0.999): it is what is evaluated, sampled and saved as the model; 0: off "
+                   f"({engines.supported_by('ema')}; default {d.ema})")
     p.add_argument("--device", help=f"auto (cuda, else mps, else cpu), cpu, cuda, mps ({engines.supported_by('device')}; "
                    f"default {d.device})")
     p.add_argument("--compile", action="store_true", default=None,

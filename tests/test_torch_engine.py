@@ -225,8 +225,41 @@ def test_dropout_runs_resume_exactly(tmp_path):
     assert losses(tmp_path / "plain")[0] != losses(tmp_path / "whole")[0]  # dropout did something
 
 
+def test_ema_is_the_moving_average_of_the_trained_weights():
+    cfg, params, data = setup(MODEL_DEFAULTS)
+    plain = torch_engine.Engine(cfg, TrainConfig(engine="torch"), params)
+    averaging = torch_engine.Engine(cfg, TrainConfig(engine="torch", ema=0.9), params)
+    average = {n: t.to_floats() for n, t in params.items()}  # computed here, from the plain engine's weights
+    for step in range(4):
+        seqs = data.batch(step, 3)
+        assert abs(plain.train_step(seqs, step, 0.01) - averaging.train_step(seqs, step, 0.01)) < 1e-12
+        weights = plain.export()[0]
+        average = {n: [0.9 * a + 0.1 * w for a, w in zip(average[n], weights[n].to_floats())] for n in average}
+    model, trained = averaging.export()[0], averaging.train_params()
+    for name in params:
+        assert max_diff(trained[name], weights[name]) < 1e-12, name  # Adam trains the same weights
+        assert max(abs(a - b) for a, b in zip(model[name].to_floats(), average[name])) < 1e-12, name
+    assert max_diff(model["wte"], weights["wte"]) > 1e-4  # the average is not the last weights
+    seqs = data.batch(9, 5)  # and the average is what is evaluated
+    exact = torch_engine.Engine(cfg, TrainConfig(engine="torch"), model).eval_loss(seqs)
+    assert abs(averaging.eval_loss(seqs) - exact) < 1e-12
+
+
+def test_ema_runs_resume_exactly_and_samplers_read_the_average(tmp_path):
+    tcfg = TrainConfig(engine="torch", steps=6, batch_size=2, ema=0.8, samples=0)
+    run_quietly(train, dict(MODEL_DEFAULTS), tcfg, None, str(tmp_path / "whole"))
+    run_quietly(train, dict(MODEL_DEFAULTS), tcfg, None, str(tmp_path / "split"), stop_after=3)
+    run_quietly(train, dict(MODEL_DEFAULTS), tcfg, None, str(tmp_path / "split"), resume=True)
+    assert losses(tmp_path / "whole") == losses(tmp_path / "split")
+    whole, split = checkpoint.load(str(tmp_path / "whole")), checkpoint.load(str(tmp_path / "split"))
+    for name in whole.params:
+        assert max_diff(whole.params[name], split.params[name]) < 1e-12
+        assert max_diff(whole.train_params[name], split.train_params[name]) < 1e-12
+    assert sample_with("scalar", tmp_path / "whole") == sample_with("torch", tmp_path / "whole")
+
+
 @pytest.mark.parametrize("flag", [["--dropout", "0.1"], ["--weight-decay", "0.1"], ["--grad-clip", "1"],
-                                  ["--compile"], ["--device", "cpu"]])
+                                  ["--compile"], ["--device", "cpu"], ["--ema", "0.99"]])
 def test_the_scalar_engine_refuses_torch_only_options(flag, tmp_path, capsys):
     code = cli.main(["train", "--engine", "scalar", "--steps", "1", "--out", str(tmp_path), *flag])
     assert code == 2

@@ -10,6 +10,8 @@ Each engine module defines `Engine`, constructed as `Engine(model_cfg, train_cfg
     loss_and_grads(seqs) -> (float, dict) the loss and d(loss)/d(param) as name -> Tensor, no update
     export() -> (params, adam_m, adam_v)  each a dict name -> Tensor, for the checkpoint
     load_adam(adam_m, adam_v)             restore Adam's moments from a checkpoint
+    train_params(), load_train_params(d)  with --ema (torch only): the weights Adam trains, which the
+                                          checkpoint keeps beside the averaged ones export() gives
     new_cache() -> cache                  an empty KV cache for sampling
     logits(cache, token_id, pos_id) -> list[float]   next-token logits; appends to the cache
 
@@ -37,6 +39,7 @@ OPTIONS = {
     "weight_decay": (0.0, ("torch",)),
     "dropout": (0.0, ("torch",)),
     "grad_clip": (0.0, ("torch",)),
+    "ema": (0.0, ("torch",)),
     "device": ("auto", ("torch",)),
     "compile": (False, ("torch",)),
 }

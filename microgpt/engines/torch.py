@@ -24,6 +24,7 @@ same as one process with the whole batch, however unevenly the tokens fall acros
 
 import atexit
 import contextlib
+import copy
 import ctypes
 import os
 
@@ -237,6 +238,12 @@ class Engine:
             for name, p in self.params.items():
                 p.copy_(to_torch(params[name], self.dtype, self.device))
 
+        self.eval_model = self.model  # what is evaluated, sampled and saved as the model
+        if t.ema:  # an exponential moving average of the trained weights, updated after each step
+            self.eval_model = copy.deepcopy(self.model).requires_grad_(False)
+            by_name = dict(self.eval_model.named_parameters())
+            self.averaged = {name: by_name[module_name(name)] for name in self.params}
+
         self.train_model = torch.compile(self.model) if t.compile else self.model
         if self.world > 1:
             self.train_model = DistributedDataParallel(
@@ -297,12 +304,16 @@ class Engine:
             state["step"].fill_(step)  # AdamW adds 1: bias correction uses step + 1, as atomic.py
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+        if t.ema:
+            with torch.no_grad():
+                for name, p in self.params.items():
+                    self.averaged[name].lerp_(p, 1 - t.ema)  # avg = ema * avg + (1 - ema) * p
         return (total / tokens).item()
 
     @torch.no_grad()
     def eval_loss(self, seqs) -> float:
-        self.model.eval()
-        loss_sum = self._loss_sum(self.model, seqs)
+        self.eval_model.eval()
+        loss_sum = self._loss_sum(self.eval_model, seqs)
         return loss_sum.item() / sum(len(s) - 1 for s in seqs)
 
     def loss_and_grads(self, seqs):
@@ -316,9 +327,18 @@ class Engine:
 
     def export(self):
         state = self.opt.state
-        return ({n: from_torch(p) for n, p in self.params.items()},
+        model = self.averaged if self.tcfg.ema else self.params
+        return ({n: from_torch(p) for n, p in model.items()},
                 {n: from_torch(state[p]["exp_avg"]) for n, p in self.params.items()},
                 {n: from_torch(state[p]["exp_avg_sq"]) for n, p in self.params.items()})
+
+    def train_params(self) -> dict[str, Tensor]:
+        return {n: from_torch(p) for n, p in self.params.items()} if self.tcfg.ema else {}
+
+    def load_train_params(self, params: dict[str, Tensor]) -> None:
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.copy_(to_torch(params[name], self.dtype, self.device))
 
     def load_adam(self, adam_m, adam_v) -> None:
         as_torch = lambda d: {n: to_torch(d[n], self.dtype, self.device) for n in self.params}
@@ -337,8 +357,8 @@ class Engine:
 
     @torch.no_grad()
     def logits(self, cache, token_id: int, pos_id: int) -> list[float]:
-        self.model.eval()
+        self.eval_model.eval()
         idx = torch.tensor([[token_id]], device=self.device)  # (1, 1)
         with self._autocast():
-            logits = self.model(idx, caches=cache, start_pos=pos_id)  # (1, 1, vocab)
+            logits = self.eval_model(idx, caches=cache, start_pos=pos_id)  # (1, 1, vocab)
         return logits[0, -1].double().tolist()
