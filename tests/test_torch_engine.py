@@ -214,12 +214,17 @@ def test_gradient_accumulation_equals_one_larger_batch(tmp_path):
     assert max(max_diff(a.params[n], b.params[n]) for n in a.params) < 1e-12
 
 
-def test_dropout_runs_resume_exactly(tmp_path):
-    tcfg = TrainConfig(engine="torch", steps=8, batch_size=4, dropout=0.2, samples=0)
+def train_whole_and_split(tcfg, tmp_path) -> None:
+    """One run in tmp_path/whole; the same stopped after 3 steps and resumed in tmp_path/split."""
     run_quietly(train, dict(MODEL_DEFAULTS), tcfg, None, str(tmp_path / "whole"))
     run_quietly(train, dict(MODEL_DEFAULTS), tcfg, None, str(tmp_path / "split"), stop_after=3)
     run_quietly(train, dict(MODEL_DEFAULTS), tcfg, None, str(tmp_path / "split"), resume=True)
     assert losses(tmp_path / "whole") == losses(tmp_path / "split")
+
+
+def test_dropout_runs_resume_exactly(tmp_path):
+    tcfg = TrainConfig(engine="torch", steps=8, batch_size=4, dropout=0.2, samples=0)
+    train_whole_and_split(tcfg, tmp_path)
     no_dropout = replace(tcfg, dropout=0.0)
     run_quietly(train, dict(MODEL_DEFAULTS), no_dropout, None, str(tmp_path / "plain"))
     assert losses(tmp_path / "plain")[0] != losses(tmp_path / "whole")[0]  # dropout did something
@@ -247,10 +252,7 @@ def test_ema_is_the_moving_average_of_the_trained_weights():
 
 def test_ema_runs_resume_exactly_and_samplers_read_the_average(tmp_path):
     tcfg = TrainConfig(engine="torch", steps=6, batch_size=2, ema=0.8, samples=0)
-    run_quietly(train, dict(MODEL_DEFAULTS), tcfg, None, str(tmp_path / "whole"))
-    run_quietly(train, dict(MODEL_DEFAULTS), tcfg, None, str(tmp_path / "split"), stop_after=3)
-    run_quietly(train, dict(MODEL_DEFAULTS), tcfg, None, str(tmp_path / "split"), resume=True)
-    assert losses(tmp_path / "whole") == losses(tmp_path / "split")
+    train_whole_and_split(tcfg, tmp_path)
     whole, split = checkpoint.load(str(tmp_path / "whole")), checkpoint.load(str(tmp_path / "split"))
     for name in whole.params:
         assert max_diff(whole.params[name], split.params[name]) < 1e-12
