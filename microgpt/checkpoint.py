@@ -2,9 +2,9 @@
 
 `DIR/checkpoint.safetensors` holds the weights under their model.py names, Adam's moments as
 `adam.m.<name>` and `adam.v.<name>`, with `--ema` the weights being trained as `train.<name>` (the
-model, under the plain names, is then their moving average), and in the header's `__metadata__` one JSON string (key
-"microgpt") with the model and training config, the tokenizer, the step, the RNG state and the data
-fingerprint. One file means one atomic rename: a checkpoint is never half old, half new.
+model, under the plain names, is then their moving average), and in the header's `__metadata__`
+one JSON string (key "microgpt") with the model and training config, the tokenizer, the step, the
+RNG state and the data fingerprint. One file means one atomic rename: a checkpoint is never half old, half new.
 
 Safetensors is 8 bytes of little-endian header length, a JSON header naming each tensor's dtype,
 shape and byte range, then the raw little-endian bytes. It is simple enough to write with `struct`,

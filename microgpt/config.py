@@ -69,8 +69,8 @@ PRESETS: dict[str, dict] = {
     # the names model: the best held-out loss we found for about 5 minutes of 2 CPU cores (makemore's
     # 200K-parameter transformer: ~1.92; the target, 1.90, is not reached yet: see README.md)
     "names": dict(engine="torch", dtype="float32", n_layer=4, n_embd=96, n_head=4, block_size=16,
-                  batch_size=64, steps=12500, lr=2.5e-3, min_lr=2.5e-4, lr_schedule="cosine", warmup_steps=200,
-                  weight_decay=0.1, dropout=0.15, ema=0.999, val_docs=1000, eval_every=2500),
+                  batch_size=64, steps=10000, lr=2.5e-3, min_lr=2.5e-4, lr_schedule="cosine", warmup_steps=200,
+                  weight_decay=0.1, dropout=0.15, ema=0.999, val_docs=1000, eval_every=2000),
     # nanoGPT's CPU settings for tiny shakespeare (use with --data shakespeare.txt): val ~1.88
     "shakespeare-cpu": dict(_NANOGPT_CHAR, dtype="float32", n_layer=4, n_head=4, n_embd=128, block_size=64,
                             batch_size=12, steps=2000, dropout=0.0),
