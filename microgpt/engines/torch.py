@@ -144,8 +144,9 @@ def pack(seqs: list[list[int]], width: int) -> dict:
     room: list[int] = []
     for s in sorted(seqs, key=len, reverse=True):
         r = next((r for r, free in enumerate(room) if free >= len(s) - 1), None)
-        if r is None:
-            rows.append([]), room.append(T)
+        if r is None:  # no row has room: start a new one
+            rows.append([])
+            room.append(T)
             r = len(rows) - 1
         rows[r].append(s)
         room[r] -= len(s) - 1
@@ -333,7 +334,8 @@ class Engine:
                 {n: from_torch(state[p]["exp_avg_sq"]) for n, p in self.params.items()})
 
     def train_params(self) -> dict[str, Tensor]:
-        return {n: from_torch(p) for n, p in self.params.items()} if self.tcfg.ema else {}
+        """With --ema: the weights Adam trains (export() gives their average as the model)."""
+        return {n: from_torch(p) for n, p in self.params.items()}
 
     def load_train_params(self, params: dict[str, Tensor]) -> None:
         with torch.no_grad():
