@@ -43,6 +43,7 @@ class TrainConfig:
     min_lr: float = 0.0          # the lr at the end of the decay
     weight_decay: float = 0.0    # AdamW's decoupled weight decay
     dropout: float = 0.0
+    attn_dropout: float | None = None  # dropout on attention probabilities; None: --dropout's (nanoGPT's)
     grad_clip: float = 0.0       # clip the gradient's global norm to this; 0: no clipping
     grad_accum: int = 1          # micro-batches of batch_size per step (and per process)
     ema: float = 0.0             # > 0: the model is this exponential moving average of the trained weights

@@ -85,6 +85,8 @@ def validate(model: dict, tcfg: TrainConfig) -> None:
         raise UsageError(f"--min-lr must be from 0 to --lr {tcfg.lr} (got {tcfg.min_lr})")
     if not 0 <= tcfg.dropout < 1:
         raise UsageError(f"--dropout must be in [0, 1) (got {tcfg.dropout}); 0.2 is a common choice")
+    if tcfg.attn_dropout is not None and not 0 <= tcfg.attn_dropout < 1:
+        raise UsageError(f"--attn-dropout must be in [0, 1) (got {tcfg.attn_dropout}); 0 turns it off")
     if tcfg.weight_decay < 0 or tcfg.grad_clip < 0:
         raise UsageError("--weight-decay and --grad-clip must not be negative (0 turns them off)")
     if not 0 <= tcfg.ema < 1:
@@ -296,6 +298,8 @@ def add_arguments(p) -> None:
     p.add_argument("--weight-decay", type=float, help=f"AdamW's decoupled weight decay ({engines.supported_by('weight_decay')}; "
                    f"default {d.weight_decay})")
     p.add_argument("--dropout", type=float, help=f"dropout probability ({engines.supported_by('dropout')}; default {d.dropout})")
+    p.add_argument("--attn-dropout", type=float, help="dropout probability on the attention weights alone; "
+                   f"default: the same as --dropout, as nanoGPT ({engines.supported_by('attn_dropout')})")
     p.add_argument("--grad-clip", type=float, help="clip the gradient's global norm to this; 0: off "
                    f"({engines.supported_by('grad_clip')}; default {d.grad_clip})")
     p.add_argument("--ema", type=float, help="keep an exponential moving average of the weights with this decay "

@@ -230,6 +230,22 @@ def test_dropout_runs_resume_exactly(tmp_path):
     assert losses(tmp_path / "plain")[0] != losses(tmp_path / "whole")[0]  # dropout did something
 
 
+@pytest.mark.parametrize("attn_dropout", [None, 0.0])
+def test_attn_dropout_alone_decides_the_dropout_on_attention_weights(attn_dropout):
+    cfg, params, data = setup(MODEL_DEFAULTS)
+    engine = torch_engine.Engine(cfg, TrainConfig(engine="torch", dropout=0.5, attn_dropout=attn_dropout), params)
+    for module in engine.model.modules():  # switch off every dropout but the one on attention weights
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    seqs = data.batch(0, 4)
+    training = engine._loss_sum(engine.model.train(), seqs).item()
+    exact = engine._loss_sum(engine.model.eval(), seqs).item()
+    if attn_dropout == 0.0:
+        assert abs(training - exact) < 1e-12  # nothing left to drop
+    else:
+        assert abs(training - exact) > 1e-3  # --dropout 0.5 reaches the attention weights too, as nanoGPT
+
+
 def test_ema_is_the_moving_average_of_the_trained_weights():
     cfg, params, data = setup(MODEL_DEFAULTS)
     plain = torch_engine.Engine(cfg, TrainConfig(engine="torch"), params)
@@ -261,7 +277,8 @@ def test_ema_runs_resume_exactly_and_samplers_read_the_average(tmp_path):
 
 
 @pytest.mark.parametrize("flag", [["--dropout", "0.1"], ["--weight-decay", "0.1"], ["--grad-clip", "1"],
-                                  ["--compile"], ["--device", "cpu"], ["--ema", "0.99"]])
+                                  ["--compile"], ["--device", "cpu"], ["--ema", "0.99"],
+                                  ["--attn-dropout", "0"]])
 def test_the_scalar_engine_refuses_torch_only_options(flag, tmp_path, capsys):
     code = cli.main(["train", "--engine", "scalar", "--steps", "1", "--out", str(tmp_path), *flag])
     assert code == 2

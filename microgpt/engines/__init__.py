@@ -38,6 +38,7 @@ ENGINES = {
 OPTIONS = {
     "weight_decay": (0.0, ("torch",)),
     "dropout": (0.0, ("torch",)),
+    "attn_dropout": (None, ("torch",)),
     "grad_clip": (0.0, ("torch",)),
     "ema": (0.0, ("torch",)),
     "device": ("auto", ("torch",)),

@@ -50,9 +50,9 @@ def rmsnorm(x):
 
 # ---- the model ---------------------------------------------------------------------------------
 class CausalSelfAttention(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, dropout: float):
+    def __init__(self, n_embd: int, n_head: int, dropout: float, attn_dropout: float):
         super().__init__()
-        self.n_head, self.dropout = n_head, dropout
+        self.n_head, self.attn_dropout = n_head, attn_dropout
         self.wq = nn.Linear(n_embd, n_embd, bias=False)
         self.wk = nn.Linear(n_embd, n_embd, bias=False)
         self.wv = nn.Linear(n_embd, n_embd, bias=False)
@@ -67,7 +67,7 @@ class CausalSelfAttention(nn.Module):
             if cache:
                 k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)  # (B, nh, t, hs)
             cache[:] = [k, v]
-        dropout = self.dropout if self.training else 0.0
+        dropout = self.attn_dropout if self.training else 0.0  # on the attention weights
         causal = mask is None and cache is None  # packed rows bring their own mask; a cache sees all it has
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): the heads side by side again
@@ -86,9 +86,9 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, dropout: float):
+    def __init__(self, n_embd: int, n_head: int, dropout: float, attn_dropout: float):
         super().__init__()
-        self.attn = CausalSelfAttention(n_embd, n_head, dropout)
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout, attn_dropout)
         self.mlp = MLP(n_embd, dropout)
 
     def forward(self, x, mask=None, cache=None):
@@ -97,12 +97,13 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, cfg, dropout: float = 0.0):
+    def __init__(self, cfg, dropout: float = 0.0, attn_dropout: float | None = None):
         super().__init__()
+        attn_dropout = dropout if attn_dropout is None else attn_dropout
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        self.layers = nn.ModuleList(Block(cfg.n_embd, cfg.n_head, dropout) for _ in range(cfg.n_layer))
+        self.layers = nn.ModuleList(Block(cfg.n_embd, cfg.n_head, dropout, attn_dropout) for _ in range(cfg.n_layer))
         self.drop = nn.Dropout(dropout)
 
     def forward(self, idx, targets=None, pos=None, mask=None, caches=None, start_pos: int = 0):
@@ -150,19 +151,13 @@ def pack(seqs: list[list[int]], width: int) -> dict:
             r = len(rows) - 1
         rows[r].append(s)
         room[r] -= len(s) - 1
-    idx = torch.zeros((len(rows), T), dtype=torch.long)  # (R, T)
-    targets = torch.full((len(rows), T), -1, dtype=torch.long)  # (R, T), -1 = padding
-    pos = torch.zeros((len(rows), T), dtype=torch.long)  # (R, T): position within the document
-    segment = torch.full((len(rows), T), -1, dtype=torch.long)  # (R, T): which document; -1 = padding
-    for r, placed in enumerate(rows):
-        at = 0
-        for i, s in enumerate(placed):
-            n = len(s) - 1
-            idx[r, at:at + n] = torch.tensor(s[:-1])
-            targets[r, at:at + n] = torch.tensor(s[1:])
-            pos[r, at:at + n] = torch.arange(n)
-            segment[r, at:at + n] = i
-            at += n
+    idx, targets, pos, segment = [], [], [], []  # each a list of R rows of T
+    for placed, pad in zip(rows, room):  # what room is left in a row is its padding
+        idx.append([t for s in placed for t in s[:-1]] + [0] * pad)
+        targets.append([t for s in placed for t in s[1:]] + [-1] * pad)  # -1 = padding
+        pos.append([p for s in placed for p in range(len(s) - 1)] + [0] * pad)  # position within the document
+        segment.append([i for i, s in enumerate(placed) for _ in s[1:]] + [-1] * pad)  # which document
+    idx, targets, pos, segment = (torch.tensor(x, dtype=torch.long) for x in (idx, targets, pos, segment))  # (R, T)
     causal = torch.ones((T, T), dtype=torch.bool).tril()  # (T, T)
     mask = (segment[:, :, None] == segment[:, None, :]) & causal  # (R, T, T)
     return {"idx": idx, "targets": targets, "pos": pos, "mask": mask[:, None]}  # mask (R, 1, T, T)
@@ -231,7 +226,7 @@ class Engine:
         self.rank, self.world = init_distributed(self.device)
         self.sum_dtype = torch.float32 if self.device_type == "mps" else torch.float64  # for loss and token sums
 
-        self.model = GPT(model_cfg, t.dropout).to(device=self.device, dtype=self.dtype)
+        self.model = GPT(model_cfg, t.dropout, t.attn_dropout).to(device=self.device, dtype=self.dtype)
         self.shapes = param_shapes(model_cfg)
         by_name = dict(self.model.named_parameters())
         self.params = {name: by_name[module_name(name)] for name, _ in self.shapes}  # model.py's order
@@ -306,9 +301,8 @@ class Engine:
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         if t.ema:
-            with torch.no_grad():
-                for name, p in self.params.items():
-                    self.averaged[name].lerp_(p, 1 - t.ema)  # avg = ema * avg + (1 - ema) * p
+            with torch.no_grad():  # avg = ema * avg + (1 - ema) * p, every parameter in one call
+                torch._foreach_lerp_(list(self.averaged.values()), list(self.params.values()), 1 - t.ema)
         return (total / tokens).item()
 
     @torch.no_grad()
