@@ -230,6 +230,16 @@ def test_dropout_runs_resume_exactly(tmp_path):
     assert losses(tmp_path / "plain")[0] != losses(tmp_path / "whole")[0]  # dropout did something
 
 
+def test_dropout_zeroes_a_fraction_p_and_scales_the_rest():
+    x = torch.ones(200_000, dtype=torch.float64)
+    drop = torch_engine.Dropout(0.3).train()
+    y = drop(x)
+    zeroed = (y == 0).double().mean().item()
+    assert abs(zeroed - 0.3) < 0.005  # 200K draws: the standard error is 0.001
+    assert torch.all((y == 0) | (y == 1 / 0.7))
+    assert torch.equal(drop.eval()(x), x)
+
+
 @pytest.mark.parametrize("attn_dropout", [None, 0.0])
 def test_attn_dropout_alone_decides_the_dropout_on_attention_weights(attn_dropout):
     cfg, params, data = setup(MODEL_DEFAULTS)

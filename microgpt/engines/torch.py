@@ -49,6 +49,18 @@ def rmsnorm(x):
 
 
 # ---- the model ---------------------------------------------------------------------------------
+class Dropout(nn.Dropout):
+    """nn.Dropout: each element zeroed with probability p, the rest scaled by 1 / (1 - p). On CPU the
+    mask is uniform draws compared with p, which is faster there than nn.Dropout's bernoulli_: forward
+    and backward on a names batch (496, 96) took 250 us against 400 us, 9 times a step."""
+
+    def forward(self, x):
+        if not self.training or self.p == 0 or x.device.type != "cpu":
+            return super().forward(x)  # GPUs: one fused kernel
+        keep = torch.rand_like(x) >= self.p  # like x: True with probability 1 - p
+        return x * (keep.to(x.dtype) / (1 - self.p))
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, n_embd: int, n_head: int, dropout: float, attn_dropout: float):
         super().__init__()
@@ -57,7 +69,7 @@ class CausalSelfAttention(nn.Module):
         self.wk = nn.Linear(n_embd, n_embd, bias=False)
         self.wv = nn.Linear(n_embd, n_embd, bias=False)
         self.wo = nn.Linear(n_embd, n_embd, bias=False)
-        self.resid_drop = nn.Dropout(dropout)
+        self.resid_drop = Dropout(dropout)
 
     def forward(self, x, mask=None, cache=None):
         B, T, C = x.shape
@@ -79,7 +91,7 @@ class MLP(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(n_embd, 4 * n_embd, bias=False)
         self.fc2 = nn.Linear(4 * n_embd, n_embd, bias=False)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x):
         return self.drop(self.fc2(F.relu(self.fc1(x))))  # (B, T, 4C) inside, (B, T, C) out
@@ -104,7 +116,7 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.layers = nn.ModuleList(Block(cfg.n_embd, cfg.n_head, dropout, attn_dropout) for _ in range(cfg.n_layer))
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, idx, targets=None, pos=None, mask=None, caches=None, start_pos: int = 0):
         """Logits (B, T, vocab); given targets (B, T), -1 marking padding: the sum of their losses.
