@@ -46,6 +46,7 @@ class TrainConfig:
     attn_dropout: float | None = None  # dropout on attention probabilities; None: --dropout's (nanoGPT's)
     grad_clip: float = 0.0       # clip the gradient's global norm to this; 0: no clipping
     grad_accum: int = 1          # micro-batches of batch_size per step (and per process)
+    optimizer: str = "adam"      # "adam" (AdamW); "muon": Muon for the blocks' matrices, AdamW for the rest
     ema: float = 0.0             # > 0: the model is this exponential moving average of the trained weights
     device: str = "auto"         # auto: cuda, else mps, else cpu
     compile: bool = False        # torch.compile the model

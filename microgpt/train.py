@@ -36,6 +36,7 @@ MODEL_FIELDS = ("n_layer", "n_embd", "n_head", "block_size")
 RESUMABLE_OVERRIDES = ("engine", "eval_every", "save_every", "samples", "temperature", "device", "compile")
 DATA_MODES = ("lines", "stream")
 LR_SCHEDULES = ("linear", "cosine")
+OPTIMIZERS = ("adam", "muon")
 
 
 def lr_at(step: int, tcfg: TrainConfig) -> float:
@@ -77,6 +78,8 @@ def validate(model: dict, tcfg: TrainConfig) -> None:
     if tcfg.data_mode == "stream" and tcfg.val_docs:
         raise UsageError("--val-docs counts documents of --data-mode lines; stream mode holds out the last 10% "
                          "of the text by itself: drop --val-docs")
+    if tcfg.optimizer not in OPTIMIZERS:
+        raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)} (got {tcfg.optimizer!r})")
     if tcfg.lr_schedule not in LR_SCHEDULES:
         raise UsageError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)} (got {tcfg.lr_schedule!r})")
     if not 0 <= tcfg.warmup_steps < tcfg.steps:
@@ -302,6 +305,10 @@ def add_arguments(p) -> None:
                    f"default: the same as --dropout, as nanoGPT ({engines.supported_by('attn_dropout')})")
     p.add_argument("--grad-clip", type=float, help="clip the gradient's global norm to this; 0: off "
                    f"({engines.supported_by('grad_clip')}; default {d.grad_clip})")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="adam: AdamW for every matrix (the reference's Adam "
+                   "without --weight-decay); muon: Muon for the transformer blocks' matrices (momentum, "
+                   "orthogonalized), AdamW for wte, wpe and lm_head "
+                   f"({engines.supported_by('optimizer')}; default {d.optimizer})")
     p.add_argument("--ema", type=float, help="keep an exponential moving average of the weights with this decay "
                    "(e.g. 0.999): it is what is evaluated, sampled and saved as the model; 0: off "
                    f"({engines.supported_by('ema')}; default {d.ema})")

@@ -2,9 +2,9 @@
 
     python scripts/bench_packing.py [--threads 2] [--steps 300]
 
-Each step's batch of 64 names is fed to the same model both ways, alternately, so both see the same
-machine; prints ms/step for each and the ratio. Reads ../shared/data/names.txt when present, else
-the embedded names.
+Each step's batch of names goes to the same model (the names preset's model, dropout and batch)
+both ways, alternately, so both see the same machine; prints ms/step for each and the ratio. Reads
+../shared/data/names.txt when present, else the embedded names.
 """
 
 import argparse
@@ -16,7 +16,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from microgpt.config import ModelConfig  # noqa: E402
+from microgpt.config import PRESETS, ModelConfig  # noqa: E402
 from microgpt.data import DocumentData, Tokenizer, read_text, split_docs  # noqa: E402
 from microgpt.engines.torch import GPT, pack  # noqa: E402
 
@@ -42,14 +42,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     docs = split_docs(read_text(SHARED_NAMES if os.path.exists(SHARED_NAMES) else None))
     random.Random(42).shuffle(docs)
-    data = DocumentData(docs, Tokenizer.from_docs(docs), 16, 1000)
-    model = GPT(ModelConfig(vocab_size=27, n_layer=4, n_embd=96, n_head=4, block_size=16), 0.15)  # the names preset
+    preset = PRESETS["names"]  # its model, dropout and batch
+    cfg = ModelConfig(vocab_size=27, **{k: preset[k] for k in ("n_layer", "n_embd", "n_head", "block_size")})
+    data = DocumentData(docs, Tokenizer.from_docs(docs), cfg.block_size, 1000)
+    model = GPT(cfg, preset["dropout"], preset.get("attn_dropout"))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
-    layouts = {"padded": padded, "packed": lambda seqs: pack(seqs, 16)}
+    layouts = {"padded": padded, "packed": lambda seqs: pack(seqs, cfg.block_size)}
     seconds = dict.fromkeys(layouts, 0.0)
     warmup = 20
     for step in range(args.steps):
-        seqs = data.batch(step, 64)
+        seqs = data.batch(step, preset["batch_size"])
         tokens = sum(len(s) - 1 for s in seqs)
         for name, layout in layouts.items():
             t0 = time.perf_counter()

@@ -288,7 +288,7 @@ def test_ema_runs_resume_exactly_and_samplers_read_the_average(tmp_path):
 
 @pytest.mark.parametrize("flag", [["--dropout", "0.1"], ["--weight-decay", "0.1"], ["--grad-clip", "1"],
                                   ["--compile"], ["--device", "cpu"], ["--ema", "0.99"],
-                                  ["--attn-dropout", "0"]])
+                                  ["--attn-dropout", "0"], ["--optimizer", "muon"]])
 def test_the_scalar_engine_refuses_torch_only_options(flag, tmp_path, capsys):
     code = cli.main(["train", "--engine", "scalar", "--steps", "1", "--out", str(tmp_path), *flag])
     assert code == 2

@@ -41,6 +41,7 @@ OPTIONS = {
     "attn_dropout": (None, ("torch",)),
     "grad_clip": (0.0, ("torch",)),
     "ema": (0.0, ("torch",)),
+    "optimizer": ("adam", ("torch",)),
     "device": ("auto", ("torch",)),
     "compile": (False, ("torch",)),
 }

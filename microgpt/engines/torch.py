@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from microgpt.checkpoint import Tensor
+from microgpt.engines.muon import LR_SCALE as MUON_LR_SCALE
+from microgpt.engines.muon import Muon
 from microgpt.errors import UsageError
 from microgpt.model import param_shapes
 
@@ -256,8 +258,12 @@ class Engine:
         if self.world > 1:
             self.train_model = DistributedDataParallel(
                 self.train_model, device_ids=[torch.device(self.device).index] if self.device_type == "cuda" else None)
+        # --optimizer muon: Muon for the blocks' matrices, AdamW for the embeddings and lm_head
+        self.muon = Muon({n: p for n, p in self.params.items() if n.startswith("layer")}, t.weight_decay) \
+            if t.optimizer == "muon" else None
+        self.adam_params = {n: p for n, p in self.params.items() if self.muon is None or n not in self.muon.params}
         fused = {"fused": True} if self.device_type in ("cuda", "cpu") else {"foreach": True}
-        self.opt = torch.optim.AdamW(list(self.params.values()), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps,
+        self.opt = torch.optim.AdamW(list(self.adam_params.values()), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps,
                                      weight_decay=t.weight_decay, **fused)
         zeros = lambda: {n: torch.zeros_like(p) for n, p in self.params.items()}
         self._set_moments(zeros(), zeros())
@@ -311,7 +317,9 @@ class Engine:
         for state in self.opt.state.values():
             state["step"].fill_(step)  # AdamW adds 1: bias correction uses step + 1, as atomic.py
         self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
+        if self.muon is not None:
+            self.muon.step(lr * MUON_LR_SCALE)
+        self.model.zero_grad(set_to_none=True)
         if t.ema:
             with torch.no_grad():  # avg = ema * avg + (1 - ema) * p, every parameter in one call
                 torch._foreach_lerp_(list(self.averaged.values()), list(self.params.values()), 1 - t.ema)
@@ -333,11 +341,16 @@ class Engine:
         return loss_sum.item() / n, grads
 
     def export(self):
+        """The model, and Adam's moments; a matrix Muon trains has its momentum as m and zeros as v."""
         state = self.opt.state
         model = self.averaged if self.tcfg.ema else self.params
-        return ({n: from_torch(p) for n, p in model.items()},
-                {n: from_torch(state[p]["exp_avg"]) for n, p in self.params.items()},
-                {n: from_torch(state[p]["exp_avg_sq"]) for n, p in self.params.items()})
+        m = {n: state[p]["exp_avg"] for n, p in self.adam_params.items()}
+        v = {n: state[p]["exp_avg_sq"] for n, p in self.adam_params.items()}
+        if self.muon is not None:
+            m.update(self.muon.momentum)
+            v.update({n: torch.zeros_like(p) for n, p in self.muon.params.items()})
+        as_tensors = lambda d: {n: from_torch(d[n]) for n in self.params}  # model.py's order
+        return as_tensors(model), as_tensors(m), as_tensors(v)
 
     def train_params(self) -> dict[str, Tensor]:
         """With --ema: the weights Adam trains (export() gives their average as the model)."""
@@ -353,11 +366,15 @@ class Engine:
         self._set_moments(as_torch(adam_m), as_torch(adam_v))
 
     def _set_moments(self, m: dict, v: dict) -> None:
-        """Adam's state through the optimizer's own load_state_dict (it places `step` as fused Adam wants)."""
-        names = list(self.params)
+        """Adam's state through the optimizer's own load_state_dict (it places `step` as fused Adam wants);
+        with Muon, its momentum from m."""
         state = {i: {"step": torch.tensor(0.0), "exp_avg": m[n].clone(), "exp_avg_sq": v[n].clone()}
-                 for i, n in enumerate(names)}  # own copies: the optimizer updates them in place
+                 for i, n in enumerate(self.adam_params)}  # own copies: the optimizer updates them in place
         self.opt.load_state_dict({"state": state, "param_groups": self.opt.state_dict()["param_groups"]})
+        if self.muon is not None:
+            with torch.no_grad():
+                for n, buf in self.muon.momentum.items():
+                    buf.copy_(m[n])
 
     # ---- sampling ------------------------------------------------------------------------------
     def new_cache(self):
