@@ -1,0 +1,50 @@
+"""Helpers of the side-by-side benchmarks in scripts/ (bench_packing.py, bench_optimizers.py).
+
+Not run on its own.
+"""
+
+import argparse
+import os
+import random
+import time
+
+import torch
+
+from microgpt.data import read_text, split_docs
+
+SHARED_NAMES = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "names.txt")
+
+
+def parse_args() -> argparse.Namespace:
+    """--threads (torch's, set here) and --steps, the flags every side-by-side benchmark takes."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=300)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    return args
+
+
+def shuffled_names() -> list[str]:
+    """../shared/data/names.txt when present, else the embedded names; shuffled as training does."""
+    docs = split_docs(read_text(SHARED_NAMES if os.path.exists(SHARED_NAMES) else None))
+    random.Random(42).shuffle(docs)
+    return docs
+
+
+def seconds_per_step(steps: int, contenders: dict, warmup: int = 20) -> dict[str, float]:
+    """Run every contender (name -> function of the step number) once per step, taking turns, so all
+    see the same machine; their mean seconds per step after `warmup` steps."""
+    seconds = dict.fromkeys(contenders, 0.0)
+    for step in range(steps):
+        for name, run in contenders.items():
+            t0 = time.perf_counter()
+            run(step)
+            if step >= warmup:
+                seconds[name] += time.perf_counter() - t0
+    return {name: s / (steps - warmup) for name, s in seconds.items()}
+
+
+def print_ms_per_step(seconds: dict[str, float]) -> None:
+    for name, s in seconds.items():
+        print(f"{name}: {s * 1e3:.1f} ms/step")
