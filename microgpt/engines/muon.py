@@ -10,9 +10,9 @@ Training" (2025) that gives the update the RMS of an AdamW update, so AdamW's lr
 carry over. The embeddings and lm_head stay with AdamW, as Muon's authors advise.
 
 This is torch.optim.Muon's update (nesterov momentum 0.95, 5 iterations, its coefficients), computed
-in the parameters' dtype with every matrix of one shape in one batched iteration: for the names
-preset's 24 matrices on 2 CPU threads that took 7 ms a step against torch.optim.Muon's 14 ms, one
-matrix at a time in bfloat16 (tests/test_torch_engine.py checks the two agree).
+in the parameters' dtype with every matrix of one shape in one batched iteration, where
+torch.optim.Muon goes one matrix at a time in bfloat16, slower on a CPU (tests/test_muon.py checks
+the two agree; scripts/bench_optimizers.py times a whole names-preset step against AdamW's).
 """
 
 import torch
