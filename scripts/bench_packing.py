@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from microgpt.config import PRESETS, ModelConfig  # noqa: E402
 from microgpt.data import DocumentData, Tokenizer  # noqa: E402
 from microgpt.engines.torch import GPT, pack  # noqa: E402
+from microgpt.train import MODEL_FIELDS  # noqa: E402
 from side_by_side import parse_args, print_ms_per_step, seconds_per_step, shuffled_names  # noqa: E402
 
 def padded(seqs: list[list[int]]) -> dict:
@@ -32,9 +33,10 @@ def padded(seqs: list[list[int]]) -> dict:
 def main() -> None:
     args = parse_args()
     docs = shuffled_names()
+    tokenizer = Tokenizer.from_docs(docs)
     preset = PRESETS["names"]  # its model, dropout and batch
-    cfg = ModelConfig(vocab_size=27, **{k: preset[k] for k in ("n_layer", "n_embd", "n_head", "block_size")})
-    data = DocumentData(docs, Tokenizer.from_docs(docs), cfg.block_size, 1000)
+    cfg = ModelConfig(vocab_size=tokenizer.vocab_size, **{k: preset[k] for k in MODEL_FIELDS})
+    data = DocumentData(docs, tokenizer, cfg.block_size, preset["val_docs"])
     model = GPT(cfg, preset["dropout"], preset.get("attn_dropout"))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     layouts = {"padded": padded, "packed": lambda seqs: pack(seqs, cfg.block_size)}

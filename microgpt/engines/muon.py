@@ -42,19 +42,21 @@ class Muon:
 
     def __init__(self, params: dict[str, torch.Tensor], weight_decay: float):
         self.params, self.weight_decay = params, weight_decay
-        self.momentum = {name: torch.zeros_like(p) for name, p in params.items()}
         self.by_shape: dict[tuple, list[str]] = {}  # matrices of one shape are orthogonalized together
         for name, p in params.items():
             self.by_shape.setdefault(tuple(p.shape), []).append(name)
+        self.stacked = {shape: torch.zeros((len(names), *shape), dtype=params[names[0]].dtype,
+                                           device=params[names[0]].device)
+                        for shape, names in self.by_shape.items()}  # (n, rows, cols): one shape's momenta
+        self.momentum = {name: self.stacked[tuple(p.shape)][self.by_shape[tuple(p.shape)].index(name)]
+                         for name, p in params.items()}  # by name, in params' order: views into those stacks
 
     @torch.no_grad()
     def step(self, lr: float) -> None:
         for shape, names in self.by_shape.items():
             params = [self.params[n] for n in names]
-            grads = [p.grad for p in params]
-            momenta = [self.momentum[n] for n in names]
-            torch._foreach_lerp_(momenta, grads, 1 - MOMENTUM)  # m = 0.95 m + 0.05 g
-            nesterov = torch.stack(grads).lerp(torch.stack(momenta), MOMENTUM)  # (n, rows, cols): 0.05 g + 0.95 m
-            update = orthogonalize(nesterov)  # (n, rows, cols)
+            grads = torch.stack([p.grad for p in params])  # (n, rows, cols)
+            momentum = self.stacked[shape].lerp_(grads, 1 - MOMENTUM)  # m = 0.95 m + 0.05 g
+            update = orthogonalize(grads.lerp_(momentum, MOMENTUM))  # (n, rows, cols), of nesterov's 0.05 g + 0.95 m
             torch._foreach_mul_(params, 1 - lr * self.weight_decay)  # decoupled weight decay, as AdamW
             torch._foreach_add_(params, list(update.unbind(0)), alpha=-lr * 0.2 * max(shape) ** 0.5)
