@@ -9,6 +9,10 @@ Everything else in the microgpt package is efficiency and tooling around this fi
 Run it:  python microgpt/atomic.py
 It reads `input.txt` from the working directory when that file exists (one document per line),
 else the baby names embedded beside it in microgpt/data/names.txt.
+
+The sections tell the story in order: dataset, tokenizer, autograd, parameters, model, optimizer,
+training, inference. The steps that do work run only when the file is executed (the blocks under
+`if __name__ == '__main__':`), so that the package can import Value and gpt() from it.
 """
 
 import os      # os.path, to find the data
@@ -17,7 +21,30 @@ import random  # random.seed, random.shuffle, random.gauss, random.choices
 
 
 # ---------------------------------------------------------------------------------------------
-# 1. Autograd. A Value holds one number (`data`) and, after backward(), the derivative of the
+# 1. Dataset: one document per non-empty line, shuffled. One seeded stream drives the shuffle, the
+#    initialization and the sampling.
+if __name__ == '__main__':
+    random.seed(42)
+    path = 'input.txt'
+    if not os.path.exists(path):
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'names.txt')
+    with open(path, encoding='utf-8') as f:
+        docs = [line.strip() for line in f.read().strip().split('\n') if line.strip()]
+    random.shuffle(docs)
+    print(f"num docs: {len(docs)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Tokenizer: each distinct character gets an id; one extra id, BOS, marks a boundary.
+if __name__ == '__main__':
+    uchars = sorted(set(''.join(docs)))
+    BOS = len(uchars)
+    vocab_size = len(uchars) + 1
+    print(f"vocab size: {vocab_size}")
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Autograd. A Value holds one number (`data`) and, after backward(), the derivative of the
 #    loss with respect to it (`grad`). Each operation records its inputs (`_children`) and the
 #    local derivative of its output with respect to each input (`_local_grads`).
 class Value:
@@ -76,8 +103,26 @@ class Value:
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. The model: GPT-2 with RMSNorm instead of LayerNorm, no biases, ReLU instead of GeLU.
+# 4. Parameters, drawn from N(0, 0.08^2) in a fixed order (every engine uses this order).
 #    Vectors are lists of Values, matrices are lists of rows.
+if __name__ == '__main__':
+    n_layer, n_embd, block_size, n_head = 1, 16, 16, 4
+    matrix = lambda nout, nin: [[Value(random.gauss(0, 0.08)) for _ in range(nin)] for _ in range(nout)]
+    state_dict = {'wte': matrix(vocab_size, n_embd), 'wpe': matrix(block_size, n_embd),
+                  'lm_head': matrix(vocab_size, n_embd)}
+    for i in range(n_layer):
+        state_dict[f'layer{i}.attn_wq'] = matrix(n_embd, n_embd)
+        state_dict[f'layer{i}.attn_wk'] = matrix(n_embd, n_embd)
+        state_dict[f'layer{i}.attn_wv'] = matrix(n_embd, n_embd)
+        state_dict[f'layer{i}.attn_wo'] = matrix(n_embd, n_embd)
+        state_dict[f'layer{i}.mlp_fc1'] = matrix(4 * n_embd, n_embd)
+        state_dict[f'layer{i}.mlp_fc2'] = matrix(n_embd, 4 * n_embd)
+    params = [p for mat in state_dict.values() for row in mat for p in row]
+    print(f"num params: {len(params)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. The model: GPT-2 with RMSNorm instead of LayerNorm, no biases, ReLU instead of GeLU.
 def linear(x, w):  # y = W x, with W of shape (nout, nin)
     return [sum(wi * xi for wi, xi in zip(wo, x)) for wo in w]
 
@@ -93,7 +138,7 @@ def rmsnorm(x):  # x / sqrt(mean(x^2) + eps): unit scale, no learned gain
     scale = (ms + 1e-5) ** -0.5
     return [xi * scale for xi in x]
 
-def gpt(token_id, pos_id, keys, values, state_dict, n_head):
+def gpt(token_id, pos_id, keys, values, state_dict, n_layer, n_head):
     """Logits for the token after `token_id` at position `pos_id`. keys/values: the KV cache,
     one list per layer, holding the k and v of every earlier position; this call appends to it."""
     n_embd = len(state_dict['wte'][0])
@@ -103,7 +148,7 @@ def gpt(token_id, pos_id, keys, values, state_dict, n_head):
     x = [t + p for t, p in zip(tok_emb, pos_emb)]
     x = rmsnorm(x)  # not redundant: the residual stream below carries this normalized x
 
-    for li in range(len(keys)):
+    for li in range(n_layer):
         # Attention: each head mixes the values of all positions so far, weighted by q.k.
         x_residual = x
         x = rmsnorm(x)
@@ -138,45 +183,16 @@ def gpt(token_id, pos_id, keys, values, state_dict, n_head):
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. Train, then sample. Runs when this file is executed.
-def main():
-    random.seed(42)  # one seeded stream drives the shuffle, the init and the sampling
-
-    # The dataset: one document per non-empty line, shuffled.
-    path = 'input.txt'
-    if not os.path.exists(path):
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'names.txt')
-    with open(path, encoding='utf-8') as f:
-        docs = [line.strip() for line in f.read().strip().split('\n') if line.strip()]
-    random.shuffle(docs)
-    print(f"num docs: {len(docs)}")
-
-    # The tokenizer: each distinct character gets an id; one extra id, BOS, marks a boundary.
-    uchars = sorted(set(''.join(docs)))
-    BOS = len(uchars)
-    vocab_size = len(uchars) + 1
-    print(f"vocab size: {vocab_size}")
-
-    # The parameters, drawn from N(0, 0.08^2) in a fixed order (every engine uses this order).
-    n_layer, n_embd, block_size, n_head = 1, 16, 16, 4
-    matrix = lambda nout, nin: [[Value(random.gauss(0, 0.08)) for _ in range(nin)] for _ in range(nout)]
-    state_dict = {'wte': matrix(vocab_size, n_embd), 'wpe': matrix(block_size, n_embd),
-                  'lm_head': matrix(vocab_size, n_embd)}
-    for i in range(n_layer):
-        state_dict[f'layer{i}.attn_wq'] = matrix(n_embd, n_embd)
-        state_dict[f'layer{i}.attn_wk'] = matrix(n_embd, n_embd)
-        state_dict[f'layer{i}.attn_wv'] = matrix(n_embd, n_embd)
-        state_dict[f'layer{i}.attn_wo'] = matrix(n_embd, n_embd)
-        state_dict[f'layer{i}.mlp_fc1'] = matrix(4 * n_embd, n_embd)
-        state_dict[f'layer{i}.mlp_fc2'] = matrix(n_embd, 4 * n_embd)
-    params = [p for mat in state_dict.values() for row in mat for p in row]
-    print(f"num params: {len(params)}")
-
-    # Adam keeps a running mean of each gradient (m) and of its square (v).
+# 6. Optimizer: Adam keeps a running mean of each gradient (m) and of its square (v).
+if __name__ == '__main__':
     learning_rate, beta1, beta2, eps_adam = 0.01, 0.85, 0.99, 1e-8
     m = [0.0] * len(params)
     v = [0.0] * len(params)
 
+
+# ---------------------------------------------------------------------------------------------
+# 7. Training.
+if __name__ == '__main__':
     num_steps = 1000
     for step in range(num_steps):
         # One document per step, framed by BOS on both sides, cut to the context window.
@@ -189,7 +205,7 @@ def main():
         losses = []
         for pos_id in range(n):
             token_id, target_id = tokens[pos_id], tokens[pos_id + 1]
-            logits = gpt(token_id, pos_id, keys, values, state_dict, n_head)
+            logits = gpt(token_id, pos_id, keys, values, state_dict, n_layer, n_head)
             probs = softmax(logits)
             losses.append(-probs[target_id].log())
         loss = (1 / n) * sum(losses)  # mean negative log-likelihood over the document
@@ -212,22 +228,21 @@ def main():
         # Python's garbage collector spends about as long scanning them as the step spends computing.
         del loss, losses, logits, probs
 
-    # Sampling: start at BOS, draw each next character from softmax(logits / temperature),
-    # stop at the next BOS. The KV cache means each position is computed once.
+
+# ---------------------------------------------------------------------------------------------
+# 8. Inference: start at BOS, draw each next character from softmax(logits / temperature), stop at
+#    the next BOS. The KV cache means each position is computed once.
+if __name__ == '__main__':
     temperature = 0.5
     print("--- samples ---")
     for sample_idx in range(20):
         keys, values = [[] for _ in range(n_layer)], [[] for _ in range(n_layer)]
         token_id, sample = BOS, []
         for pos_id in range(block_size):
-            logits = gpt(token_id, pos_id, keys, values, state_dict, n_head)
+            logits = gpt(token_id, pos_id, keys, values, state_dict, n_layer, n_head)
             probs = softmax([l / temperature for l in logits])
             token_id = random.choices(range(vocab_size), weights=[p.data for p in probs])[0]
             if token_id == BOS:
                 break
             sample.append(uchars[token_id])
         print(f"sample {sample_idx + 1:2d}: {''.join(sample)}")
-
-
-if __name__ == '__main__':
-    main()

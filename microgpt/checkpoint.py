@@ -1,67 +1,31 @@
-"""The one checkpoint format, shared by every engine: a single safetensors file.
+"""The one checkpoint format, Run's serializer: a single safetensors file, `DIR/checkpoint.safetensors`.
 
-`DIR/checkpoint.safetensors` holds the weights under their model.py names, Adam's moments as
-`adam.m.<name>` and `adam.v.<name>`, with `--ema` the weights being trained as `train.<name>` (the
-model, under the plain names, is then their moving average), and in the header's `__metadata__`
-one JSON string (key "microgpt") with the model and training config, the tokenizer, the step, the
-RNG state and the data fingerprint. One file means one atomic rename: a checkpoint is never half old, half new.
+It holds the model's weights under params.py's names, the engine's own state under the names the
+engine gives it (`adam.m.<name>`, `adam.v.<name>`, `muon.momentum.<name>`, `ema.trained.<name>`: see
+engines/base.py), and in the header's `__metadata__` one JSON string (key "microgpt") with the model
+and training config, the tokenizer's characters, the step, the RNG state and the data's fingerprint.
+One file means one atomic rename: a checkpoint is never half old, half new.
 
 Safetensors is 8 bytes of little-endian header length, a JSON header naming each tensor's dtype,
 shape and byte range, then the raw little-endian bytes. It is simple enough to write with `struct`,
 so the core needs no dependency, and loading it never runs code (unlike pickle). Files written here
 open with the `safetensors` library too (`safetensors.numpy.load_file`).
+
+    checkpoint.save(out_dir, run)      # any object with Run's fields (run.py)
+    fields = checkpoint.load(out_dir)  # a dict of those fields; Run.load(out_dir) builds the Run
 """
 
 import json
 import os
 import struct
-import sys
-from array import array
-from dataclasses import dataclass, field
 
 from microgpt.config import ModelConfig, TrainConfig, from_dict, to_dict
 from microgpt.errors import UsageError
+from microgpt.params import param_shapes
+from microgpt.tensor import ITEMSIZE, TYPECODES, Tensor
 
 FILENAME = "checkpoint.safetensors"
-FORMAT_VERSION = 1
-_TYPECODES = {"F64": "d", "F32": "f"}
-
-
-@dataclass
-class Tensor:
-    """Engine-neutral tensor: a shape, a safetensors dtype and raw little-endian bytes."""
-    shape: tuple
-    dtype: str
-    data: bytes
-
-    @classmethod
-    def from_floats(cls, shape, floats, dtype: str = "F64") -> "Tensor":
-        buf = array(_TYPECODES[dtype], floats)
-        if sys.byteorder != "little":
-            buf.byteswap()
-        return cls(tuple(shape), dtype, buf.tobytes())
-
-    def to_floats(self) -> list[float]:
-        buf = array(_TYPECODES[self.dtype])
-        buf.frombytes(self.data)
-        if sys.byteorder != "little":
-            buf.byteswap()
-        return buf.tolist()
-
-
-@dataclass
-class Checkpoint:
-    model: ModelConfig
-    train: TrainConfig
-    chars: list[str]                 # the tokenizer
-    step: int                        # training steps completed
-    rng_state: list                  # random.Random.getstate(), as JSON lists
-    data: dict                       # {"path", "sha256", "mode"}
-    params: dict[str, Tensor]
-    adam_m: dict[str, Tensor] = field(default_factory=dict)
-    adam_v: dict[str, Tensor] = field(default_factory=dict)
-    train_params: dict[str, Tensor] = field(default_factory=dict)  # with --ema: the weights Adam updates
-    extra: dict = field(default_factory=dict)  # engine- or option-specific state, JSON
+FORMAT_VERSION = 2  # 1: the engine's state under fixed names (see _upgrade_v1)
 
 
 def path_in(out_dir: str) -> str:
@@ -72,45 +36,67 @@ def exists(out_dir: str) -> bool:
     return os.path.exists(path_in(out_dir))
 
 
-def save(out_dir: str, ck: Checkpoint) -> str:
+def save(out_dir: str, run) -> str:
     """Write DIR/checkpoint.safetensors atomically (temp file, fsync, rename). Returns the path."""
     os.makedirs(out_dir, exist_ok=True)
-    meta = {"format_version": FORMAT_VERSION, "model": to_dict(ck.model), "train": to_dict(ck.train),
-            "chars": ck.chars, "step": ck.step, "rng_state": ck.rng_state, "data": ck.data, "extra": ck.extra}
-    tensors = dict(ck.params)
-    tensors.update({f"adam.m.{k}": t for k, t in ck.adam_m.items()})
-    tensors.update({f"adam.v.{k}": t for k, t in ck.adam_v.items()})
-    tensors.update({f"train.{k}": t for k, t in ck.train_params.items()})
+    meta = {"format_version": FORMAT_VERSION, "model": to_dict(run.model), "train": to_dict(run.train),
+            "chars": run.tokenizer.chars, "step": run.step, "rng_state": rng_to_json(run.rng.getstate()),
+            "data": run.data_info}
     path = path_in(out_dir)
     tmp = path + ".tmp"
-    write_safetensors(tmp, tensors, {"microgpt": json.dumps(meta)})
+    write_safetensors(tmp, {**run.params, **run.state}, {"microgpt": json.dumps(meta)})
     os.replace(tmp, path)
     return path
 
 
-def load(out_dir: str) -> Checkpoint:
+def load(out_dir: str) -> dict:
+    """The saved fields: model, train, chars, step, rng_state, data_info, params, state."""
     path = path_in(out_dir)
     if not os.path.exists(path):
         raise UsageError(f"no checkpoint at {path}; train one first with: microgpt train --out {out_dir}")
     tensors, metadata = read_safetensors(path)
     try:
         meta = json.loads(metadata["microgpt"])
-        params = {k: t for k, t in tensors.items() if not k.startswith(("adam.", "train."))}
-        ck = Checkpoint(
-            model=from_dict(ModelConfig, meta["model"]), train=from_dict(TrainConfig, meta["train"]),
-            chars=list(meta["chars"]), step=int(meta["step"]), rng_state=meta["rng_state"],
-            data=meta["data"], params=params,
-            adam_m={k[7:]: t for k, t in tensors.items() if k.startswith("adam.m.")},
-            adam_v={k[7:]: t for k, t in tensors.items() if k.startswith("adam.v.")},
-            train_params={k[6:]: t for k, t in tensors.items() if k.startswith("train.")},
-            extra=meta.get("extra", {}))
+        model, tcfg = from_dict(ModelConfig, meta["model"]), from_dict(TrainConfig, meta["train"])
+        if meta.get("format_version", 1) == 1:
+            tensors = _upgrade_v1(tensors, tcfg)
+        names = [name for name, _ in param_shapes(model)]
+        fields = {"model": model, "train": tcfg, "chars": list(meta["chars"]), "step": int(meta["step"]),
+                  "rng_state": rng_from_json(meta["rng_state"]), "data_info": dict(meta["data"]),
+                  "params": {n: tensors[n] for n in names if n in tensors},
+                  "state": {n: t for n, t in tensors.items() if n not in names}}
     except (KeyError, TypeError, ValueError) as e:
         raise UsageError(f"checkpoint {path} is corrupt (its metadata lacks {e}); retrain or restore it") from None
-    from microgpt.model import param_shapes  # check every weight is there with the right shape
-    for name, shape in param_shapes(ck.model):
-        if name not in params or tuple(params[name].shape) != shape:
+    for name, shape in param_shapes(model):  # every weight is there with the right shape
+        if name not in fields["params"] or tuple(fields["params"][name].shape) != shape:
             raise UsageError(f"checkpoint {path} is corrupt (tensor {name} missing or misshapen); retrain or restore it")
-    return ck
+    return fields
+
+
+def _upgrade_v1(tensors: dict, tcfg: TrainConfig) -> dict:
+    """Format 1 kept every engine's state under Adam's names: the torch engine's --ema weights as
+    train.<name>, and a matrix trained by --optimizer muon (a transformer block's, layer*) had its
+    momentum as adam.m.<name> beside zeros as adam.v.<name>. Rename them as format 2 has them."""
+    out = {}
+    for name, t in tensors.items():
+        if name.startswith("train."):
+            out["ema.trained." + name[len("train."):]] = t
+        elif tcfg.optimizer == "muon" and name.startswith("adam.m.layer"):
+            out["muon.momentum." + name[len("adam.m."):]] = t
+        elif not (tcfg.optimizer == "muon" and name.startswith("adam.v.layer")):
+            out[name] = t
+    return out
+
+
+def rng_to_json(state) -> list:
+    """random.Random.getstate() as JSON lists."""
+    version, internal, gauss_next = state
+    return [version, list(internal), gauss_next]
+
+
+def rng_from_json(state) -> tuple:
+    version, internal, gauss_next = state
+    return (version, tuple(internal), gauss_next)
 
 
 def write_safetensors(path: str, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
@@ -141,11 +127,10 @@ def read_safetensors(path: str) -> tuple[dict[str, Tensor], dict[str, str]]:
         tensors = {}
         for name, h in header.items():
             begin, end = h["data_offsets"]
-            size = 8 if h["dtype"] == "F64" else 4
             count = 1
             for d in h["shape"]:
                 count *= d
-            if h["dtype"] not in _TYPECODES or end - begin != count * size or end > len(data):
+            if h["dtype"] not in TYPECODES or end - begin != count * ITEMSIZE[h["dtype"]] or end > len(data):
                 raise ValueError(name)
             tensors[name] = Tensor(tuple(h["shape"]), h["dtype"], bytes(data[begin:end]))
     except (struct.error, ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError):

@@ -1,15 +1,25 @@
-"""Model and training configuration: the defaults are the reference algorithm (atomic.py).
+"""Configuration, defined once: the dataclasses (whose defaults are atomic.py's run), the allowed
+values, what each engine supports, validate(), the presets, the learning-rate schedule, and how
+command-line flags become config fields (also when resuming).
 
-Every engine, the checkpoint and the command line read these dataclasses; nothing else defines a
-hyperparameter's default. Presets (named bundles of overrides) live in PRESETS.
+    from microgpt.config import ModelConfig, TrainConfig, validate
+    model, tcfg = ModelConfig(n_layer=2), TrainConfig(steps=500)
+    validate(model, tcfg)            # a UsageError naming the flag and the fix, or nothing
+
+Every engine, the checkpoint, the run and the command line read these; nothing else writes a default.
 """
 
-from dataclasses import asdict, dataclass, fields
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+from microgpt.errors import UsageError
+
+MODEL_FIELDS = ("n_layer", "n_embd", "n_head", "block_size")  # the model's shape, set by flags
 
 
 @dataclass
 class ModelConfig:
-    vocab_size: int = 27
+    vocab_size: int = 0   # from the data: the run fills it in with replace() once the text is read
     n_layer: int = 1
     n_embd: int = 16
     n_head: int = 4
@@ -52,6 +62,41 @@ class TrainConfig:
     compile: bool = False        # torch.compile the model
 
 
+# ---- allowed values ------------------------------------------------------------------------------
+DATA_MODES = ("lines", "stream")
+LR_SCHEDULES = ("linear", "cosine")
+OPTIMIZERS = ("adam", "muon")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+# engine -> the dtypes it computes in (the first is its default); engines/__init__.py says where each lives
+ENGINE_DTYPES = {
+    "scalar": ("float64",),
+    "pure": ("float64",),
+    "numpy": ("float64", "float32"),
+    "torch": ("float64", "float32", "bfloat16"),
+}
+# Training options only some engines implement: TrainConfig field -> (its "off" value, the engines that
+# have it). Every other option (data mode, lr schedule, warmup, gradient accumulation) is the loop's and
+# works with every engine. DISTRIBUTED: the engines that train under torchrun.
+OPTIONS = {
+    "weight_decay": (0.0, ("torch",)),
+    "dropout": (0.0, ("torch",)),
+    "attn_dropout": (None, ("torch",)),
+    "grad_clip": (0.0, ("torch",)),
+    "ema": (0.0, ("torch",)),
+    "optimizer": ("adam", ("torch",)),
+    "device": ("auto", ("torch",)),
+    "compile": (False, ("torch",)),
+}
+DISTRIBUTED = ("torch",)
+# Flags that may differ when resuming: they change how the run is shown or stored, not what it computes.
+RESUMABLE_OVERRIDES = ("engine", "eval_every", "save_every", "samples", "temperature", "device", "compile")
+
+
+def supported_by(option: str) -> str:
+    """For --help: which engines implement an option."""
+    return "engines: " + ", ".join(OPTIONS[option][1])
+
+
 def from_dict(cls, d: dict):
     """Build a config dataclass from a dict, ignoring keys it does not know (older checkpoints)."""
     names = {f.name for f in fields(cls)}
@@ -60,6 +105,111 @@ def from_dict(cls, d: dict):
 
 def to_dict(cfg) -> dict:
     return asdict(cfg)
+
+
+def flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+# ---- validation ----------------------------------------------------------------------------------
+def validate(model: ModelConfig, tcfg: TrainConfig, world: int = 1) -> None:
+    """Every check that needs no data: a UsageError naming the first bad setting and its fix."""
+    for name in MODEL_FIELDS:
+        if getattr(model, name) <= 0:
+            raise UsageError(f"{flag(name)} must be a positive integer (got {getattr(model, name)})")
+    if model.n_embd % model.n_head:
+        raise UsageError(f"--n-embd {model.n_embd} is not divisible by --n-head {model.n_head}; "
+                         f"pick a head count that divides it (e.g. --n-head {math.gcd(model.n_embd, 4)})")
+    if tcfg.steps <= 0:
+        raise UsageError(f"--steps must be a positive integer (got {tcfg.steps}); the reference uses 1000")
+    if tcfg.batch_size <= 0:
+        raise UsageError(f"--batch-size must be a positive integer (got {tcfg.batch_size})")
+    if tcfg.lr < 0:
+        raise UsageError(f"--lr must not be negative (got {tcfg.lr}); the reference uses 0.01")
+    if tcfg.eval_every <= 0 or tcfg.save_every <= 0:
+        raise UsageError("--eval-every and --save-every must be positive integers")
+    if tcfg.samples < 0:
+        raise UsageError(f"--samples must be >= 0 (got {tcfg.samples})")
+    for name, allowed in (("data_mode", DATA_MODES), ("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES),
+                          ("device", DEVICES)):
+        if getattr(tcfg, name) not in allowed:
+            raise UsageError(f"{flag(name)} must be one of {', '.join(allowed)} (got {getattr(tcfg, name)!r})")
+    if tcfg.engine not in ENGINE_DTYPES:
+        raise UsageError(f"unknown engine {tcfg.engine!r}; choose one of: {', '.join(ENGINE_DTYPES)}")
+    if tcfg.dtype not in ENGINE_DTYPES[tcfg.engine]:
+        raise UsageError(f"--engine {tcfg.engine} computes in {', '.join(ENGINE_DTYPES[tcfg.engine])}, not "
+                         f"--dtype {tcfg.dtype}; drop --dtype or pick an engine that has it")
+    if tcfg.data_mode == "stream" and tcfg.val_docs:
+        raise UsageError("--val-docs counts documents of --data-mode lines; stream mode holds out the last 10% "
+                         "of the text by itself: drop --val-docs")
+    if not 0 <= tcfg.warmup_steps < tcfg.steps:
+        raise UsageError(f"--warmup-steps must be from 0 to --steps - 1 (got {tcfg.warmup_steps})")
+    if not 0 <= tcfg.min_lr <= tcfg.lr:
+        raise UsageError(f"--min-lr must be from 0 to --lr {tcfg.lr} (got {tcfg.min_lr})")
+    if not 0 <= tcfg.dropout < 1:
+        raise UsageError(f"--dropout must be in [0, 1) (got {tcfg.dropout}); 0.2 is a common choice")
+    if tcfg.attn_dropout is not None and not 0 <= tcfg.attn_dropout < 1:
+        raise UsageError(f"--attn-dropout must be in [0, 1) (got {tcfg.attn_dropout}); 0 turns it off")
+    if tcfg.weight_decay < 0 or tcfg.grad_clip < 0:
+        raise UsageError("--weight-decay and --grad-clip must not be negative (0 turns them off)")
+    if not 0 <= tcfg.ema < 1:
+        raise UsageError(f"--ema must be in [0, 1) (got {tcfg.ema}); 0.999 averages over about 1000 steps")
+    if tcfg.grad_accum <= 0:
+        raise UsageError(f"--grad-accum must be a positive integer (got {tcfg.grad_accum})")
+    for option, (off, supported) in OPTIONS.items():
+        if getattr(tcfg, option) != off and tcfg.engine not in supported:
+            raise UsageError(f"{flag(option)} is not implemented by --engine {tcfg.engine}; "
+                             f"drop it or use --engine {' or '.join(supported)}")
+    if world > 1 and tcfg.engine not in DISTRIBUTED:
+        raise UsageError(f"--engine {tcfg.engine} trains in one process only, but WORLD_SIZE is {world}; "
+                         f"run it without torchrun, or use --engine {' or '.join(DISTRIBUTED)}")
+    validate_sampling(tcfg.temperature, None, "", model.block_size)
+
+
+def validate_sampling(temperature: float, top_k: int | None, prompt: str, block_size: int) -> None:
+    if temperature <= 0:
+        raise UsageError(f"--temperature must be > 0 (got {temperature}); try 0.5")
+    if top_k is not None and top_k < 1:
+        raise UsageError(f"--top-k must be >= 1 (got {top_k}); leave it out to sample from all tokens")
+    if len(prompt) >= block_size:
+        raise UsageError(f"--prompt is {len(prompt)} characters but the context holds {block_size} tokens "
+                         f"with BOS; use at most {block_size - 1} characters")
+
+
+# ---- the learning-rate schedule ------------------------------------------------------------------
+def lr_at(step: int, tcfg: TrainConfig) -> float:
+    """The lr of a 0-based step: warmup (none by default), then decay from lr to min_lr over the rest.
+
+    With the defaults (linear, no warmup, min_lr 0) it is atomic.py's lr * (1 - step / steps)."""
+    if step < tcfg.warmup_steps:
+        return tcfg.lr * (step + 1) / (tcfg.warmup_steps + 1)
+    progress = (step - tcfg.warmup_steps) / (tcfg.steps - tcfg.warmup_steps)  # 0 -> 1 after warmup
+    if tcfg.lr_schedule == "cosine":
+        return tcfg.min_lr + (tcfg.lr - tcfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+    return tcfg.min_lr + (tcfg.lr - tcfg.min_lr) * (1 - progress)
+
+
+# ---- flags -> fields -----------------------------------------------------------------------------
+def resolve(flags: dict, preset: str | None = None) -> tuple[ModelConfig, TrainConfig]:
+    """Defaults, then the preset, then the flags given (field -> value, None: not given)."""
+    values = {**asdict(ModelConfig()), **asdict(TrainConfig())}
+    if preset:
+        if preset not in PRESETS:
+            raise UsageError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+        values.update(PRESETS[preset])
+    values.update({k: v for k, v in flags.items() if k in values and v is not None})
+    return from_dict(ModelConfig, values), from_dict(TrainConfig, values)
+
+
+def resolve_resume(flags: dict, model: ModelConfig, tcfg: TrainConfig) -> TrainConfig:
+    """The saved run's TrainConfig with the flags that may change on --resume; any other flag given
+    must equal the saved value (else a UsageError: it would no longer be the same run)."""
+    for k, given in flags.items():
+        kept = getattr(tcfg, k, getattr(model, k, None))
+        if given is not None and k not in RESUMABLE_OVERRIDES and k != "vocab_size" and given != kept:
+            raise UsageError(f"{flag(k)} {given} differs from the checkpoint's {kept}; "
+                             f"drop it to resume, or start a new --out")
+    return replace(tcfg, **{k: flags[k] for k in RESUMABLE_OVERRIDES if flags.get(k) is not None})
 
 
 # name -> {config field: value}; explicit command-line flags override a preset's values. The figures

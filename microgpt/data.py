@@ -127,7 +127,7 @@ class StreamData:
         if len(self.train) <= block_size + 1 or len(held_out) <= block_size + 1:
             raise UsageError(f"the text has {len(ids)} characters, too few for windows of --block-size "
                              f"{block_size} in both its first 90% and its last 10%; lower --block-size")
-        self.block_size, self.seed = block_size, seed
+        self.block_size, self.seed, self.num_chars = block_size, seed, len(ids)
         self.val = [held_out[i:i + block_size + 1] for i in range(0, len(held_out) - block_size, block_size)]
         self.num_cut = 0  # no documents, nothing cut
 

@@ -24,8 +24,6 @@ class PlainProgress:
     def val(self, step: int, val_loss: float) -> None:
         print(f"step {step:4d} / {self.total:4d} | val loss {val_loss:.4f}", file=self.stream, flush=True)
 
-    def message(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
 
     def close(self) -> None:
         pass
@@ -62,8 +60,6 @@ class LiveProgress:
             parts.append(f"{self.tokens / self.seconds:,.0f} tok/s")
         return ", ".join(parts)
 
-    def message(self, text: str) -> None:
-        self.bar.write(text, file=self.stream)
 
     def close(self) -> None:
         self.bar.close()

@@ -12,11 +12,8 @@ import pstats
 import statistics
 import time
 
-from microgpt import engines
-from microgpt.config import TrainConfig
-from microgpt.data import DocumentData
-from microgpt.runstate import fresh
-from microgpt.train import lr_at
+from microgpt.config import ModelConfig, TrainConfig, lr_at
+from microgpt.run import Run
 
 
 def main() -> None:
@@ -29,9 +26,8 @@ def main() -> None:
     args = ap.parse_args()
 
     tcfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, dtype=args.dtype, engine=args.engine)
-    state = fresh(None, tcfg.seed, tcfg=tcfg)  # what `microgpt train` starts from
-    data = DocumentData(state.docs, state.tokenizer, state.model.block_size)
-    engine = engines.get(args.engine)(state.model, tcfg, state.params)
+    run = Run.fresh(ModelConfig(), tcfg)  # what `microgpt train` starts from
+    data, engine = run.data, run.engine()
 
     times, loss = [], None
     def run():

@@ -9,31 +9,19 @@ else the embedded names.
 """
 
 import os
-import random
 import sys
-from dataclasses import replace
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from microgpt.config import PRESETS, ModelConfig, TrainConfig  # noqa: E402
-from microgpt.data import DocumentData, Tokenizer  # noqa: E402
-from microgpt.engines.torch import Engine  # noqa: E402
-from microgpt.model import init_tensors  # noqa: E402
-from microgpt.train import MODEL_FIELDS  # noqa: E402
-from side_by_side import parse_args, print_ms_per_step, seconds_per_step, shuffled_names  # noqa: E402
+from side_by_side import names_preset_run, parse_args, print_ms_per_step, seconds_per_step  # noqa: E402
 
 OPTIMIZERS = ("adam", "muon")
 
 
 def main() -> None:
     args = parse_args()
-    docs = shuffled_names()
-    tokenizer = Tokenizer.from_docs(docs)
-    preset = PRESETS["names"]
-    model_cfg = ModelConfig(vocab_size=tokenizer.vocab_size, **{k: preset[k] for k in MODEL_FIELDS})
-    data = DocumentData(docs, tokenizer, model_cfg.block_size, preset["val_docs"])
-    train_cfg = TrainConfig(**{k: v for k, v in preset.items() if k not in MODEL_FIELDS})
-    engines = {opt: Engine(model_cfg, replace(train_cfg, optimizer=opt),
-                           init_tensors(model_cfg, random.Random(42))) for opt in OPTIMIZERS}
+    run = names_preset_run()
+    data, train_cfg = run.data, run.train
+    engines = {opt: run.engine(optimizer=opt) for opt in OPTIMIZERS}
 
     def step_with(engine):
         return lambda step: engine.train_step(data.batch(step, train_cfg.batch_size), step, train_cfg.lr)

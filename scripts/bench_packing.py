@@ -13,11 +13,9 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from microgpt.config import PRESETS, ModelConfig  # noqa: E402
-from microgpt.data import DocumentData, Tokenizer  # noqa: E402
 from microgpt.engines.torch import GPT, pack  # noqa: E402
-from microgpt.train import MODEL_FIELDS  # noqa: E402
-from side_by_side import parse_args, print_ms_per_step, seconds_per_step, shuffled_names  # noqa: E402
+from side_by_side import names_preset_run, parse_args, print_ms_per_step, seconds_per_step  # noqa: E402
+
 
 def padded(seqs: list[list[int]]) -> dict:
     """One document per row, right-padded: what the engine did before packing."""
@@ -32,18 +30,15 @@ def padded(seqs: list[list[int]]) -> dict:
 
 def main() -> None:
     args = parse_args()
-    docs = shuffled_names()
-    tokenizer = Tokenizer.from_docs(docs)
-    preset = PRESETS["names"]  # its model, dropout and batch
-    cfg = ModelConfig(vocab_size=tokenizer.vocab_size, **{k: preset[k] for k in MODEL_FIELDS})
-    data = DocumentData(docs, tokenizer, cfg.block_size, preset["val_docs"])
-    model = GPT(cfg, preset["dropout"], preset.get("attn_dropout"))
+    run = names_preset_run()  # its model, dropout and batch
+    cfg, tcfg, data = run.model, run.train, run.data
+    model = GPT(cfg, tcfg.dropout, tcfg.attn_dropout)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     layouts = {"padded": padded, "packed": lambda seqs: pack(seqs, cfg.block_size)}
 
     def step_with(layout):
         def run(step: int) -> None:
-            seqs = data.batch(step, preset["batch_size"])
+            seqs = data.batch(step, tcfg.batch_size)
             (model(**layout(seqs)) / sum(len(s) - 1 for s in seqs)).backward()
             opt.step()
             opt.zero_grad(set_to_none=True)

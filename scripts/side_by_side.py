@@ -5,12 +5,12 @@ Not run on its own.
 
 import argparse
 import os
-import random
 import time
 
 import torch
 
-from microgpt.data import read_text, split_docs
+from microgpt.config import resolve
+from microgpt.run import Run
 
 SHARED_NAMES = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "names.txt")
 
@@ -25,11 +25,11 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def shuffled_names() -> list[str]:
-    """../shared/data/names.txt when present, else the embedded names; shuffled as training does."""
-    docs = split_docs(read_text(SHARED_NAMES if os.path.exists(SHARED_NAMES) else None))
-    random.Random(42).shuffle(docs)
-    return docs
+def names_preset_run() -> Run:
+    """The names preset's fresh run (its model, data and init) on ../shared/data/names.txt when
+    present, else on the embedded names: what `microgpt train --preset names` starts from."""
+    model, tcfg = resolve({}, "names")
+    return Run.fresh(model, tcfg, SHARED_NAMES if os.path.exists(SHARED_NAMES) else None)
 
 
 def seconds_per_step(steps: int, contenders: dict, warmup: int = 20) -> dict[str, float]:

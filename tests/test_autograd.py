@@ -106,7 +106,7 @@ def test_gpt_loss_gradient_matches_finite_differences():
     def loss_of(weights):
         sd = {k: [[w if isinstance(w, Value) else Value(w) for w in row] for row in m] for k, m in weights.items()}
         keys, values = [[]], [[]]
-        losses = [-softmax(gpt(tokens[p], p, keys, values, sd, n_head))[tokens[p + 1]].log() for p in range(T)]
+        losses = [-softmax(gpt(tokens[p], p, keys, values, sd, len(keys), n_head))[tokens[p + 1]].log() for p in range(T)]
         return (1 / T) * sum(losses), sd
 
     loss, sd = loss_of(base)

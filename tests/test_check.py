@@ -9,7 +9,7 @@ import random
 import pytest
 
 from microgpt import engines
-from microgpt.check import fd_entries, random_config
+from microgpt.tools.check import fd_entries, random_config
 from microgpt.cli import main
 from microgpt.engines.scalar import Engine as ScalarEngine
 

@@ -12,8 +12,9 @@ import pytest
 
 from conftest import REPO, parse_run, run_cli
 from microgpt import checkpoint
+from microgpt.run import Run
 from microgpt.config import TrainConfig
-from microgpt.train import train
+from tiny_run import train
 
 DOCS = "\n".join(["anna", "bob", "carla", "dmitri", "eve", "frances", "gus", "hana", "ivo", "jo"]) + "\n"
 
@@ -41,14 +42,14 @@ def read_metrics(out_dir):
 def test_checkpoint_round_trip(tmp_path, data_file):
     out = str(tmp_path / "run")
     train(model(), quick(steps=3), data_file, out)
-    ck = checkpoint.load(out)
+    ck = Run.load(out)
     assert ck.step == 3 and ck.model.n_embd == 8 and ck.train.steps == 3
-    checkpoint.save(str(tmp_path / "copy"), ck)
-    again = checkpoint.load(str(tmp_path / "copy"))
+    ck.save(str(tmp_path / "copy"))
+    again = Run.load(str(tmp_path / "copy"))
     for name, t in ck.params.items():
         assert again.params[name] == t
-        assert again.adam_m[name] == ck.adam_m[name] and again.adam_v[name] == ck.adam_v[name]
-    assert again.rng_state == ck.rng_state and again.chars == ck.chars
+        assert again.state[f"adam.m.{name}"] == ck.state[f"adam.m.{name}"] and again.state[f"adam.v.{name}"] == ck.state[f"adam.v.{name}"]
+    assert again.rng.getstate() == ck.rng.getstate() and again.tokenizer.chars == ck.tokenizer.chars
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
 
 
@@ -64,7 +65,7 @@ def test_checkpoint_is_plain_safetensors(tmp_path, data_file):
     assert wte["dtype"] == "F64" and wte["shape"] == [len(set(DOCS) - {"\n"}) + 1, 8]
     begin, end = wte["data_offsets"]
     first = struct.unpack("<d", raw[8 + n + begin: 8 + n + begin + 8])[0]
-    assert first == checkpoint.load(out).params["wte"].to_floats()[0]
+    assert first == Run.load(out).params["wte"].to_floats()[0]
     assert {"adam.m.wte", "adam.v.wte", "layer0.mlp_fc2"} <= set(header)
 
 
@@ -78,8 +79,8 @@ def test_resume_equals_uninterrupted(tmp_path, data_file, stop):
     assert second["samples"] == full["samples"]
     losses = lambda d: [(m["step"], m["loss"], m["lr"]) for m in read_metrics(d) if "loss" in m]
     assert losses(parts) == losses(whole)
-    a, b = checkpoint.load(whole), checkpoint.load(parts)
-    assert a.params == b.params and a.adam_m == b.adam_m and a.rng_state == b.rng_state
+    a, b = Run.load(whole), Run.load(parts)
+    assert a.params == b.params and a.state == b.state and a.rng.getstate() == b.rng.getstate()
 
 
 def test_resume_keeps_validation_metrics(tmp_path, data_file):
@@ -109,12 +110,12 @@ def test_ctrl_c_saves_and_resume_finishes_the_same(tmp_path, data_file):
     rest, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "--resume" in rest
-    stopped_at = checkpoint.load(str(tmp_path / "cut")).step
+    stopped_at = Run.load(str(tmp_path / "cut")).step
     assert 3 <= stopped_at < 60
     resumed = run_cli("train", "--out", tmp_path / "cut", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert parse_run(resumed.stdout)["samples"] == parse_run(whole.stdout)["samples"]
-    assert checkpoint.load(str(tmp_path / "cut")).params == checkpoint.load(str(tmp_path / "whole")).params
+    assert Run.load(str(tmp_path / "cut")).params == Run.load(str(tmp_path / "whole")).params
 
 
 def test_sample_command_repeats_training_samples(tmp_path, data_file):

@@ -12,10 +12,11 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the torch engine needs torch: pip install torch")
 
-from microgpt import checkpoint, cli  # noqa: E402
+from microgpt import cli  # noqa: E402
 from microgpt.config import TrainConfig  # noqa: E402
 from microgpt.engines import muon  # noqa: E402
 from microgpt.engines import torch as torch_engine  # noqa: E402
+from microgpt.run import Run  # noqa: E402
 from tests.test_torch_engine import MODEL_DEFAULTS, max_diff, setup, train_whole_and_split  # noqa: E402
 
 torch.set_num_threads(1)
@@ -68,7 +69,7 @@ def test_muon_trains_the_blocks_matrices_and_adamw_the_rest():
     with_adam = torch_engine.Engine(cfg, TrainConfig(engine="torch"), params)
     with_muon.train_step(seqs, 0, 0.01)
     with_adam.train_step(seqs, 0, 0.01)
-    by_muon, by_adam = with_muon.export()[0], with_adam.export()[0]
+    by_muon, by_adam = with_muon.weights(), with_adam.weights()
     for name in params:
         if name.startswith("layer"):
             assert max_diff(by_muon[name], by_adam[name]) > 1e-4, name
@@ -79,11 +80,12 @@ def test_muon_trains_the_blocks_matrices_and_adamw_the_rest():
 def test_muon_runs_resume_exactly_and_keep_the_momentum(tmp_path):
     tcfg = TrainConfig(engine="torch", steps=6, batch_size=3, optimizer="muon", samples=0)
     train_whole_and_split(tcfg, tmp_path)  # the losses of every step agree
-    whole, split = checkpoint.load(str(tmp_path / "whole")), checkpoint.load(str(tmp_path / "split"))
+    whole, split = Run.load(str(tmp_path / "whole")), Run.load(str(tmp_path / "split"))
     for name in whole.params:
         assert max_diff(whole.params[name], split.params[name]) < 1e-12
-        assert max_diff(whole.adam_m[name], split.adam_m[name]) < 1e-12
-    assert max(abs(x) for x in whole.adam_m["layer0.mlp_fc1"].to_floats()) > 0  # Muon's momentum was saved
+    for name in whole.state:
+        assert max_diff(whole.state[name], split.state[name]) < 1e-12
+    assert max(abs(x) for x in whole.state["muon.momentum.layer0.mlp_fc1"].to_floats()) > 0  # Muon's momentum was saved
 
 
 def test_the_names_preset_with_muon_trains_end_to_end(tmp_path):
@@ -96,4 +98,4 @@ def test_the_names_preset_with_muon_trains_end_to_end(tmp_path):
     evals = [json.loads(line) for line in (out / "metrics.jsonl").open() if "val_loss" in line]
     assert len(evals) == 1 and evals[0]["step"] == 60
     assert evals[0]["val_loss"] < math.log(27) - 0.5
-    assert checkpoint.load(str(out)).train.optimizer == "muon"
+    assert Run.load(str(out)).train.optimizer == "muon"

@@ -12,13 +12,15 @@ import pytest
 
 np = pytest.importorskip("numpy")
 
-from microgpt import checkpoint, cli, engines  # noqa: E402
-from microgpt.checkpoint import Tensor  # noqa: E402
-from microgpt.config import ModelConfig, TrainConfig  # noqa: E402
+from microgpt import cli, engines  # noqa: E402
+from microgpt.tensor import Tensor  # noqa: E402
+from microgpt.config import ModelConfig, TrainConfig, validate  # noqa: E402
 from microgpt.data import DocumentData, Tokenizer, read_text, split_docs  # noqa: E402
 from microgpt.errors import UsageError  # noqa: E402
-from microgpt.model import init_params, param_shapes  # noqa: E402
-from microgpt.train import MODEL_FIELDS, train  # noqa: E402
+from microgpt.params import init_params, param_shapes  # noqa: E402
+from microgpt.config import MODEL_FIELDS  # noqa: E402
+from microgpt.run import Run  # noqa: E402
+from tiny_run import train  # noqa: E402
 
 DEFAULT_MODEL = {k: getattr(ModelConfig(), k) for k in MODEL_FIELDS}
 CUSTOM_TEXT = "the quick brown fox\njumps over\nthe lazy dog!\n" + "\n".join(
@@ -156,7 +158,7 @@ def test_float32_trains_close_to_float64(tmp_path):
     f32 = train_losses(tmp_path, "f32", "numpy", steps=40, dtype="float32")
     assert f32 != f64  # it really computed in float32
     assert max(abs(a - b) for a, b in zip(f64, f32)) <= 1e-3
-    ck = checkpoint.load(str(tmp_path / "f32"))
+    ck = Run.load(str(tmp_path / "f32"))
     assert {t.dtype for t in ck.params.values()} == {"F32"}
 
 
@@ -188,25 +190,22 @@ def test_float32_sharp_attention_stays_finite():
 
 
 def test_unsupported_dtype_is_a_usage_error():
-    cfg = ModelConfig()
-    floats = init_params(cfg, random.Random(0))
-    params = {name: Tensor.from_floats(shape, floats[name]) for name, shape in param_shapes(cfg)}
-    with pytest.raises(UsageError, match="float16"):
-        engines.get("numpy")(cfg, TrainConfig(engine="numpy", dtype="float16"), params)
+    with pytest.raises(UsageError, match="float16"):  # config.validate knows each engine's dtypes
+        validate(ModelConfig(vocab_size=27), TrainConfig(engine="numpy", dtype="float16"))
 
 
 def test_resume_equals_uninterrupted_run(tmp_path):
-    """export/load_adam carry the whole state: a run stopped and resumed ends where one run ends."""
+    """weights/state/load_state carry the whole state: a run stopped and resumed ends where one run ends."""
     cfg = dict(DEFAULT_MODEL)
     tcfg = TrainConfig(engine="numpy", steps=30, samples=0, batch_size=4)
     train(cfg, tcfg, None, str(tmp_path / "whole"), log_every=10**9)
     train(cfg, tcfg, None, str(tmp_path / "parts"), log_every=10**9, stop_after=12)
     train(cfg, tcfg, None, str(tmp_path / "parts"), resume=True, log_every=10**9)
-    a, b = checkpoint.load(str(tmp_path / "whole")), checkpoint.load(str(tmp_path / "parts"))
+    a, b = Run.load(str(tmp_path / "whole")), Run.load(str(tmp_path / "parts"))
     assert a.step == b.step == 30
     for name in a.params:
         assert a.params[name].data == b.params[name].data, name
-        assert a.adam_v[name].data == b.adam_v[name].data, name
+        assert a.state[f"adam.v.{name}"].data == b.state[f"adam.v.{name}"].data, name
 
 
 def test_checkpoint_moves_between_engines(tmp_path):

@@ -17,7 +17,7 @@ from microgpt import cli
 from microgpt.config import TrainConfig
 from microgpt.data import StreamData, Tokenizer
 from microgpt.errors import UsageError
-from microgpt.train import train
+from tiny_run import train
 
 TEXT = "".join(f"line {i}: the quick brown fox {i * i % 97} jumps.\n" for i in range(300))
 

@@ -20,10 +20,10 @@ import pytest
 torch = pytest.importorskip("torch", reason="data-parallel training needs torch: pip install torch")
 torch.set_num_threads(1)  # as torchrun sets each of its processes (OMP_NUM_THREADS=1)
 
-from microgpt import checkpoint  # noqa: E402
 from microgpt.config import TrainConfig  # noqa: E402
 from microgpt.errors import UsageError  # noqa: E402
-from microgpt.train import train  # noqa: E402
+from microgpt.run import Run  # noqa: E402
+from tiny_run import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = {"n_layer": 2, "n_embd": 16, "n_head": 4, "block_size": 16}
@@ -52,7 +52,7 @@ def assert_same_run(ours: Path, single: Path) -> None:
         for key in ("loss", "val_loss", "lr"):
             if key in x:
                 assert abs(x[key] - y[key]) < 1e-12, (key, x, y)
-    p, q = checkpoint.load(str(ours)), checkpoint.load(str(single))
+    p, q = Run.load(str(ours)), Run.load(str(single))
     assert p.step == q.step == 6
     for name in q.params:
         assert max(abs(u - v) for u, v in zip(p.params[name].to_floats(), q.params[name].to_floats())) < 1e-12
@@ -71,7 +71,7 @@ def test_two_processes_equal_one_with_twice_the_batch(tmp_path):
     assert samples(printed) == samples(single_out.getvalue())
 
     torchrun("--out", str(tmp_path / "resumed"), "--stop-after", "2")
-    assert checkpoint.load(str(tmp_path / "resumed")).step == 2
+    assert Run.load(str(tmp_path / "resumed")).step == 2
     torchrun("--out", str(tmp_path / "resumed"), "--resume")
     assert_same_run(tmp_path / "resumed", tmp_path / "single")
     with pytest.raises(UsageError, match="trained by 2 processes"):  # one process would take other documents

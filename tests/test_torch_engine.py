@@ -20,13 +20,14 @@ import pytest
 torch = pytest.importorskip("torch", reason="the torch engine needs torch: pip install torch")
 
 from microgpt import checkpoint, cli  # noqa: E402
-from microgpt.checkpoint import Tensor  # noqa: E402
+from microgpt.tensor import Tensor  # noqa: E402
 from microgpt.config import ModelConfig, TrainConfig  # noqa: E402
 from microgpt.data import DocumentData, Tokenizer, read_text, split_docs  # noqa: E402
 from microgpt.engines import scalar  # noqa: E402
 from microgpt.engines import torch as torch_engine  # noqa: E402
-from microgpt.model import init_params, param_shapes  # noqa: E402
-from microgpt.train import train  # noqa: E402
+from microgpt.params import init_params, param_shapes  # noqa: E402
+from microgpt.run import Run  # noqa: E402
+from tiny_run import train  # noqa: E402
 
 torch.set_num_threads(1)  # tiny tensors: one thread is as fast, and immune to a busy machine
 
@@ -132,7 +133,8 @@ def test_adam_steps_equal_the_scalar_engine_on_batches():
     for step in range(3):
         seqs = data.batch(step, 2)
         assert abs(a.train_step(seqs, step, 0.01) - b.train_step(seqs, step, 0.01)) < 1e-12
-    for ours, theirs in zip(a.export(), b.export()):  # params, m, v
+    for ours, theirs in ((a.weights(), b.weights()), (a.state(), b.state())):  # params; m and v
+        assert ours.keys() == theirs.keys()
         for name in ours:
             assert max_diff(ours[name], theirs[name]) < 1e-12, name
 
@@ -164,7 +166,7 @@ def test_a_scalar_checkpoint_resumes_in_torch(tmp_path):
     tcfg = TrainConfig(steps=8, samples=3)
     whole, _ = run_quietly(train, dict(MODEL_DEFAULTS), tcfg, None, str(tmp_path / "whole"))
     run_quietly(train, dict(MODEL_DEFAULTS), tcfg, None, str(tmp_path / "split"), stop_after=3)
-    ck = checkpoint.load(str(tmp_path / "split"))
+    ck = Run.load(str(tmp_path / "split"))
     assert ck.step == 3 and ck.train.engine == "scalar"
     resumed, _ = run_quietly(train, dict(MODEL_DEFAULTS), replace(tcfg, engine="torch"), None,
                              str(tmp_path / "split"), resume=True)
@@ -181,7 +183,8 @@ def first_step(tcfg: TrainConfig):
     _, grads = scalar.Engine(cfg, tcfg, params).loss_and_grads(seqs)
     engine = torch_engine.Engine(cfg, tcfg, params)
     engine.train_step(seqs, 0, tcfg.lr)
-    return params, grads, engine.export()
+    state = engine.state()
+    return params, grads, (engine.weights(), *({n: state[f"adam.{w}.{n}"] for n in params} for w in "mv"))
 
 
 def test_weight_decay_is_decoupled_as_in_adamw():
@@ -210,7 +213,7 @@ def test_gradient_accumulation_equals_one_larger_batch(tmp_path):
     for name, tcfg in runs.items():
         run_quietly(train, dict(MODEL_DEFAULTS), tcfg, None, str(tmp_path / name))
     assert max(abs(a - b) for a, b in zip(losses(tmp_path / "accum"), losses(tmp_path / "batch"))) < 1e-12
-    a, b = checkpoint.load(str(tmp_path / "accum")), checkpoint.load(str(tmp_path / "batch"))
+    a, b = Run.load(str(tmp_path / "accum")), Run.load(str(tmp_path / "batch"))
     assert max(max_diff(a.params[n], b.params[n]) for n in a.params) < 1e-12
 
 
@@ -264,9 +267,9 @@ def test_ema_is_the_moving_average_of_the_trained_weights():
     for step in range(4):
         seqs = data.batch(step, 3)
         assert abs(plain.train_step(seqs, step, 0.01) - averaging.train_step(seqs, step, 0.01)) < 1e-12
-        weights = plain.export()[0]
+        weights = plain.weights()
         average = {n: [0.9 * a + 0.1 * w for a, w in zip(average[n], weights[n].to_floats())] for n in average}
-    model, trained = averaging.export()[0], averaging.train_params()
+    model, trained = averaging.weights(), {n: averaging.state()[f"ema.trained.{n}"] for n in params}
     for name in params:
         assert max_diff(trained[name], weights[name]) < 1e-12, name  # Adam trains the same weights
         assert max(abs(a - b) for a, b in zip(model[name].to_floats(), average[name])) < 1e-12, name
@@ -279,10 +282,10 @@ def test_ema_is_the_moving_average_of_the_trained_weights():
 def test_ema_runs_resume_exactly_and_samplers_read_the_average(tmp_path):
     tcfg = TrainConfig(engine="torch", steps=6, batch_size=2, ema=0.8, samples=0)
     train_whole_and_split(tcfg, tmp_path)
-    whole, split = checkpoint.load(str(tmp_path / "whole")), checkpoint.load(str(tmp_path / "split"))
+    whole, split = Run.load(str(tmp_path / "whole")), Run.load(str(tmp_path / "split"))
     for name in whole.params:
         assert max_diff(whole.params[name], split.params[name]) < 1e-12
-        assert max_diff(whole.train_params[name], split.train_params[name]) < 1e-12
+        assert max_diff(whole.state[f"ema.trained.{name}"], split.state[f"ema.trained.{name}"]) < 1e-12
     assert sample_with("scalar", tmp_path / "whole") == sample_with("torch", tmp_path / "whole")
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from microgpt import cli
 from microgpt.config import PRESETS, ModelConfig, TrainConfig
-from microgpt.train import MODEL_FIELDS, lr_at, resolve
+from microgpt.config import MODEL_FIELDS, lr_at, resolve
 
 
 def test_the_default_schedule_is_the_reference_exactly():
@@ -44,16 +44,16 @@ def args(**given):
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_presets_name_real_fields_and_flags_override_them(name):
-    model, tcfg = resolve(args(preset=name))
+    model, tcfg = resolve(vars(args()), name)
     for key, value in PRESETS[name].items():
-        assert (model[key] if key in MODEL_FIELDS else getattr(tcfg, key)) == value
-    model, tcfg = resolve(args(preset=name, steps=7, n_layer=1))
-    assert tcfg.steps == 7 and model["n_layer"] == 1
+        assert getattr(model if key in MODEL_FIELDS else tcfg, key) == value
+    model, tcfg = resolve(vars(args(steps=7, n_layer=1)), name)
+    assert tcfg.steps == 7 and model.n_layer == 1
 
 
 def test_no_preset_is_the_reference():
-    model, tcfg = resolve(args())
-    assert tcfg == TrainConfig() and model == {k: getattr(ModelConfig(), k) for k in MODEL_FIELDS}
+    model, tcfg = resolve(vars(args()))
+    assert tcfg == TrainConfig() and model == ModelConfig()
 
 
 @pytest.mark.parametrize("flags,named", [(["--grad-accum", "0"], "--grad-accum"),

@@ -1,13 +1,31 @@
-"""A tiny training run in a directory, shared by the tests of check, trace and report.
+"""Helpers shared by the tests: a tiny training run, and `train` with the set-up the CLI does.
 
-    from tiny_run import tiny_run
+    from tiny_run import tiny_run, train
     tiny_run(tmp_path / "run")                  # 6 scalar steps of a 2-layer, 8-wide model
+    train(model_fields, tcfg, data_path, out)   # Run.fresh (or Run.load with resume=True), then the loop
 """
 
-from microgpt.config import TrainConfig
-from microgpt.train import train
+from dataclasses import replace
+
+from microgpt.config import ModelConfig, TrainConfig
+from microgpt.run import Run
+from microgpt.train import train as train_loop
 
 TINY = {"n_layer": 2, "n_embd": 8, "n_head": 2, "block_size": 8}
+
+
+def train(model: dict, tcfg: TrainConfig, data_path, out_dir: str, resume: bool = False, log_every: int = 1,
+          stop_after: int | None = None) -> dict:
+    """What `microgpt train` does: a fresh run (or, with resume, the saved one, with tcfg's engine and
+    output settings), its header, then the loop."""
+    if resume:
+        run = Run.load(str(out_dir), data_path, with_data=True)
+        run.train = replace(run.train, engine=tcfg.engine, dtype=tcfg.dtype if tcfg.engine != run.train.engine
+                            else run.train.dtype)
+    else:
+        run = Run.fresh(ModelConfig(**model), tcfg, data_path)
+    print("\n".join(run.header()))
+    return train_loop(run, str(out_dir), log_every, stop_after)
 
 
 def tiny_run(out_dir, engine: str = "scalar", steps: int = 6, stop_after: int | None = None) -> str:

@@ -33,9 +33,10 @@ if "numpy" not in sys.modules:
 
 import numpy as np  # noqa: E402  (after the thread setting, which numpy reads when it loads)
 
-from microgpt.checkpoint import Tensor
+from microgpt.engines import base
 from microgpt.errors import UsageError
-from microgpt.model import param_shapes
+from microgpt.params import param_shapes
+from microgpt.tensor import Tensor
 
 DTYPES = {"float64": (np.float64, "F64"), "float32": (np.float32, "F32")}
 RMS_EPS = 1e-5  # as atomic.py's rmsnorm
@@ -97,7 +98,7 @@ def rmsnorm_backward(dinp, dout, out, scale, tmp, rowbuf, accumulate):
 
 
 def matmul_forward(out, inp, weight):
-    """out (N, OC) = inp (N, IC) @ weight^T, weight (OC, IC) as model.py stores it (no bias)."""
+    """out (N, OC) = inp (N, IC) @ weight^T, weight (OC, IC) as params.py stores it (no bias)."""
     np.dot(inp, weight.T, out=out)
 
 
@@ -288,7 +289,7 @@ class _Plan:
 
 
 class _Weights:
-    """The model's matrices (or their gradients) as views into one flat array, in model.py's order."""
+    """The model's matrices (or their gradients) as views into one flat array, in params.py's order."""
 
     def __init__(self, flat, cfg):
         self.by_name, start, i = {}, {}, 0
@@ -296,15 +297,15 @@ class _Weights:
             self.by_name[name], start[name] = flat[i:i + rows * cols].reshape(rows, cols), i
             i += rows * cols
         self.wte, self.wpe, self.lm_head = (self.by_name[k] for k in ("wte", "wpe", "lm_head"))
-        # wpe follows wte in model.py's order, so [wte; wpe] is one (V + block_size, C) view
-        assert start["wte"] == 0 and start["wpe"] == self.wte.size, "model.py must keep wte, wpe first"
+        # wpe follows wte in params.py's order, so [wte; wpe] is one (V + block_size, C) view
+        assert start["wte"] == 0 and start["wpe"] == self.wte.size, "params.py must keep wte, wpe first"
         self.wte_wpe = flat[:self.wte.size + self.wpe.size].reshape(-1, cfg.n_embd)
         self.layers = []
         for l in range(cfg.n_layer):
-            # q, k and v are consecutive in model.py's order, so one (3C, C) view computes all three
+            # q, k and v are consecutive in params.py's order, so one (3C, C) view computes all three
             # in one product (and takes all three gradients in one)
             C, i = cfg.n_embd, start[f"layer{l}.attn_wq"]
-            assert start[f"layer{l}.attn_wv"] == i + 2 * C * C, "model.py must keep attn_wq, wk, wv together"
+            assert start[f"layer{l}.attn_wv"] == i + 2 * C * C, "params.py must keep attn_wq, wk, wv together"
             lw = _LayerWeights()
             lw.qkv = flat[i:i + 3 * C * C].reshape(3 * C, C)
             lw.o, lw.fc1, lw.fc2 = (self.by_name[f"layer{l}.{k}"] for k in ("attn_wo", "mlp_fc1", "mlp_fc2"))
@@ -316,18 +317,15 @@ class _LayerWeights:
 
 
 # ---- the engine -------------------------------------------------------------------------------
-class Engine:
+class Engine(base.Engine):
     name = "numpy"
 
     def __init__(self, model_cfg, train_cfg, params: dict[str, Tensor]):
-        if train_cfg.dtype not in DTYPES:
-            raise UsageError(f"--dtype {train_cfg.dtype} is not supported by the numpy engine; "
-                             f"use one of: {', '.join(DTYPES)}")
         self.cfg, self.tcfg = model_cfg, train_cfg
         self.dtype, self.tensor_dtype = DTYPES[train_cfg.dtype]
         self.shapes = param_shapes(model_cfg)
         size = sum(r * c for _, (r, c) in self.shapes)
-        self.flat = np.empty(size, self.dtype)       # every parameter, in model.py's order
+        self.flat = np.empty(size, self.dtype)       # every parameter, in params.py's order
         # Adam works on (2, P) pairs: the moments [m; v] and the gradient with its square [g; g^2]
         self.moments = np.zeros((2, size), self.dtype)
         self.m, self.v = self.moments
@@ -468,13 +466,17 @@ class Engine:
             src = np.frombuffer(t.data, dtype={"F64": "<f8", "F32": "<f4"}[t.dtype])
             a[...] = src.reshape(a.shape)
 
-    def export(self):
-        m, v = _Weights(self.m, self.cfg), _Weights(self.v, self.cfg)
-        return self._tensors(self.w.by_name), self._tensors(m.by_name), self._tensors(v.by_name)
+    def weights(self) -> dict[str, Tensor]:
+        return self._tensors(self.w.by_name)
 
-    def load_adam(self, adam_m, adam_v) -> None:
-        self._load(_Weights(self.m, self.cfg).by_name, adam_m)
-        self._load(_Weights(self.v, self.cfg).by_name, adam_v)
+    def state(self) -> dict[str, Tensor]:
+        m, v = _Weights(self.m, self.cfg), _Weights(self.v, self.cfg)
+        return base.adam_state(self._tensors(m.by_name), self._tensors(v.by_name))
+
+    def load_state(self, state: dict[str, Tensor]) -> None:
+        names = [name for name, _ in self.shapes]
+        self._load(_Weights(self.m, self.cfg).by_name, base.take(state, "adam.m.", names))
+        self._load(_Weights(self.v, self.cfg).by_name, base.take(state, "adam.v.", names))
 
     # ---- sampling ----------------------------------------------------------------------------
     def new_cache(self):

@@ -6,18 +6,15 @@ operations, in the same order, as `python microgpt/atomic.py`.
 """
 
 from microgpt.atomic import Value, gpt, softmax
-from microgpt.checkpoint import Tensor
-from microgpt.errors import UsageError
-from microgpt.model import param_shapes
+from microgpt.engines import base
+from microgpt.params import param_shapes
+from microgpt.tensor import Tensor
 
 
-class Engine:
+class Engine(base.Engine):
     name = "scalar"
 
     def __init__(self, model_cfg, train_cfg, params: dict[str, Tensor]):
-        if train_cfg.dtype != "float64":
-            raise UsageError(f"the scalar engine computes in Python floats only; drop --dtype {train_cfg.dtype} "
-                             "or pick --engine numpy")
         self.cfg, self.tcfg = model_cfg, train_cfg
         self.shapes = param_shapes(model_cfg)
         self.state_dict = {}  # name -> rows of Values, as in atomic.py
@@ -35,7 +32,7 @@ class Engine:
         for tokens in seqs:
             keys, values = self.new_cache()
             for pos_id in range(len(tokens) - 1):
-                logits = gpt(tokens[pos_id], pos_id, keys, values, self.state_dict, self.cfg.n_head)
+                logits = gpt(tokens[pos_id], pos_id, keys, values, self.state_dict, self.cfg.n_layer, self.cfg.n_head)
                 probs = softmax(logits)
                 losses.append(-probs[tokens[pos_id + 1]].log())
         return (1 / len(losses)) * sum(losses)
@@ -74,13 +71,18 @@ class Engine:
             i += n
         return out
 
-    def export(self):
-        same = lambda x: x
-        return self._tensors(lambda p: p.data), self._tensors(same, self.m), self._tensors(same, self.v)
+    def weights(self) -> dict[str, Tensor]:
+        return self._tensors(lambda p: p.data)
 
-    def load_adam(self, adam_m, adam_v) -> None:
-        self.m = [x for name, _ in self.shapes for x in adam_m[name].to_floats()]
-        self.v = [x for name, _ in self.shapes for x in adam_v[name].to_floats()]
+    def state(self) -> dict[str, Tensor]:
+        same = lambda x: x
+        return base.adam_state(self._tensors(same, self.m), self._tensors(same, self.v))
+
+    def load_state(self, state: dict[str, Tensor]) -> None:
+        names = [name for name, _ in self.shapes]
+        m, v = base.take(state, "adam.m.", names), base.take(state, "adam.v.", names)
+        self.m = [x for name in names for x in m[name].to_floats()]
+        self.v = [x for name in names for x in v[name].to_floats()]
 
     # ---- sampling ----------------------------------------------------------------------------
     def new_cache(self):
@@ -88,4 +90,4 @@ class Engine:
 
     def logits(self, cache, token_id: int, pos_id: int) -> list[float]:
         keys, values = cache
-        return [l.data for l in gpt(token_id, pos_id, keys, values, self.state_dict, self.cfg.n_head)]
+        return [l.data for l in gpt(token_id, pos_id, keys, values, self.state_dict, self.cfg.n_layer, self.cfg.n_head)]

@@ -3,7 +3,7 @@
     microgpt train --engine torch [--dtype float64|float32|bfloat16] [--device auto|cpu|cuda|mps] [--compile]
     torchrun --standalone --nproc_per_node=2 -m microgpt train --engine torch ...   (data-parallel)
 
-Parameters keep model.py's names, shapes and init, so checkpoints move freely between engines; in
+Parameters keep params.py's names, shapes and init, so checkpoints move freely between engines; in
 float64 on CPU this engine reproduces the scalar engine's losses and gradients to round-off
 (tests/test_torch_engine.py). The fused pieces torch offers compute the same functions as the
 reference: F.scaled_dot_product_attention with a causal mask is softmax(q.k / sqrt(head_dim)) over
@@ -34,11 +34,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from microgpt.checkpoint import Tensor
+from microgpt.engines import base
 from microgpt.engines.muon import LR_SCALE as MUON_LR_SCALE
 from microgpt.engines.muon import Muon
 from microgpt.errors import UsageError
-from microgpt.model import param_shapes
+from microgpt.params import param_shapes
+from microgpt.tensor import Tensor
 
 RMS_EPS = 1e-5
 _DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.float32}  # bf16: autocast
@@ -138,7 +139,7 @@ class GPT(nn.Module):
 
 
 def module_name(name: str) -> str:
-    """model.py's parameter name -> this module's: 'layer0.attn_wq' -> 'layers.0.attn.wq.weight'."""
+    """params.py's parameter name -> this module's: 'layer0.attn_wq' -> 'layers.0.attn.wq.weight'."""
     if not name.startswith("layer"):
         return f"{name}.weight"  # wte, wpe, lm_head
     layer, rest = name.split(".")
@@ -220,14 +221,12 @@ def init_distributed(device: str) -> tuple[int, int]:
 
 
 # ---- the engine --------------------------------------------------------------------------------
-class Engine:
+class Engine(base.Engine):
     name = "torch"
 
     def __init__(self, model_cfg, train_cfg, params: dict[str, Tensor]):
         t = self.tcfg = train_cfg
         self.cfg = model_cfg
-        if t.dtype not in _DTYPES:
-            raise UsageError(f"--dtype {t.dtype} is not one the torch engine knows; use one of {', '.join(_DTYPES)}")
         self.device = pick_device(t.device)
         self.device_type = self.device.split(":")[0]
         if t.dtype == "float64" and self.device_type == "mps":
@@ -243,7 +242,7 @@ class Engine:
         self.model = GPT(model_cfg, t.dropout, t.attn_dropout).to(device=self.device, dtype=self.dtype)
         self.shapes = param_shapes(model_cfg)
         by_name = dict(self.model.named_parameters())
-        self.params = {name: by_name[module_name(name)] for name, _ in self.shapes}  # model.py's order
+        self.params = {name: by_name[module_name(name)] for name, _ in self.shapes}  # params.py's order
         with torch.no_grad():
             for name, p in self.params.items():
                 p.copy_(to_torch(params[name], self.dtype, self.device))
@@ -265,7 +264,7 @@ class Engine:
         fused = {"fused": True} if self.device_type in ("cuda", "cpu") else {"foreach": True}
         self.opt = torch.optim.AdamW(list(self.adam_params.values()), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps,
                                      weight_decay=t.weight_decay, **fused)
-        zeros = lambda: {n: torch.zeros_like(p) for n, p in self.params.items()}
+        zeros = lambda: {n: torch.zeros_like(p) for n, p in self.adam_params.items()}
         self._set_moments(zeros(), zeros())
 
     # ---- batches -------------------------------------------------------------------------------
@@ -340,41 +339,41 @@ class Engine:
         self.model.zero_grad(set_to_none=True)
         return loss_sum.item() / n, grads
 
-    def export(self):
-        """The model, and Adam's moments; a matrix Muon trains has its momentum as m and zeros as v."""
-        state = self.opt.state
+    def weights(self) -> dict[str, Tensor]:
+        """The model: with --ema the moving average, else the trained weights."""
         model = self.averaged if self.tcfg.ema else self.params
-        m = {n: state[p]["exp_avg"] for n, p in self.adam_params.items()}
-        v = {n: state[p]["exp_avg_sq"] for n, p in self.adam_params.items()}
+        return {n: from_torch(model[n]) for n in self.params}  # params.py's order
+
+    def state(self) -> dict[str, Tensor]:
+        """adam.m/adam.v for what AdamW trains, muon.momentum for what Muon trains, and with --ema the
+        trained weights as ema.trained (weights() gives their average)."""
+        opt = self.opt.state
+        out = base.adam_state({n: from_torch(opt[p]["exp_avg"]) for n, p in self.adam_params.items()},
+                              {n: from_torch(opt[p]["exp_avg_sq"]) for n, p in self.adam_params.items()})
         if self.muon is not None:
-            m.update(self.muon.momentum)
-            v.update({n: torch.zeros_like(p) for n, p in self.muon.params.items()})
-        as_tensors = lambda d: {n: from_torch(d[n]) for n in self.params}  # model.py's order
-        return as_tensors(model), as_tensors(m), as_tensors(v)
+            out.update({f"muon.momentum.{n}": from_torch(buf) for n, buf in self.muon.momentum.items()})
+        if self.tcfg.ema:
+            out.update({f"ema.trained.{n}": from_torch(p) for n, p in self.params.items()})
+        return out
 
-    def train_params(self) -> dict[str, Tensor]:
-        """With --ema: the weights Adam trains (export() gives their average as the model)."""
-        return {n: from_torch(p) for n, p in self.params.items()}
-
-    def load_train_params(self, params: dict[str, Tensor]) -> None:
-        with torch.no_grad():
-            for name, p in self.params.items():
-                p.copy_(to_torch(params[name], self.dtype, self.device))
-
-    def load_adam(self, adam_m, adam_v) -> None:
-        as_torch = lambda d: {n: to_torch(d[n], self.dtype, self.device) for n in self.params}
-        self._set_moments(as_torch(adam_m), as_torch(adam_v))
+    def load_state(self, state: dict[str, Tensor]) -> None:
+        as_torch = lambda d: {n: to_torch(t, self.dtype, self.device) for n, t in d.items()}
+        self._set_moments(as_torch(base.take(state, "adam.m.", self.adam_params)),
+                          as_torch(base.take(state, "adam.v.", self.adam_params)))
+        if self.muon is not None:
+            with torch.no_grad():
+                for n, t in as_torch(base.take(state, "muon.momentum.", self.muon.momentum)).items():
+                    self.muon.momentum[n].copy_(t)
+        if self.tcfg.ema:
+            with torch.no_grad():
+                for n, t in as_torch(base.take(state, "ema.trained.", self.params)).items():
+                    self.params[n].copy_(t)
 
     def _set_moments(self, m: dict, v: dict) -> None:
-        """Adam's state through the optimizer's own load_state_dict (it places `step` as fused Adam wants);
-        with Muon, its momentum from m."""
+        """Adam's state through the optimizer's own load_state_dict (it places `step` as fused Adam wants)."""
         state = {i: {"step": torch.tensor(0.0), "exp_avg": m[n].clone(), "exp_avg_sq": v[n].clone()}
                  for i, n in enumerate(self.adam_params)}  # own copies: the optimizer updates them in place
         self.opt.load_state_dict({"state": state, "param_groups": self.opt.state_dict()["param_groups"]})
-        if self.muon is not None:
-            with torch.no_grad():
-                for n, buf in self.muon.momentum.items():
-                    buf.copy_(m[n])
 
     # ---- sampling ------------------------------------------------------------------------------
     def new_cache(self):

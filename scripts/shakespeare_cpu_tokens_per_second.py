@@ -1,7 +1,7 @@
 """Tokens per second on the shakespeare-cpu settings: microgpt's torch engine beside a plain-PyTorch
 baseline written in the manner of nanoGPT's training step.
 
-    python benchmarks/shakespeare_cpu_tokens_per_second.py [--rounds 5] [--steps 40] [--threads N]
+    python scripts/shakespeare_cpu_tokens_per_second.py [--rounds 5] [--steps 40] [--threads N]
 
 The baseline is NOT nanoGPT's code (none of it is copied here): it is a small, independent GPT of
 the kind nanoGPT trains (LayerNorm without bias, fused q/k/v projection, GELU MLP, final LayerNorm,
@@ -23,12 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from microgpt.checkpoint import Tensor  # noqa: E402
-from microgpt.config import PRESETS, ModelConfig, TrainConfig  # noqa: E402
-from microgpt.data import StreamData, Tokenizer, read_text  # noqa: E402
-from microgpt.engines.torch import Engine  # noqa: E402
-from microgpt.model import init_params, param_shapes  # noqa: E402
-from microgpt.train import MODEL_FIELDS, lr_at  # noqa: E402
+from microgpt.config import lr_at, resolve  # noqa: E402
+from microgpt.run import Run  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "shakespeare.txt")
 
@@ -82,16 +78,9 @@ def main() -> None:
     if not os.path.exists(DATA):
         sys.exit(f"needs {DATA} (tiny shakespeare; see shared/data/README.md)")
 
-    preset = PRESETS["shakespeare-cpu"]
-    text = read_text(DATA)
-    tok = Tokenizer(sorted(set(text)))
-    cfg = ModelConfig(vocab_size=tok.vocab_size, **{k: preset[k] for k in MODEL_FIELDS})
-    tcfg = TrainConfig(**{k: v for k, v in preset.items() if k not in MODEL_FIELDS})
-    data = StreamData(text, tok, cfg.block_size, tcfg.seed)
-
-    import random
-    floats = init_params(cfg, random.Random(tcfg.seed))
-    ours = Engine(cfg, tcfg, {n: Tensor.from_floats(s, floats[n]) for n, s in param_shapes(cfg)})
+    run = Run.fresh(*resolve({}, "shakespeare-cpu"), DATA)  # what `microgpt train --preset shakespeare-cpu` starts from
+    cfg, tcfg, data, tok = run.model, run.train, run.data, run.tokenizer
+    ours = run.engine()
 
     torch.manual_seed(1337)
     base = BaselineGPT(tok.vocab_size, cfg.block_size, cfg.n_embd, cfg.n_head, cfg.n_layer)

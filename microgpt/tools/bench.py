@@ -22,7 +22,8 @@ import tempfile
 from microgpt import engines
 from microgpt.config import ModelConfig, TrainConfig
 from microgpt.errors import UsageError
-from microgpt.train import MODEL_FIELDS, train
+from microgpt.run import Run
+from microgpt.train import train
 
 
 def measure(engine: str, batch_size: int, steps: int, data: str | None, dtype: str) -> tuple[list[float], float]:
@@ -35,8 +36,7 @@ def measure(engine: str, batch_size: int, steps: int, data: str | None, dtype: s
     gc.collect()
     gc.freeze()
     with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(io.StringIO()):
-        model = {k: getattr(ModelConfig(), k) for k in MODEL_FIELDS}  # the default model
-        summary = train(model, tcfg, data, out, log_every=steps)
+        summary = train(Run.fresh(ModelConfig(), tcfg, data), out, log_every=steps)  # the default model
         with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as f:
             dts = [json.loads(line)["dt"] for line in f if '"dt"' in line]
     gc.unfreeze()

@@ -15,13 +15,11 @@ import random
 from dataclasses import replace
 
 from microgpt import engines
-from microgpt.checkpoint import Tensor
-from microgpt.config import ModelConfig
+from microgpt.config import MODEL_FIELDS, ModelConfig, TrainConfig
 from microgpt.errors import UsageError
-from microgpt.model import num_params, param_shapes
-from microgpt.runstate import fresh
-
-MODEL_FLAGS = ("n_layer", "n_embd", "n_head", "block_size")
+from microgpt.params import num_params, param_shapes
+from microgpt.run import Run
+from microgpt.tensor import Tensor
 # an error passes when max|a - b| <= atol + rtol * max|b| over the tensor (b: the reference)
 FD_TOL = (1e-8, 1e-6)       # against finite differences: their own truncation and round-off
 SCALAR_TOL = (1e-12, 1e-9)  # against the scalar engine: float64 round-off only
@@ -108,7 +106,7 @@ def add_arguments(p) -> None:
     p.add_argument("--fd-entries", type=int, default=4, help="entries per tensor checked by finite "
                    "differences (default 4)")
     p.add_argument("--h", type=float, default=1e-5, help="finite-difference step (default 1e-5)")
-    for flag in MODEL_FLAGS:
+    for flag in MODEL_FIELDS:
         p.add_argument(f"--{flag.replace('_', '-')}", type=int,
                        help="check only this config (default: the default and a random small one)")
 
@@ -119,7 +117,7 @@ def run(args) -> int:
         engines.get(name)  # a clear error for unknown or uninstalled engines
     if args.docs < 1 or args.fd_entries < 1 or args.h <= 0:
         raise UsageError("--docs and --fd-entries must be >= 1 and --h > 0 (e.g. --docs 2 --fd-entries 4 --h 1e-5)")
-    given = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in MODEL_FIELDS if getattr(args, k) is not None}
     rng = random.Random(args.seed)
     configs = [("config from flags", given)] if given else [
         ("default config", {}), (f"random config (seed {args.seed})", random_config(rng))]
@@ -129,7 +127,7 @@ def run(args) -> int:
           f"<= {SCALAR_TOL[0]:g} + {SCALAR_TOL[1]:g} * max|b| against scalar; rel = max|a - b| / max|b|\n")
     ok = True
     for label, overrides in configs:
-        state = fresh(args.data, args.seed, {**_defaults(), **overrides})
+        state = Run.fresh(ModelConfig(**overrides), TrainConfig(seed=args.seed), args.data)
         if args.docs > len(state.docs):
             raise UsageError(f"--docs {args.docs} is more than the {len(state.docs)} documents in the data")
         seqs = [state.encode(d) for d in state.docs[:args.docs]]
@@ -138,6 +136,3 @@ def run(args) -> int:
           "check FAILED: errors above the tolerance, in the rows marked FAIL above")
     return 0 if ok else 1
 
-
-def _defaults() -> dict:
-    return {k: getattr(ModelConfig(), k) for k in MODEL_FLAGS}

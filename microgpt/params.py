@@ -1,4 +1,4 @@
-"""The model's parameters, defined once for every engine: names, shapes, order and initialization.
+"""The parameters, defined once for every engine: names, shapes, order and initialization.
 
 Order matters: parameters are drawn from N(0, 0.08^2) with the seeded `random.Random`, matrix after
 matrix and row by row, in exactly the order atomic.py draws them, so every engine starts from the
@@ -7,7 +7,7 @@ same numbers.
 
 import random
 
-from microgpt.checkpoint import Tensor
+from microgpt.tensor import Tensor
 from microgpt.config import ModelConfig
 
 INIT_STD = 0.08

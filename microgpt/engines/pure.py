@@ -1,22 +1,23 @@
-"""atomic.py's gpt() on plain Python floats, keeping every intermediate under its atomic.py name,
-with the backward pass and Adam written out by hand. `microgpt trace` prints what it records and
-`microgpt report` draws it (attention weights, next-token probabilities, loss by position).
+"""The pure engine: atomic.py's model on plain Python floats, with the backward pass written out by
+hand, standard library only. It needs nothing installed (so it also runs in the browser, in Pyodide)
+and builds no graph of Value objects, so it is much faster than the scalar engine while computing the
+same function: in float64 its losses and gradients equal the scalar engine's to round-off.
 
-It works from the engine-neutral checkpoint tensors, so it reads checkpoints from every engine. The
-forward does the same float operations as atomic.py's Value graph (a / b is a * b ** -1, as Value's
-__truediv__ does), so its logits equal the scalar engine's; the backward is derived by hand, not by
-autograd, so tests can check it against Value's chain rule as an independent computation.
+    microgpt train --engine pure
 
-    from microgpt.floatgpt import FloatGPT
-    gpt = FloatGPT(model_cfg, params)            # params: name -> checkpoint.Tensor
-    walk = gpt.forward(tokens)                   # [BOS] + chars + [BOS], cut to block_size + 1
-    grads = gpt.backward(walk)                   # name -> rows of floats, d(loss)/d(param)
+The forward does the same float operations as atomic.py's Value graph (a / b is a * b ** -1, as
+Value's __truediv__ does), so its logits equal the scalar engine's; the backward is derived by hand,
+not by autograd, so tests can check it against Value's chain rule as an independent computation.
+`forward` keeps what each position computed (attention weights, probabilities, loss), which the
+report draws.
 """
 
 import math
 from dataclasses import dataclass, field
 
-from microgpt.model import param_shapes
+from microgpt.engines import base
+from microgpt.params import param_shapes
+from microgpt.tensor import Tensor
 
 
 # ---- the building blocks, each as atomic.py computes it ---------------------------------------
@@ -65,36 +66,15 @@ def rmsnorm_back(x, scale, dy):  # y_i = x_i s: dx_i = s dy_i - s^3 x_i (sum_j d
 
 # ---- what one call of gpt() leaves behind ------------------------------------------------------
 @dataclass
-class Line:
-    """One named intermediate: `name` is atomic.py's variable, `code` the expression that made it."""
-    name: str
-    code: str
-    value: object            # a float, a vector, or a list of vectors (the cache)
-    layer: int | None = None
-    head: int | None = None
-
-
-@dataclass
 class Position:
     token_id: int
     pos_id: int
-    lines: list = field(default_factory=list)   # every intermediate, in atomic.py's order
     saved: dict = field(default_factory=dict)   # what the backward pass needs
     logits: list = field(default_factory=list)
     target_id: int | None = None
     probs: list = field(default_factory=list)
     loss_t: float | None = None
 
-    def emit(self, name, code, value, layer=None, head=None):
-        self.lines.append(Line(name, code, value, layer, head))
-        return value
-
-    def get(self, name, layer=None, head=None):
-        """The last value recorded under `name` (at that layer and head)."""
-        for line in reversed(self.lines):
-            if line.name == name and line.layer == layer and line.head == head:
-                return line.value
-        raise KeyError(name)
 
 
 @dataclass
@@ -115,72 +95,47 @@ class FloatGPT:
 
     # ---- forward: atomic.py's gpt(), line by line ----------------------------------------------
     def step(self, token_id, pos_id, keys, values) -> Position:
-        """One position: fills the KV cache like gpt() and returns everything it computed."""
+        """One position: fills the KV cache like gpt() and returns what the backward pass needs."""
         w, n_head = self.w, self.cfg.n_head
         head_dim = self.cfg.n_embd // n_head
         at = Position(token_id, pos_id)
-
-        def norm(x, li=None):  # rmsnorm, showing its mean square and scale
-            y, ms, scale = rmsnorm(x)
-            at.emit("ms", "sum(xi * xi for xi in x) / len(x)", ms, li)
-            at.emit("scale", "(ms + 1e-5) ** -0.5", scale, li)
-            return at.emit("x", "rmsnorm(x)", y, li), scale
-
-        def lin(name, x, x_name, weight, li, note=""):  # linear, named as atomic.py writes it
-            return at.emit(name, f"linear({x_name}, state_dict['{weight}']){note}", linear(x, w[weight]), li)
-
-        tok_emb = at.emit("tok_emb", "state_dict['wte'][token_id]", w["wte"][token_id])
-        pos_emb = at.emit("pos_emb", "state_dict['wpe'][pos_id]", w["wpe"][pos_id])
-        x = at.emit("x", "[t + p for t, p in zip(tok_emb, pos_emb)]", [t + p for t, p in zip(tok_emb, pos_emb)])
-        at.saved["x_embed"] = x
-        x, at.saved["scale_embed"] = norm(x)
+        tok_emb, pos_emb = w["wte"][token_id], w["wpe"][pos_id]
+        x = at.saved["x_embed"] = [t + p for t, p in zip(tok_emb, pos_emb)]   # (C,)
+        x, _, at.saved["scale_embed"] = rmsnorm(x)
 
         for li in range(self.cfg.n_layer):
             s = at.saved[li] = {}  # what the backward pass needs from this layer
             # Attention: each head mixes the values of all positions so far, weighted by q.k.
-            x_residual = s["x_in"] = at.emit("x_residual", "x", x, li)
-            x, s["scale_attn"] = norm(x, li)
+            x_residual = s["x_in"] = x
+            x, _, s["scale_attn"] = rmsnorm(x)
             s["x_norm_attn"] = x
-            q = s["q"] = lin("q", x, "x", f"layer{li}.attn_wq", li)
-            k = lin("k", x, "x", f"layer{li}.attn_wk", li)
-            v = lin("v", x, "x", f"layer{li}.attn_wv", li)
-            keys[li].append(k)
-            values[li].append(v)
-            at.emit("keys", f"keys[{li}] after keys[{li}].append(k)", [list(ki) for ki in keys[li]], li)
-            at.emit("values", f"values[{li}] after values[{li}].append(v)", [list(vi) for vi in values[li]], li)
+            q = s["q"] = linear(x, w[f"layer{li}.attn_wq"])                      # (C,)
+            keys[li].append(linear(x, w[f"layer{li}.attn_wk"]))                  # (t + 1, C)
+            values[li].append(linear(x, w[f"layer{li}.attn_wv"]))
             s["keys"], s["values"], s["attn_weights"] = keys[li], values[li], []
             x_attn = []
             for h in range(n_head):
                 hs = h * head_dim
-                q_h = at.emit("q_h", "q[hs:hs + head_dim]", q[hs:hs + head_dim], li, h)
-                k_h = at.emit("k_h", "[ki[hs:hs + head_dim] for ki in keys[li]]",
-                              [ki[hs:hs + head_dim] for ki in keys[li]], li, h)
-                v_h = at.emit("v_h", "[vi[hs:hs + head_dim] for vi in values[li]]",
-                              [vi[hs:hs + head_dim] for vi in values[li]], li, h)
-                attn_logits = at.emit("attn_logits", "[q_h . k_h[t] / head_dim ** 0.5 for t]",
-                                      [sum(q_h[j] * k_h[t][j] for j in range(head_dim)) * (head_dim ** 0.5) ** -1
-                                       for t in range(len(k_h))], li, h)
-                attn_weights, max_val = softmax(attn_logits)
-                at.emit("max_val", "max(attn_logits): subtracted before exp() in softmax", max_val, li, h)
-                s["attn_weights"].append(at.emit("attn_weights", "softmax(attn_logits)", attn_weights, li, h))
-                head_out = at.emit("head_out", "[sum(attn_weights[t] * v_h[t][j] for t) for j]",
-                                   [sum(attn_weights[t] * v_h[t][j] for t in range(len(v_h))) for j in range(head_dim)],
-                                   li, h)
-                x_attn.extend(head_out)
-            s["x_attn"] = at.emit("x_attn", "the heads' outputs, side by side", x_attn, li)
-            x = lin("x", x_attn, "x_attn", f"layer{li}.attn_wo", li)
-            x = at.emit("x", "[a + b for a, b in zip(x, x_residual)]", [a + b for a, b in zip(x, x_residual)], li)
+                q_h = q[hs:hs + head_dim]                                       # (head_dim,)
+                attn_logits = [sum(q_h[j] * k_t[hs + j] for j in range(head_dim)) * (head_dim ** 0.5) ** -1
+                               for k_t in keys[li]]                              # (t + 1,)
+                attn_weights, _ = softmax(attn_logits)
+                s["attn_weights"].append(attn_weights)
+                x_attn.extend(sum(attn_weights[t] * v_t[hs + j] for t, v_t in enumerate(values[li]))
+                              for j in range(head_dim))
+            s["x_attn"] = x_attn                                                 # (C,) the heads side by side
+            x = linear(x_attn, w[f"layer{li}.attn_wo"])
+            x = [a + b for a, b in zip(x, x_residual)]
             # MLP: widen 4x, ReLU, narrow back.
-            x_residual = s["x_mid"] = at.emit("x_residual", "x", x, li)
-            x, s["scale_mlp"] = norm(x, li)
+            x_residual = s["x_mid"] = x
+            x, _, s["scale_mlp"] = rmsnorm(x)
             s["x_norm_mlp"] = x
-            x = lin("x", x, "x", f"layer{li}.mlp_fc1", li, "  (before ReLU)")
-            x = s["hidden"] = at.emit("x", "[xi.relu() for xi in x]", [max(0, xi) for xi in x], li)
-            x = lin("x", x, "x", f"layer{li}.mlp_fc2", li)
-            x = at.emit("x", "[a + b for a, b in zip(x, x_residual)]", [a + b for a, b in zip(x, x_residual)], li)
+            x = s["hidden"] = [max(0, xi) for xi in linear(x, w[f"layer{li}.mlp_fc1"])]   # (4C,)
+            x = linear(x, w[f"layer{li}.mlp_fc2"])
+            x = [a + b for a, b in zip(x, x_residual)]
 
         at.saved["x_final"] = x
-        at.logits = lin("logits", x, "x", "lm_head", None)
+        at.logits = linear(x, w["lm_head"])                                     # (vocab,)
         return at
 
     def forward(self, tokens) -> Walk:
@@ -190,10 +145,8 @@ class FloatGPT:
         for pos_id in range(len(tokens) - 1):
             at = self.step(tokens[pos_id], pos_id, keys, values)
             at.target_id = tokens[pos_id + 1]
-            at.probs, max_val = softmax(at.logits)
-            at.emit("max_val", "max(logits): subtracted before exp() in softmax", max_val)
-            at.emit("probs", "softmax(logits)", at.probs)
-            at.loss_t = at.emit("loss_t", "-probs[target_id].log()", -math.log(at.probs[at.target_id]))
+            at.probs, _ = softmax(at.logits)
+            at.loss_t = -math.log(at.probs[at.target_id])
             positions.append(at)
             losses.append(at.loss_t)
         return Walk(list(tokens), positions, sum(losses) * (1 / len(losses)))
@@ -206,15 +159,20 @@ class FloatGPT:
         return self.step(token_id, pos_id, *cache).logits
 
     # ---- backward: the chain rule by hand, last position first ---------------------------------
-    def backward(self, walk: Walk) -> dict:
-        """d(loss)/d(param) for every parameter, name -> rows of floats."""
+    def zero_grads(self) -> dict:
+        return {name: [[0.0] * cols for _ in range(rows)] for name, (rows, cols) in self.shapes}
+
+    def backward(self, walk: Walk, grads: dict | None = None, n: int | None = None) -> dict:
+        """d(loss)/d(param) for every parameter, name -> rows of floats, added into `grads`. The loss is
+        the mean over `n` predicted tokens (default: this walk's), so a batch's walks share one n."""
         w, cfg = self.w, self.cfg
         head_dim = cfg.n_embd // cfg.n_head
-        grads = {name: [[0.0] * cols for _ in range(rows)] for name, (rows, cols) in self.shapes}
-        n = len(walk.positions)
+        grads = self.zero_grads() if grads is None else grads
+        n = n or len(walk.positions)
+        T = len(walk.positions)
         # d(loss)/d(k) and d(loss)/d(v) of each cached position, filled by the positions that read them
-        dkeys = [[[0.0] * cfg.n_embd for _ in range(n)] for _ in range(cfg.n_layer)]
-        dvalues = [[[0.0] * cfg.n_embd for _ in range(n)] for _ in range(cfg.n_layer)]
+        dkeys = [[[0.0] * cfg.n_embd for _ in range(T)] for _ in range(cfg.n_layer)]
+        dvalues = [[[0.0] * cfg.n_embd for _ in range(T)] for _ in range(cfg.n_layer)]
         for at in reversed(walk.positions):
             p = at.pos_id
             # loss = mean of -log softmax(logits)[target]: dlogits = (probs - onehot(target)) / n
@@ -266,17 +224,68 @@ class FloatGPT:
         return grads
 
 
-def adam(params, grads, m, v, step, lr, tcfg):
-    """One Adam step on flat lists, as atomic.py writes it; returns new params, m, v and every
-    intermediate (m_hat, v_hat, update) so that a trace can show them. `step` is 0-based."""
-    out = {"params": [], "m": [], "v": [], "m_hat": [], "v_hat": [], "update": []}
-    for p, g, mi, vi in zip(params, grads, m, v):
-        mi = tcfg.beta1 * mi + (1 - tcfg.beta1) * g
-        vi = tcfg.beta2 * vi + (1 - tcfg.beta2) * g ** 2
-        m_hat = mi / (1 - tcfg.beta1 ** (step + 1))
-        v_hat = vi / (1 - tcfg.beta2 ** (step + 1))
-        update = lr * m_hat / (v_hat ** 0.5 + tcfg.eps)
-        for key, val in (("params", p - update), ("m", mi), ("v", vi), ("m_hat", m_hat), ("v_hat", v_hat),
-                         ("update", update)):
-            out[key].append(val)
-    return out
+class Engine(base.Engine):
+    """FloatGPT as an engine: batches of sequences, Adam as atomic.py writes it, float64."""
+    name = "pure"
+
+    def __init__(self, model_cfg, train_cfg, params: dict[str, Tensor]):
+        self.cfg, self.tcfg = model_cfg, train_cfg
+        self.gpt = FloatGPT(model_cfg, params)
+        self.shapes = param_shapes(model_cfg)
+        self.m = {name: [[0.0] * c for _ in range(r)] for name, (r, c) in self.shapes}
+        self.v = {name: [[0.0] * c for _ in range(r)] for name, (r, c) in self.shapes}
+
+    def loss_and_grad_rows(self, seqs):
+        """(mean loss over every predicted token of the batch, name -> rows of its gradient)."""
+        walks = [self.gpt.forward(tokens) for tokens in seqs]
+        n = sum(len(wk.positions) for wk in walks)
+        grads = self.gpt.zero_grads()
+        for wk in walks:
+            self.gpt.backward(wk, grads, n)
+        return sum(at.loss_t for wk in walks for at in wk.positions) * (1 / n), grads
+
+    def train_step(self, seqs, step: int, lr: float) -> float:
+        loss, grads = self.loss_and_grad_rows(seqs)
+        t = self.tcfg
+        c1, c2 = 1 - t.beta1 ** (step + 1), 1 - t.beta2 ** (step + 1)
+        for name, _ in self.shapes:  # Adam, exactly as in atomic.py
+            for p_row, g_row, m_row, v_row in zip(self.gpt.w[name], grads[name], self.m[name], self.v[name]):
+                for i, g in enumerate(g_row):
+                    m_row[i] = t.beta1 * m_row[i] + (1 - t.beta1) * g
+                    v_row[i] = t.beta2 * v_row[i] + (1 - t.beta2) * g ** 2
+                    m_hat = m_row[i] / c1
+                    v_hat = v_row[i] / c2
+                    p_row[i] -= lr * m_hat / (v_hat ** 0.5 + t.eps)
+        return loss
+
+    def eval_loss(self, seqs) -> float:
+        walks = [self.gpt.forward(tokens) for tokens in seqs]
+        losses = [at.loss_t for wk in walks for at in wk.positions]
+        return sum(losses) * (1 / len(losses))
+
+    def loss_and_grads(self, seqs):
+        loss, grads = self.loss_and_grad_rows(seqs)
+        return loss, self._tensors(grads)
+
+    # ---- state -------------------------------------------------------------------------------
+    def _tensors(self, rows_by_name) -> dict[str, Tensor]:
+        return {name: Tensor.from_floats(shape, [x for row in rows_by_name[name] for x in row])
+                for name, shape in self.shapes}
+
+    def weights(self) -> dict[str, Tensor]:
+        return self._tensors(self.gpt.w)
+
+    def state(self) -> dict[str, Tensor]:
+        return base.adam_state(self._tensors(self.m), self._tensors(self.v))
+
+    def load_state(self, state: dict[str, Tensor]) -> None:
+        names = [name for name, _ in self.shapes]
+        self.m = {n: t.rows() for n, t in base.take(state, "adam.m.", names).items()}
+        self.v = {n: t.rows() for n, t in base.take(state, "adam.v.", names).items()}
+
+    # ---- sampling ----------------------------------------------------------------------------
+    def new_cache(self):
+        return self.gpt.new_cache()
+
+    def logits(self, cache, token_id: int, pos_id: int) -> list[float]:
+        return self.gpt.logits(cache, token_id, pos_id)

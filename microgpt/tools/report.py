@@ -7,8 +7,8 @@ chart is a PNG inside the file) about the run saved in DIR.
 It shows the training and validation loss (from DIR/metrics.jsonl), the learning-rate schedule,
 each layer's and head's attention weights on a few documents, a 2-D map of the character
 embeddings, the next-character distribution after BOS, the loss at each position, samples, and the
-parameter count of every tensor. The model is run by microgpt/floatgpt.py (atomic.py's gpt() on
-plain floats), so checkpoints from every engine give the same report.
+parameter count of every tensor. The model is run by the pure engine (atomic.py's gpt() on
+plain floats, microgpt/engines/pure.py), so checkpoints from every engine give the same report.
 """
 
 import base64
@@ -18,10 +18,10 @@ import json
 import os
 import random
 
+from microgpt.engines.pure import FloatGPT, softmax
 from microgpt.errors import UsageError
-from microgpt.floatgpt import FloatGPT, softmax
-from microgpt.model import num_params, param_shapes
-from microgpt.runstate import saved, saved_docs
+from microgpt.params import num_params, param_shapes
+from microgpt.run import Run
 from microgpt.sample import generate
 
 INSTALL = "pip install 'microgpt[report]' (or: pip install matplotlib)"
@@ -167,11 +167,15 @@ def build(out_dir: str, docs: list[str] | None = None, num_samples: int = 20, se
           loss_docs: int = 200, data_path: str | None = None) -> str:
     """Write out_dir/report.html and return its path."""
     Figure = need_matplotlib()
-    state = saved(out_dir)
+    state = Run.load(out_dir)
     cfg, tok = state.model, state.tokenizer
     gpt = FloatGPT(cfg, state.params)
     train_rows, val_rows = read_metrics(out_dir)
-    run_docs = saved_docs(state, data_path or state.data_path)
+    try:  # the run's documents, when its data can still be read
+        state.read_data(data_path or state.data_info.get("path"))
+    except UsageError:
+        pass
+    run_docs = state.docs
     rng = random.Random(state.train.seed if seed is None else seed)
     samples = [generate(gpt, tok, cfg.block_size, rng, state.train.temperature) for _ in range(num_samples)]
 

@@ -1,0 +1,70 @@
+"""The engine interface: what every engine (scalar, numpy, torch, ...) offers the loop and the tools.
+
+An engine is built as `Engine(model_cfg, train_cfg, params)`, with `params` a dict name -> Tensor under
+params.py's names and shapes. A sequence is [BOS] + chars + [BOS] cut to block_size + 1 tokens:
+position t predicts token t + 1. The loss of a batch is the mean over every predicted token in it.
+
+The checkpoint stores what `weights()` and `state()` return and nothing else: an engine names its own
+state (`adam.m.<param>`, `muon.momentum.<param>`, `ema.trained.<param>`, ...), and the training loop
+never asks what is inside it. `load_state` takes back exactly what `state()` gave, and refuses
+(UsageError) a state that lacks any tensor it needs, so a resume is exact or it does not happen.
+"""
+
+from microgpt.errors import UsageError
+from microgpt.tensor import Tensor
+
+
+class Engine:
+    name = "base"
+
+    def __init__(self, model_cfg, train_cfg, params: dict[str, Tensor]):
+        raise NotImplementedError
+
+    # ---- training ----------------------------------------------------------------------------
+    def train_step(self, seqs: list[list[int]], step: int, lr: float) -> float:
+        """One optimizer step on a batch; returns its loss. `step` is 0-based (Adam's bias
+        correction uses step + 1)."""
+        raise NotImplementedError
+
+    def eval_loss(self, seqs: list[list[int]]) -> float:
+        """The loss of the model (`weights()`), without touching any parameter or state."""
+        raise NotImplementedError
+
+    def loss_and_grads(self, seqs: list[list[int]]) -> tuple[float, dict[str, Tensor]]:
+        """The loss and d(loss)/d(param) for every parameter, name -> Tensor, with no update."""
+        raise NotImplementedError
+
+    # ---- what the checkpoint holds -----------------------------------------------------------
+    def weights(self) -> dict[str, Tensor]:
+        """The model: what is evaluated, sampled and saved under the parameters' own names."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Tensor]:
+        """Everything else an exact resume needs, under this engine's own names."""
+        raise NotImplementedError
+
+    def load_state(self, state: dict[str, Tensor]) -> None:
+        raise NotImplementedError
+
+    # ---- sampling ----------------------------------------------------------------------------
+    def new_cache(self):
+        """An empty KV cache for `logits`."""
+        raise NotImplementedError
+
+    def logits(self, cache, token_id: int, pos_id: int) -> list[float]:
+        """Next-token logits at one position; appends that position's keys and values to the cache."""
+        raise NotImplementedError
+
+
+def adam_state(m: dict[str, Tensor], v: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Adam's moments under their checkpoint names, adam.m.<param> and adam.v.<param>."""
+    return {**{f"adam.m.{n}": t for n, t in m.items()}, **{f"adam.v.{n}": t for n, t in v.items()}}
+
+
+def take(state: dict[str, Tensor], prefix: str, names) -> dict[str, Tensor]:
+    """{name: state[prefix + name]} for every name, or a UsageError naming the first one missing."""
+    missing = [prefix + n for n in names if prefix + n not in state]
+    if missing:
+        raise UsageError(f"the checkpoint lacks {missing[0]} ({len(missing)} optimizer tensors missing), so the "
+                         f"run cannot resume exactly; restore the checkpoint or start a new --out")
+    return {n: state[prefix + n] for n in names}
