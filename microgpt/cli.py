@@ -42,6 +42,7 @@ def train_arguments(p) -> None:
     p.add_argument("--n-embd", type=int, help=f"embedding width (default {m.n_embd})")
     p.add_argument("--n-head", type=int, help=f"attention heads; must divide --n-embd (default {m.n_head})")
     p.add_argument("--block-size", type=int, help=f"context length in tokens (default {m.block_size})")
+    p.add_argument("--init-std", type=float, help=f"standard deviation of the initial weights (default {m.init_std})")
     p.add_argument("--lr", type=float, help=f"peak learning rate, decayed to --min-lr (default {d.lr})")
     p.add_argument("--batch-size", type=int, help=f"sequences per step, per process under torchrun (default {d.batch_size})")
     p.add_argument("--dtype", help=f"float64 or float32 (numpy/torch engines), bfloat16 (autocast; torch engine, "

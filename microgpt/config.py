@@ -24,6 +24,7 @@ class ModelConfig:
     n_embd: int = 16
     n_head: int = 4
     block_size: int = 16  # longest context; documents longer than this are cut
+    init_std: float = 0.08  # every weight starts as gauss(0, init_std), drawn in params.py's order
 
     @property
     def head_dim(self) -> int:
@@ -117,6 +118,8 @@ def validate(model: ModelConfig, tcfg: TrainConfig, world: int = 1) -> None:
     for name in MODEL_FIELDS:
         if getattr(model, name) <= 0:
             raise UsageError(f"{flag(name)} must be a positive integer (got {getattr(model, name)})")
+    if not 0 < model.init_std < 10:
+        raise UsageError(f"--init-std must be in (0, 10) (got {model.init_std}); the reference uses 0.08")
     if model.n_embd % model.n_head:
         raise UsageError(f"--n-embd {model.n_embd} is not divisible by --n-head {model.n_head}; "
                          f"pick a head count that divides it (e.g. --n-head {math.gcd(model.n_embd, 4)})")

@@ -1,8 +1,8 @@
 """The parameters, defined once for every engine: names, shapes, order and initialization.
 
-Order matters: parameters are drawn from N(0, 0.08^2) with the seeded `random.Random`, matrix after
-matrix and row by row, in exactly the order atomic.py draws them, so every engine starts from the
-same numbers.
+Order matters: parameters are drawn from N(0, init_std^2) (0.08 as atomic.py, unless --init-std)
+with the seeded `random.Random`, matrix after matrix and row by row, in exactly the order atomic.py
+draws them, so every engine starts from the same numbers.
 """
 
 import random
@@ -10,7 +10,6 @@ import random
 from microgpt.tensor import Tensor
 from microgpt.config import ModelConfig
 
-INIT_STD = 0.08
 
 
 def param_shapes(cfg: ModelConfig) -> list[tuple[str, tuple[int, int]]]:
@@ -35,7 +34,7 @@ def num_params(cfg: ModelConfig) -> int:
 
 def init_params(cfg: ModelConfig, rng: random.Random) -> dict[str, list[float]]:
     """name -> flat row-major list of floats, drawn from `rng` in the reference order."""
-    return {name: [rng.gauss(0, INIT_STD) for _ in range(r * c)] for name, (r, c) in param_shapes(cfg)}
+    return {name: [rng.gauss(0, cfg.init_std) for _ in range(r * c)] for name, (r, c) in param_shapes(cfg)}
 
 
 def init_tensors(cfg: ModelConfig, rng: random.Random) -> dict[str, Tensor]:
