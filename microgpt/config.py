@@ -231,7 +231,10 @@ PRESETS: dict[str, dict] = {
     # nanoGPT's CPU settings for tiny shakespeare (use with --data shakespeare.txt): val ~1.88
     "shakespeare-cpu": dict(_NANOGPT_CHAR, dtype="float32", n_layer=4, n_head=4, n_embd=128, block_size=64,
                             batch_size=12, steps=2000, dropout=0.0),
-    # nanoGPT's baby GPT for one GPU (use with --data shakespeare.txt): val ~1.47 in ~3 minutes on an A100
+    # nanoGPT's baby GPT for one GPU (use with --data shakespeare.txt; nanoGPT: val 1.4697 in ~3 minutes on
+    # an A100). Our model has no final norm before lm_head, so at width 384 atomic.py's init (0.08) starts
+    # with huge logits: init 0.02 and the schedule compressed to 2500 steps (past ~2000 the held-out loss
+    # rises again at a constant lr) reach val 1.464 (README, "Presets")
     "shakespeare": dict(_NANOGPT_CHAR, dtype="bfloat16", compile=True, n_layer=6, n_head=6, n_embd=384,
-                        block_size=256, batch_size=64, steps=5000, dropout=0.2),
+                        block_size=256, batch_size=64, steps=2500, dropout=0.2, init_std=0.02),
 }
