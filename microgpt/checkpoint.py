@@ -19,6 +19,7 @@ import json
 import os
 import struct
 
+from microgpt import durable
 from microgpt.config import ModelConfig, TrainConfig, from_dict, to_dict
 from microgpt.errors import UsageError
 from microgpt.params import param_shapes
@@ -37,15 +38,14 @@ def exists(out_dir: str) -> bool:
 
 
 def save(out_dir: str, run) -> str:
-    """Write DIR/checkpoint.safetensors atomically (temp file, fsync, rename). Returns the path."""
+    """Write DIR/checkpoint.safetensors atomically and durably (durable.py: a temp file of its own,
+    fsync, rename, fsync of the directory). Returns the path."""
     os.makedirs(out_dir, exist_ok=True)
     meta = {"format_version": FORMAT_VERSION, "model": to_dict(run.model), "train": to_dict(run.train),
             "chars": run.tokenizer.chars, "step": run.step, "rng_state": rng_to_json(run.rng.getstate()),
             "data": run.data_info}
     path = path_in(out_dir)
-    tmp = path + ".tmp"
-    write_safetensors(tmp, {**run.params, **run.state}, {"microgpt": json.dumps(meta)})
-    os.replace(tmp, path)
+    write_safetensors(path, {**run.params, **run.state}, {"microgpt": json.dumps(meta)})
     return path
 
 
@@ -100,19 +100,20 @@ def rng_from_json(state) -> tuple:
 
 
 def write_safetensors(path: str, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
+    """Write a safetensors file at path, replacing any file there atomically and durably."""
     header, offset = {"__metadata__": metadata}, 0
     for name, t in tensors.items():
         header[name] = {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [offset, offset + len(t.data)]}
         offset += len(t.data)
     head = json.dumps(header).encode("utf-8")
     head += b" " * (-len(head) % 8)  # pad so the data starts 8-byte aligned
-    with open(path, "wb") as f:
+
+    def write(f) -> None:
         f.write(struct.pack("<Q", len(head)))
         f.write(head)
         for t in tensors.values():
             f.write(t.data)
-        f.flush()
-        os.fsync(f.fileno())
+    durable.replace_file(path, write)
 
 
 def read_safetensors(path: str) -> tuple[dict[str, Tensor], dict[str, str]]:

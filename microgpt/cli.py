@@ -90,34 +90,50 @@ def train_arguments(p) -> None:
 
 
 def train_command(args) -> int:
-    from microgpt import engines
+    from microgpt import checkpoint, durable, engines
+    from microgpt.lock import RunLock
     from microgpt.run import Run
-    from microgpt.train import rank_and_world, train
+    from microgpt.train import extension_note, rank_and_world, train
 
     if args.stop_after is not None and args.stop_after <= 0:
         raise UsageError(f"--stop-after must be a positive number of steps (got {args.stop_after})")
     flags = {k: v for k, v in vars(args).items() if k not in ("data", "preset", "out", "resume", "log_every",
                                                                "stop_after", "command")}
     rank, world = rank_and_world()
-    if args.resume:
-        run = Run.load(args.out)
-        run.train = resolve_resume(flags, run.model, run.train)
-        engines.get(run.train.engine)  # an unavailable engine is the first error, before any work
-        run.read_data(args.data or run.data_info.get("path"))
-    else:
-        from microgpt import checkpoint
-        if checkpoint.exists(args.out):
-            raise UsageError(f"{args.out} already holds a checkpoint; pass --resume to continue it, "
-                             f"or choose another --out")
+    if args.resume and not checkpoint.exists(args.out):
+        Run.load(args.out)  # its error: no checkpoint there, and how to make one
+    if not args.resume:
         model, tcfg = resolve(flags, args.preset)
         validate(model, tcfg, world)
         engines.get(tcfg.engine)  # an unavailable engine is the first error, before the data is read
-        run = Run.fresh(model, tcfg, args.data, world)
-    quiet = rank != 0  # under torchrun only rank 0 prints
-    with contextlib.redirect_stdout(open(os.devnull, "w")) if quiet else contextlib.nullcontext():
-        print("\n".join(run.header()), flush=True)
-        summary = train(run, args.out, args.log_every, args.stop_after)
-    return 130 if summary["status"] == "interrupted" else 0
+    # one training run per directory (rank 0 holds the lock for all of a torchrun job's processes)
+    with RunLock(args.out) if rank == 0 else contextlib.nullcontext():
+        if rank == 0:
+            for name in (checkpoint.FILENAME, "metrics.jsonl"):
+                durable.remove_leftovers(args.out, name)  # temp files of a run killed mid-write
+        note = None
+        if args.resume:
+            run = Run.load(args.out)
+            saved = run.train
+            run.train = resolve_resume(flags, run.model, run.train)
+            if run.train.steps < run.step:
+                raise UsageError(f"the checkpoint in {args.out} is at step {run.step}, past --steps "
+                                 f"{run.train.steps}; give --steps larger than {run.step} to train further")
+            if run.train.steps != saved.steps:
+                validate(run.model, run.train, world)  # e.g. --warmup-steps must stay below it
+                note = extension_note(saved, run.train, run.step)
+            engines.get(run.train.engine)  # an unavailable engine is the first error, before any work
+            run.read_data(args.data or run.data_info.get("path"))
+        else:
+            if checkpoint.exists(args.out):
+                raise UsageError(f"{args.out} already holds a checkpoint; pass --resume to continue it, "
+                                 f"or choose another --out")
+            run = Run.fresh(model, tcfg, args.data, world)
+        quiet = rank != 0  # under torchrun only rank 0 prints
+        with contextlib.redirect_stdout(open(os.devnull, "w")) if quiet else contextlib.nullcontext():
+            print("\n".join(run.header() + ([note] if note else [])), flush=True)
+            summary = train(run, args.out, args.log_every, args.stop_after)
+    return 128 + summary["signal"] if summary["signal"] else 0
 
 
 # ---- microgpt sample ----------------------------------------------------------------------------
@@ -174,9 +190,9 @@ def main(argv=None) -> int:
     except UsageError as e:
         print(f"microgpt: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # a second stop signal (train.Stopped) or Ctrl-C outside training
         print("microgpt: interrupted", file=sys.stderr)
-        return 130
+        return 128 + getattr(e, "signum", 2)
     except BrokenPipeError:
         return 0
 

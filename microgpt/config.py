@@ -90,7 +90,8 @@ OPTIONS = {
 }
 DISTRIBUTED = ("torch",)
 # Flags that may differ when resuming: they change how the run is shown or stored, not what it computes.
-RESUMABLE_OVERRIDES = ("engine", "eval_every", "save_every", "samples", "temperature", "device", "compile")
+# --steps too: it extends (or shortens) the run, with a note that its lr schedule then changes (train.py)
+RESUMABLE_OVERRIDES = ("engine", "eval_every", "save_every", "samples", "temperature", "device", "compile", "steps")
 
 
 def supported_by(option: str) -> str:

@@ -6,24 +6,31 @@
 `microgpt train` (cli.py) builds the Run from its flags and calls this. With the defaults it is
 atomic.py's run: seed 42, one document per step, Adam with linear decay, then 20 samples at
 temperature 0.5. It writes DIR/checkpoint.safetensors (at --save-every steps,
-at the end, and on Ctrl-C) and DIR/metrics.jsonl: {"step", "loss", "lr", "dt"} for every step and
+at the end, and on a stop signal) and DIR/metrics.jsonl: {"step", "loss", "lr", "dt"} for every step and
 {"step", "val_loss"} for every evaluation. `--resume` continues from the checkpoint and ends with
 the same weights and losses as a run that was never interrupted.
+
+Ctrl-C, SIGTERM and SIGHUP stop the run after the step in flight, with a checkpoint; a second one
+stops at once, except during a save, which always completes. The command then exits with 128 + the
+signal's number.
 
 Under torchrun (`torchrun --nproc_per_node=N -m microgpt train --engine torch ...`) every process
 runs this loop on its own share of each step's batch; only rank 0 prints, writes metrics.jsonl and
 saves checkpoints.
 """
 
+import contextlib
 import json
 import math
 import os
 import signal
 import time
 
-from microgpt.config import lr_at
+from microgpt import durable
+from microgpt.config import TrainConfig, lr_at
 from microgpt.data import DocumentData
 from microgpt.errors import UsageError
+from microgpt.metrics import read_metrics
 from microgpt.progress import make_progress
 from microgpt.run import Run
 from microgpt.sample import print_samples
@@ -45,40 +52,72 @@ def evaluate(engine, data: DocumentData, batch_size: int) -> float:
 
 
 def open_metrics(out_dir: str, start_step: int):
-    """metrics.jsonl for appending; on resume, drop lines past the checkpoint (they will be redone)."""
+    """metrics.jsonl for appending; on resume, drop lines past the checkpoint (they will be redone)
+    and any line a killed run left torn (metrics.py warns once)."""
     path = os.path.join(out_dir, "metrics.jsonl")
     os.makedirs(out_dir, exist_ok=True)
     if start_step == 0 or not os.path.exists(path):
         return open(path, "w", encoding="utf-8")
-    with open(path, encoding="utf-8") as f:
-        kept = [line for line in f if line.strip() and json.loads(line)["step"] <= start_step]
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.writelines(kept)
-    os.replace(path + ".tmp", path)
+    kept = "".join(json.dumps(row) + "\n" for row in read_metrics(path) if row["step"] <= start_step)
+    durable.replace_file(path, lambda f: f.write(kept.encode("utf-8")))
     return open(path, "a", encoding="utf-8")
 
 
+class Stopped(KeyboardInterrupt):
+    """A second stop signal during a step: stop at once, without a save (the last checkpoint stays)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+# Ctrl-C, `kill`/Slurm pre-emption/`docker stop`, a closed terminal (no SIGHUP on Windows)
+STOP_SIGNALS = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]
+
+
 class _Interrupt:
-    """Ctrl-C sets a flag; the loop saves a checkpoint after the step in flight and stops cleanly."""
+    """A stop signal sets `signum`; the loop saves a checkpoint after the step in flight and stops
+    cleanly. A second one stops at once, unless a save is under way: that save always completes."""
 
     def __init__(self):
-        self.requested = False
+        self.signum, self.saving, self.previous = None, False, {}
 
     def __enter__(self):
-        try:
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self.previous = None
+        for signum in STOP_SIGNALS:
+            try:
+                self.previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                break
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:  # a second Ctrl-C: stop at once
-            raise KeyboardInterrupt
-        self.requested = True
+        if self.signum is not None and not self.saving:
+            raise Stopped(signum)
+        self.signum = self.signum or signum
+
+    @contextlib.contextmanager
+    def save_in_progress(self):
+        self.saving = True
+        try:
+            yield
+        finally:
+            self.saving = False
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
+
+
+def extension_note(saved: TrainConfig, tcfg: TrainConfig, step: int) -> str | None:
+    """What a resume with another --steps changes, in words; None if --steps is the saved one."""
+    if tcfg.steps == saved.steps or step == 0:
+        return None
+    change = "extends" if tcfg.steps > saved.steps else "shortens"
+    return (f"note: --steps {tcfg.steps} {change} the run from {saved.steps} steps: the lr schedule is stretched to "
+            f"end at step {tcfg.steps}, so the lr goes from {lr_at(step - 1, saved):.4g} (step {step}) to "
+            f"{lr_at(step, tcfg):.4g} (step {step + 1}); the result is therefore not an uninterrupted {tcfg.steps}-step "
+            f"run's, which would have followed the stretched schedule from step 1 (lr {lr_at(step - 1, tcfg):.4g} "
+            f"at step {step})")
 
 
 def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = None) -> dict:
@@ -95,12 +134,14 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
 
     def save() -> None:
         if rank == 0:
+            metrics.flush()
+            os.fsync(metrics.fileno())
             run.params, run.state = engine.weights(), engine.state()
             run.save(out_dir)
 
     metrics = open_metrics(out_dir, run.step) if rank == 0 else open(os.devnull, "w")
     progress = make_progress(tcfg.steps, log_every)
-    summary = {"status": "done", "loss": None, "val_loss": None, "samples": [], "out": out_dir}
+    summary = {"status": "done", "loss": None, "val_loss": None, "samples": [], "out": out_dir, "signal": None}
     try:
         with _Interrupt() as interrupt:
             for step in range(run.step, tcfg.steps):
@@ -119,15 +160,21 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
                     summary["val_loss"] = evaluate(engine, data, tcfg.batch_size)
                     metrics.write(json.dumps({"step": done, "val_loss": summary["val_loss"]}) + "\n")
                     progress.val(done, summary["val_loss"])
-                stopping = interrupt.requested or done == stop_after
+                metrics.flush()
+                # under torchrun a signal may reach one process only: all stop at the same step
+                signum = engine.largest_over_processes(interrupt.signum or 0) if world > 1 else interrupt.signum
+                stopping = bool(signum) or done == stop_after
                 if stopping or done == tcfg.steps or done % tcfg.save_every == 0:
-                    metrics.flush()
-                    save()
-                if stopping and done < tcfg.steps:
+                    with interrupt.save_in_progress():
+                        save()
+                    signum = signum or (interrupt.signum if world == 1 else None)  # one came during the save
+                    stopping = stopping or bool(signum)
+                if stopping and (done < tcfg.steps or signum):
                     progress.close()
-                    print(f"stopped after step {done}: checkpoint saved in {out_dir}; "
+                    why = f" by {signal.Signals(signum).name}" if signum else ""
+                    print(f"stopped{why} after step {done}: checkpoint saved in {out_dir}; "
                           f"continue with: microgpt train --out {out_dir} --resume", flush=True)
-                    summary["status"] = "interrupted" if interrupt.requested else "stopped"
+                    summary["status"], summary["signal"] = ("interrupted", signum) if signum else ("stopped", None)
                     return summary
     finally:
         metrics.close()

@@ -34,6 +34,11 @@ class Engine:
         """The loss and d(loss)/d(param) for every parameter, name -> Tensor, with no update."""
         raise NotImplementedError
 
+    def largest_over_processes(self, value: int) -> int:
+        """The largest of `value` over the processes of a torchrun job, so that all agree (e.g. to
+        stop at the same step); an engine that trains in one process returns `value`."""
+        return value
+
     # ---- what the checkpoint holds -----------------------------------------------------------
     def weights(self) -> dict[str, Tensor]:
         """The model: what is evaluated, sampled and saved under the parameters' own names."""

@@ -324,6 +324,13 @@ class Engine(base.Engine):
                 torch._foreach_lerp_(list(self.averaged.values()), list(self.params.values()), 1 - t.ema)
         return (total / tokens).item()
 
+    def largest_over_processes(self, value: int) -> int:
+        if self.world == 1:
+            return value
+        agreed = torch.tensor(value, dtype=torch.int64, device=self.device)
+        dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+        return int(agreed.item())
+
     @torch.no_grad()
     def eval_loss(self, seqs) -> float:
         self.eval_model.eval()

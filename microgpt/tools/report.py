@@ -14,10 +14,10 @@ plain floats, microgpt/engines/pure.py), so checkpoints from every engine give t
 import base64
 import html
 import io
-import json
 import os
 import random
 
+from microgpt import metrics
 from microgpt.engines.pure import FloatGPT, softmax
 from microgpt.errors import UsageError
 from microgpt.params import num_params, param_shapes
@@ -40,11 +40,7 @@ def need_matplotlib():
 
 def read_metrics(out_dir: str) -> tuple[list[dict], list[dict]]:
     """(training rows {step, loss, lr, dt}, validation rows {step, val_loss}) from metrics.jsonl."""
-    path = os.path.join(out_dir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return [], []
-    with open(path, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = metrics.read_metrics(os.path.join(out_dir, "metrics.jsonl"))
     return [r for r in rows if "loss" in r], [r for r in rows if "val_loss" in r]
 
 

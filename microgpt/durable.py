@@ -1,0 +1,54 @@
+"""Writing a file so that a crash at any instant leaves either the old file or the new one, whole.
+
+    durable.replace_file("out/checkpoint.safetensors", lambda f: f.write(data))
+    durable.remove_leftovers("out", "checkpoint.safetensors")   # temp files of a killed writer
+
+The new content goes to a temp file of its own in the same directory (a unique name per write, so
+two writers never share one), is flushed and fsynced, renamed over the target (atomic on POSIX and
+Windows), and then the directory is fsynced so that the rename itself survives a power cut.
+"""
+
+import glob
+import os
+import secrets
+
+
+def temp_name(path: str) -> str:
+    """A fresh name beside `path`: PATH.<pid>.<random>.tmp."""
+    return f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
+def replace_file(path: str, write) -> None:
+    """Call write(f) on a new binary file and make it `path` durably; on any error `path` is untouched."""
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "xb") as f:  # x: create, never reuse an existing file
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    fsync_dir(os.path.dirname(path) or ".")
+
+
+def fsync_dir(directory: str) -> None:
+    """Make the directory's entries (a rename, a new file) durable. Windows cannot open a directory."""
+    if os.name == "nt":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_leftovers(directory: str, name: str) -> list[str]:
+    """Delete the temp files that a writer of `name` killed mid-write left behind; returns them.
+    Call it only while holding the directory's lock (lock.py): another run's temp file is live."""
+    left = glob.glob(os.path.join(glob.escape(directory), glob.escape(name) + ".*.tmp"))
+    for path in left:
+        os.remove(path)
+    return left

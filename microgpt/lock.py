@@ -1,0 +1,101 @@
+"""One training run per output directory: DIR/.lock, held for the life of the run.
+
+    with RunLock(out_dir):      # UsageError "DIR is in use by another training run (pid N)" if taken
+        ...train...
+
+On POSIX the lock is `fcntl.flock` on DIR/.lock, with the owner's pid written in the file for the
+message. The kernel drops it when the process ends, however it ends, so the lock of a killed run
+never blocks the next one; the file itself stays (deleting it would race with a process opening it).
+Where there is no fcntl (Windows), the lock is the file itself, created exclusively with the owner's
+pid and removed on exit; a file whose pid is no longer running is stale and taken over.
+
+Only training takes the lock: `sample`, `report` and `trace` read a directory that is being trained
+(every file it holds is replaced atomically, see durable.py).
+"""
+
+import os
+
+from microgpt.errors import UsageError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+LOCK_NAME = ".lock"
+
+
+class RunLock:
+    def __init__(self, out_dir: str):
+        self.out_dir, self.path, self.fd = out_dir, os.path.join(out_dir, LOCK_NAME), None
+
+    def __enter__(self):
+        os.makedirs(self.out_dir, exist_ok=True)
+        (self._flock if fcntl is not None else self._exclusive_create)()
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is None:
+            return
+        os.close(self.fd)  # closing releases the flock
+        self.fd = None
+        if fcntl is None:
+            os.remove(self.path)
+
+    def _in_use(self, pid) -> UsageError:
+        return UsageError(f"{self.out_dir} is in use by another training run (pid {pid or 'unknown'})")
+
+    def _flock(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise self._in_use(read_pid(self.path)) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def _exclusive_create(self) -> None:
+        for _ in range(2):  # a second try after removing a stale lock
+            try:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                pid = read_pid(self.path)
+                if pid is not None and is_running(pid):
+                    raise self._in_use(pid) from None
+                os.remove(self.path)  # its owner is gone (or it never got to write its pid)
+                continue
+            os.write(self.fd, f"{os.getpid()}\n".encode())
+            return
+        raise self._in_use(read_pid(self.path))
+
+
+def read_pid(path: str) -> int | None:
+    """The pid written in a lock file, or None (empty, unreadable, or removed meanwhile)."""
+    try:
+        with open(path, encoding="ascii") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def is_running(pid: int) -> bool:
+    """Whether a process with this pid exists."""
+    if os.name == "nt":  # os.kill would terminate it there: ask for its exit code instead
+        import ctypes
+        kernel32 = ctypes.windll.kernel32
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        code = ctypes.c_ulong()
+        kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        kernel32.CloseHandle(handle)
+        return code.value == 259  # STILL_ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

@@ -1,0 +1,37 @@
+"""DIR/metrics.jsonl: one JSON object per line, {"step", "loss", "lr", "dt"} for each training step and
+{"step", "val_loss"} for each evaluation. The training loop (train.py) writes it; this reads it.
+
+    rows = read_metrics("out/metrics.jsonl")    # [] when the file is absent
+
+A run killed mid-write, or two writers before the lock (lock.py) existed, can leave a torn or garbage
+line. Reading skips every such line and says so once, on stderr, so neither `--resume` nor `report`
+is blocked by it.
+"""
+
+import json
+import os
+import sys
+
+
+def read_metrics(path: str, stream=None) -> list[dict]:
+    """Every readable row of the file, in order; one warning for all the lines skipped."""
+    if not os.path.exists(path):
+        return []
+    rows, skipped = [], 0
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                row = None
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and \
+                    all(isinstance(v, (int, float)) for v in row.values()):
+                rows.append(row)
+            else:
+                skipped += 1
+    if skipped:
+        print(f"warning: skipped {skipped} unreadable line{'s' * (skipped > 1)} of {path} "
+              f"(torn by a killed run?)", file=stream or sys.stderr)
+    return rows
