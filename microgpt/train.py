@@ -84,6 +84,8 @@ class _Interrupt:
 
     def __enter__(self):
         for signum in STOP_SIGNALS:
+            if signal.getsignal(signum) is signal.SIG_IGN:  # e.g. SIGHUP under nohup: keep ignoring it
+                continue
             try:
                 self.previous[signum] = signal.signal(signum, self._handle)
             except ValueError:  # not the main thread: leave signals alone
