@@ -277,3 +277,53 @@ def test_torn_metrics_line_is_skipped_with_one_warning(tmp_path, reference):
     report = run_cli("report", "--out", out, timeout=120)
     lines = [line for line in report.stderr.splitlines() if line.strip()]
     assert report.returncode == 0 and len(lines) == 1 and "skipped 1 unreadable line " in lines[0], report.stderr
+
+
+# ---- torchrun ----------------------------------------------------------------------------------
+DDP_FLAGS = ["--engine", "torch", "--n-layer", "1", "--n-embd", "16", "--block-size", "16", "--steps", "40",
+             "--batch-size", "3", "--samples", "0", "--save-every", "1000"]
+
+
+def torchrun(out, *flags, wait: bool = True):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "microgpt", "train", *DDP_FLAGS, "--out", str(out), *flags]
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**ENV, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
+    if wait:
+        rc, _, err = finish(proc, timeout=300)
+        assert rc == 0, err[-3000:]
+    return proc
+
+
+def worker_pid(agent_pid: int, rank: int) -> int:
+    """The pid of torchrun's worker of this rank: a child of the agent with RANK=<rank> in its environment."""
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == agent_pid and f"RANK={rank}".encode() in environ:
+            return int(entry)
+    raise AssertionError(f"no worker of rank {rank} under pid {agent_pid}")
+
+
+def test_torchrun_signal_to_one_rank_stops_every_rank_at_one_step(tmp_path):
+    """SIGTERM to rank 1 alone: rank 0, which prints and saves, stops at the same step (else it would
+    wait for rank 1 in the next step's all_reduce and save nothing); the checkpoint resumes exactly."""
+    pytest.importorskip("torch", reason="torchrun needs torch: pip install torch")
+    if not os.path.isdir("/proc/self"):
+        pytest.skip("finding torchrun's workers reads /proc (Linux)")
+    reference = tmp_path / "reference"
+    torchrun(reference)
+    out = tmp_path / "run"
+    agent = torchrun(out, wait=False)
+    wait_for_step(agent, 3, timeout=120)
+    os.kill(worker_pid(agent.pid, 1), signal.SIGTERM)
+    finish(agent, timeout=120)  # torchrun itself reports its worker's 143 as a failure
+    reached = saved_step(out)
+    assert 3 <= reached < 40 and metric_rows(out)[-1][0] == reached
+    torchrun(out, "--resume")
+    assert same_run(out, reference)
