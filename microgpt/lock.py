@@ -28,19 +28,30 @@ LOCK_NAME = ".lock"
 class RunLock:
     def __init__(self, out_dir: str):
         self.out_dir, self.path, self.fd = out_dir, os.path.join(out_dir, LOCK_NAME), None
+        self.created = False  # whether this lock made the directory
 
     def __enter__(self):
-        os.makedirs(self.out_dir, exist_ok=True)
-        (self._flock if fcntl is not None else self._exclusive_create)()
+        try:
+            self.created = not os.path.isdir(self.out_dir)
+            os.makedirs(self.out_dir, exist_ok=True)
+            (self._flock if fcntl is not None else self._exclusive_create)()
+        except OSError as e:
+            raise UsageError(f"cannot use {self.out_dir} for a run ({e.strerror}); choose another --out") from None
         return self
 
     def __exit__(self, *exc):
         if self.fd is None:
             return
+        unused = self.created and os.listdir(self.out_dir) == [LOCK_NAME]  # the run failed before writing
         os.close(self.fd)  # closing releases the flock
         self.fd = None
-        if fcntl is None:
-            os.remove(self.path)
+        try:
+            if fcntl is None or unused:
+                os.remove(self.path)
+            if unused:
+                os.rmdir(self.out_dir)  # leave no trace of a run that never started
+        except OSError:  # another run took the directory meanwhile
+            pass
 
     def _in_use(self, pid) -> UsageError:
         return UsageError(f"{self.out_dir} is in use by another training run (pid {pid or 'unknown'})")

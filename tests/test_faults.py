@@ -239,6 +239,9 @@ def test_lock_in_process_and_without_fcntl(tmp_path, monkeypatch):
             lock.RunLock(str(tmp_path)).__enter__()
     with lock.RunLock(str(tmp_path)):
         pass
+    with lock.RunLock(str(tmp_path / "new")):  # a run that fails before writing leaves no directory
+        assert os.listdir(tmp_path / "new") == [".lock"]
+    assert not (tmp_path / "new").exists()
 
     monkeypatch.setattr(lock, "fcntl", None)
     path = tmp_path / "fallback"
