@@ -23,6 +23,7 @@ import time
 
 from microgpt.config import lr_at
 from microgpt.data import DocumentData
+from microgpt.engines import base
 from microgpt.errors import UsageError
 from microgpt.progress import make_progress
 from microgpt.run import Run
@@ -107,7 +108,7 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
                 seqs = data.batch(step, tcfg.batch_size * tcfg.grad_accum, rank, world)
                 lr = lr_at(step, tcfg)
                 t0 = time.perf_counter()
-                loss = float(engine.train_step(seqs, step, lr))
+                loss = base.checked_train_step(engine, seqs, step, lr)
                 dt = time.perf_counter() - t0
                 run.step = done = step + 1
                 if not math.isfinite(loss):
@@ -126,7 +127,7 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
                 if stopping and done < tcfg.steps:
                     progress.close()
                     print(f"stopped after step {done}: checkpoint saved in {out_dir}; "
-                          f"continue with: microgpt train --out {out_dir} --resume", flush=True)
+                          f"continue with: {run.resume_command(out_dir)}", flush=True)
                     summary["status"] = "interrupted" if interrupt.requested else "stopped"
                     return summary
     finally:
