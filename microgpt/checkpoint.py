@@ -95,8 +95,11 @@ def _parse_metadata(metadata: dict, entries: dict, path: str) -> tuple[dict, dic
         model, tcfg = from_dict(ModelConfig, meta["model"]), from_dict(TrainConfig, meta["train"])
         chars, step, rng_state, data = meta["chars"], meta["step"], meta["rng_state"], meta["data"]
         version = meta.get("format_version", 1)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except KeyError as e:
         raise UsageError(f"checkpoint {path} is corrupt (its metadata lacks {e}); retrain or restore it") from None
+    except (TypeError, ValueError, AttributeError) as e:
+        raise UsageError(f"checkpoint {path} is corrupt (its metadata is malformed: {str(e)[:80]}); "
+                         f"retrain or restore it") from None
     try:
         validate(model, tcfg)
     except UsageError as e:
@@ -150,16 +153,18 @@ def read_header(f, path: str) -> tuple[dict, dict, int]:
     size = os.fstat(f.fileno()).st_size
     corrupt = f"checkpoint {path} is corrupt or not a safetensors file"
     if size > MAX_BYTES:
-        raise UsageError(f"checkpoint {path} is {size / 2**30:.1f} GB, over the {MAX_BYTES // 2**30} GB limit on "
-                         f"a checkpoint; it is not one this tool wrote")
+        raise UsageError(f"checkpoint {path} has {size:,} bytes, over the {MAX_BYTES:,}-byte ({MAX_BYTES // 2**30} GB) "
+                         f"limit on a checkpoint; it is not one this tool wrote")
     if size < 8:
         raise UsageError(f"{corrupt} (only {size} bytes); retrain or restore it")
     (n,) = struct.unpack("<Q", f.read(8))
     if n > min(size - 8, MAX_HEADER_BYTES):
-        raise UsageError(f"{corrupt} (its header claims {n} bytes, but the file has {size} and a header may "
-                         f"have {MAX_HEADER_BYTES}); retrain or restore it")
+        raise UsageError(f"{corrupt} (its header claims {n:,} bytes, but {size - 8:,} follow the length and a header "
+                         f"may have at most {MAX_HEADER_BYTES:,}); retrain or restore it")
     try:
         header = json.loads(f.read(n).decode("utf-8"), object_pairs_hook=_no_duplicates)
+        if not isinstance(header, dict) or not all(isinstance(h, dict) for h in header.values()):
+            raise ValueError("the header is not a JSON object of tensor entries")
         metadata = header.pop("__metadata__", {})
         if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
             raise ValueError("metadata is not a map of strings")
@@ -185,7 +190,7 @@ def _no_duplicates(pairs):
 def _entry(h: dict) -> tuple[str, tuple, int, int]:
     """(dtype, shape, begin, end) of one header entry, or a ValueError."""
     dtype, shape, offsets = h["dtype"], h["shape"], h["data_offsets"]
-    if dtype not in TYPECODES:
+    if not isinstance(dtype, str) or dtype not in TYPECODES:
         raise ValueError(f"dtype {str(dtype)[:20]!r} is not one of {', '.join(TYPECODES)}")
     if not (isinstance(shape, list) and len(shape) <= 8 and all(type(d) is int and d >= 0 for d in shape)):
         raise ValueError("a shape is not a list of non-negative integers")

@@ -23,13 +23,12 @@ def draw(logits: list[float], temperature: float, rng: random.Random, top_k: int
         kth = sorted(scaled, reverse=True)[top_k - 1]
         keep = [i for i, s in enumerate(scaled) if s >= kth]
     max_val = max(scaled[i] for i in keep)
+    if any(math.isnan(logits[i]) for i in keep):
+        raise UsageError("the model's logits are not finite numbers (its weights hold nan or inf); "
+                         "the checkpoint is corrupt: retrain or restore it")
     if not math.isfinite(max_val):  # the logits overflowed: softmax's limit as temperature -> 0, the argmax
         best = max(logits[i] for i in keep)
-        ties = [i for i in keep if logits[i] == best]
-        if not ties or not math.isfinite(best):
-            raise UsageError("the model's logits are not finite numbers (its weights hold nan or inf); "
-                             "the checkpoint is corrupt: retrain or restore it")
-        return rng.choice(ties)
+        return rng.choice([i for i in keep if logits[i] == best])
     exps = [0.0] * len(scaled)
     for i in keep:
         exps[i] = math.exp(scaled[i] - max_val)

@@ -115,11 +115,11 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    if args.docs < 1 or args.fd_entries < 1 or not 0 < args.h < math.inf:
+        raise UsageError("--docs and --fd-entries must be >= 1 and --h > 0 (e.g. --docs 2 --fd-entries 4 --h 1e-5)")
     names = engines.from_flag(args.engines)
     for name in names:
         engines.get(name)  # a clear error for unknown or uninstalled engines
-    if args.docs < 1 or args.fd_entries < 1 or not 0 < args.h < math.inf:
-        raise UsageError("--docs and --fd-entries must be >= 1 and --h > 0 (e.g. --docs 2 --fd-entries 4 --h 1e-5)")
     given = {k: getattr(args, k) for k in MODEL_FIELDS if getattr(args, k) is not None}
     rng = random.Random(args.seed)
     configs = [("config from flags", given)] if given else [

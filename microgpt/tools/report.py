@@ -12,6 +12,7 @@ plain floats, microgpt/engines/pure.py), so checkpoints from every engine give t
 """
 
 import base64
+import contextlib
 import html
 import io
 import json
@@ -172,10 +173,11 @@ def build(out_dir: str, docs: list[str] | None = None, num_samples: int = 20, se
     cfg, tok = state.model, state.tokenizer
     gpt = FloatGPT(cfg, state.params)
     train_rows, val_rows = read_metrics(out_dir)
-    try:  # the run's documents, from --data (never from a path in the checkpoint) or the embedded names
+    if data_path is not None:  # the run's documents, from --data (never from a path in the checkpoint)
         state.read_data(data_path, max_data_mb)
-    except UsageError:
-        pass
+    elif not state.data_name():  # ... or the embedded names, when the run trained on them
+        with contextlib.suppress(UsageError):
+            state.read_data(None)
     run_docs = state.docs
     rng = random.Random(state.train.seed if seed is None else seed)
     samples = [generate(gpt, tok, cfg.block_size, rng, state.train.temperature) for _ in range(num_samples)]
