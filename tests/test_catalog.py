@@ -273,7 +273,7 @@ CATALOG = {
         "metadata not JSON": ([*S, "{d}/metadata_not_json"], "corrupt"),
         "a FIFO": ([*S, "{d}/fifo_ckpt"], "not a regular file"),
         "a directory": ([*S, "{d}/dir_ckpt"], "not a regular file"),
-        "over the size cap": ([*S, "{d}/too_big"], "GB limit"),
+        "over the size cap": ([*S, "{d}/too_big"], "limit on a checkpoint"),
         "resume without Adam's moments": (["train", "--out", "{d}/no_adam", "--resume", "--data", "{d}/docs.txt"],
                                           "lacks adam.m"),
         "resume with a misshapen moment": (["train", "--out", "{d}/misshapen_adam", "--resume", "--data",
