@@ -16,6 +16,7 @@ import sys
 from microgpt.config import (DATA_MODES, ENGINE_DTYPES, LR_SCHEDULES, OPTIMIZERS, PRESETS,
                              ModelConfig, TrainConfig, resolve, resolve_resume, supported_by, validate,
                              validate_sampling)
+from microgpt.data import add_max_data_argument
 from microgpt.errors import UsageError
 
 # command -> (module, one-line help); the module provides add_arguments(parser) and run(args)
@@ -85,6 +86,7 @@ def train_arguments(p) -> None:
     p.add_argument("--log-every", type=int, default=1, help="print the loss every N steps (default 1)")
     p.add_argument("--stop-after", type=int, help="stop with a checkpoint after this many steps, before --steps; "
                    "continue later with --resume")
+    add_max_data_argument(p)
 
 
 
@@ -92,14 +94,15 @@ def train_arguments(p) -> None:
 def train_command(args) -> int:
     from microgpt import checkpoint, durable, engines
     from microgpt.lock import RunLock
-    from microgpt.run import Run
+    from microgpt.run import Run, check_out_dir
     from microgpt.train import extension_note, rank_and_world, train
 
     if args.stop_after is not None and args.stop_after <= 0:
         raise UsageError(f"--stop-after must be a positive number of steps (got {args.stop_after})")
     flags = {k: v for k, v in vars(args).items() if k not in ("data", "preset", "out", "resume", "log_every",
-                                                               "stop_after", "command")}
+                                                               "stop_after", "command", "max_data_mb")}
     rank, world = rank_and_world()
+    check_out_dir(args.out)
     if args.resume and not checkpoint.exists(args.out):
         Run.load(args.out)  # its error: no checkpoint there, and how to make one
     if not args.resume:
@@ -119,16 +122,16 @@ def train_command(args) -> int:
             if run.train.steps < run.step:
                 raise UsageError(f"the checkpoint in {args.out} is at step {run.step}, past --steps "
                                  f"{run.train.steps}; give --steps larger than {run.step} to train further")
+            validate(run.model, run.train, world)  # the flags that may change on a resume are checked too
             if run.train.steps != saved.steps:
-                validate(run.model, run.train, world)  # e.g. --warmup-steps must stay below it
                 note = extension_note(saved, run.train, run.step)
             engines.get(run.train.engine)  # an unavailable engine is the first error, before any work
-            run.read_data(args.data or run.data_info.get("path"))
+            run.read_data(args.data, args.max_data_mb)
         else:
             if checkpoint.exists(args.out):
                 raise UsageError(f"{args.out} already holds a checkpoint; pass --resume to continue it, "
                                  f"or choose another --out")
-            run = Run.fresh(model, tcfg, args.data, world)
+            run = Run.fresh(model, tcfg, args.data, world, args.max_data_mb)
         quiet = rank != 0  # under torchrun only rank 0 prints
         with contextlib.redirect_stdout(open(os.devnull, "w")) if quiet else contextlib.nullcontext():
             print("\n".join(run.header() + ([note] if note else [])), flush=True)
@@ -153,7 +156,7 @@ def sample_command(args) -> int:
     from microgpt.run import Run
     from microgpt.sample import print_samples
 
-    run = Run.load(args.out)
+    run = Run.load(args.out, with_state=False)
     temperature = run.train.temperature if args.temperature is None else args.temperature
     validate_sampling(temperature, args.top_k, args.prompt, run.model.block_size)
     if args.num < 0:
@@ -171,8 +174,17 @@ def sample_command(args) -> int:
 LOCAL = {"train": (train_arguments, train_command), "sample": (sample_arguments, sample_command)}
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad flag reported as one line and a pointer to --help (not the usage block)."""
+
+    help_hint = ""  # main sets it to the command's own --help when the command is known
+
+    def error(self, message):
+        self.exit(2, f"microgpt: error: {message} (see: {self.help_hint or self.prog + ' --help'})\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="microgpt", description="Train and sample a GPT from first principles.")
+    parser = Parser(prog="microgpt", description="Train and sample a GPT from first principles.")
     sub = parser.add_subparsers(dest="command", metavar="command", required=True)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -182,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    if argv and argv[0] in COMMANDS:
+        parser.help_hint = f"microgpt {argv[0]} --help"
     args = parser.parse_args(argv)
     try:
         if args.command in LOCAL:

@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from microgpt.errors import UsageError
 
 MODEL_FIELDS = ("n_layer", "n_embd", "n_head", "block_size")  # the model's shape, set by flags
+# Upper bounds on the shape: far past anything this code trains, and small enough that no size computed
+# from them (even from a crafted checkpoint) is unbounded before run.py's memory check sees it.
+MAX_SIZES = {"n_layer": 1024, "n_embd": 65536, "n_head": 65536, "block_size": 2**20, "vocab_size": 0x110000 + 1}
 
 
 @dataclass
@@ -116,9 +119,17 @@ def flag(field: str) -> str:
 # ---- validation ----------------------------------------------------------------------------------
 def validate(model: ModelConfig, tcfg: TrainConfig, world: int = 1) -> None:
     """Every check that needs no data: a UsageError naming the first bad setting and its fix."""
+    validate_types(model)
+    validate_types(tcfg)
     for name in MODEL_FIELDS:
-        if getattr(model, name) <= 0:
-            raise UsageError(f"{flag(name)} must be a positive integer (got {getattr(model, name)})")
+        if not 0 < getattr(model, name) <= MAX_SIZES[name]:
+            raise UsageError(f"{flag(name)} must be a positive integer up to {MAX_SIZES[name]} "
+                             f"(got {getattr(model, name)})")
+    if not 0 <= model.vocab_size <= MAX_SIZES["vocab_size"]:  # 0: not known yet (no data read)
+        raise UsageError(f"vocab_size must be from 1 to {MAX_SIZES['vocab_size']} (got {model.vocab_size})")
+    if not (0 <= tcfg.beta1 < 1 and 0 <= tcfg.beta2 < 1 and tcfg.eps > 0):
+        raise UsageError(f"Adam's beta1 and beta2 must be in [0, 1) and eps > 0 (got {tcfg.beta1}, {tcfg.beta2}, "
+                         f"{tcfg.eps})")
     if not 0 < model.init_std < 10:
         raise UsageError(f"--init-std must be in (0, 10) (got {model.init_std}); the reference uses 0.08")
     if model.n_embd % model.n_head:
@@ -170,7 +181,25 @@ def validate(model: ModelConfig, tcfg: TrainConfig, world: int = 1) -> None:
     validate_sampling(tcfg.temperature, None, "", model.block_size)
 
 
+def validate_types(cfg) -> None:
+    """Each field of a config dataclass has its declared type (an int is a float too, a bool is not an
+    int), and each float is finite: nan or inf is named by its flag, before any work starts."""
+    for f in fields(cfg):
+        value, allowed = getattr(cfg, f.name), _ALLOWED_TYPES[f.type]
+        if type(value) not in allowed:
+            raise UsageError(f"{flag(f.name)} must be {_TYPE_WORDS[f.type]} (got {value!r})")
+        if type(value) is float and not math.isfinite(value):
+            raise UsageError(f"{flag(f.name)} must be a finite number (got {value})")
+
+
+_ALLOWED_TYPES = {int: (int,), float: (float, int), str: (str,), bool: (bool,), float | None: (float, int, type(None))}
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+               float | None: "a number"}
+
+
 def validate_sampling(temperature: float, top_k: int | None, prompt: str, block_size: int) -> None:
+    if not math.isfinite(temperature):
+        raise UsageError(f"--temperature must be a finite number (got {temperature}); try 0.5")
     if temperature <= 0:
         raise UsageError(f"--temperature must be > 0 (got {temperature}); try 0.5")
     if top_k is not None and top_k < 1:

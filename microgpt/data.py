@@ -8,7 +8,9 @@ character an id in sorted order and one more id, BOS, to frame every document: [
 """
 
 import hashlib
+import math
 import os
+import stat
 import random
 from dataclasses import dataclass
 
@@ -17,24 +19,79 @@ from microgpt.errors import UsageError
 EMBEDDED_NAMES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "names.txt")
 
 
-def read_text(path: str | None) -> str:
-    """The file's text, or a UsageError naming what is wrong with it."""
-    path = path or EMBEDDED_NAMES
-    if not os.path.exists(path):
-        raise UsageError(f"data file not found: {path} (check the path given to --data)")
-    if os.path.isdir(path):
-        raise UsageError(f"--data {path} is a directory; give a text file with one document per line")
-    with open(path, "rb") as f:
-        raw = f.read()
+MAX_DATA_MB = 100  # --max-data-mb's default: a bigger file is refused unless the user raises it
+
+
+def read_text(path: str | None, max_mb: float = MAX_DATA_MB) -> str:
+    """The file's text (None: the embedded names), or a UsageError naming what is wrong with it."""
+    return read_data_file(path, max_mb)[0]
+
+
+def read_data_file(path: str | None, max_mb: float = MAX_DATA_MB) -> tuple[str, str]:
+    """(the file's text, the SHA-256 of its bytes); None: the embedded names.
+
+    Only a regular file is read (a FIFO, a device or a directory is refused, and the file is opened
+    non-blocking, so nothing waits on a pipe), and only up to max_mb megabytes. A UTF-8 byte-order mark
+    is dropped and every line end becomes "\\n", \\r\\n and a lone \\r alike, as atomic.py's text-mode
+    open reads them."""
+    raw = read_bytes(path, max_mb)
+    return decode_text(raw, path or EMBEDDED_NAMES), fingerprint(raw)
+
+
+def read_bytes(path: str | None, max_mb: float = MAX_DATA_MB) -> bytes:
+    """The raw bytes of a regular file of at most max_mb megabytes (None: the embedded names)."""
+    if path is None:
+        path = EMBEDDED_NAMES
+    if path == "":
+        raise UsageError("--data is empty; give a text file, or leave --data out to use the embedded names")
+    if not 0 < max_mb < math.inf:
+        raise UsageError(f"--max-data-mb must be a positive number of megabytes (got {max_mb})")
+    limit = int(max_mb * 2**20)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise UsageError(f"data file not found: {path} (check the path given to --data)") from None
+    except IsADirectoryError:
+        raise UsageError(f"--data {path} is a directory; give a text file with one document per line") from None
+    except OSError as e:
+        raise UsageError(f"cannot read --data {path}: {e.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+        os.close(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise UsageError(f"--data {path} is a directory; give a text file with one document per line")
+        if not stat.S_ISREG(info.st_mode):
+            raise UsageError(f"--data {path} is not a regular file (a pipe, device or socket); save the text "
+                             f"to a file and give that")
+        raise UsageError(f"--data {path} is {info.st_size / 2**20:.1f} MB, over the {max_mb:g} MB limit; "
+                         f"raise it with --max-data-mb {math.ceil(info.st_size / 2**20)}")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            raw = f.read(limit + 1)  # a file that grew since the stat still stops at the limit
+        except OSError as e:
+            raise UsageError(f"cannot read --data {path}: {e.strerror}") from None
+    if len(raw) > limit:
+        raise UsageError(f"--data {path} grew over the {max_mb:g} MB limit while being read; raise --max-data-mb")
+    return raw
+
+
+def decode_text(raw: bytes, path: str) -> str:
     if b"\x00" in raw:
         raise UsageError(f"{path} looks binary (it has NUL bytes); give a UTF-8 text file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise UsageError(f"{path} is not UTF-8 text (bad byte at offset {e.start}); re-save it as UTF-8") from None
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
         raise UsageError(f"{path} is empty or only whitespace; give a file with at least one non-empty line")
     return text
+
+
+def add_max_data_argument(p) -> None:
+    """--max-data-mb, for every command that takes --data."""
+    p.add_argument("--max-data-mb", type=float, default=MAX_DATA_MB,
+                   help=f"refuse a --data file larger than this many megabytes (default {MAX_DATA_MB})")
 
 
 def split_docs(text: str) -> list[str]:
@@ -42,8 +99,9 @@ def split_docs(text: str) -> list[str]:
     return [line.strip() for line in text.strip().split("\n") if line.strip()]
 
 
-def fingerprint(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+def fingerprint(raw: bytes) -> str:
+    """The SHA-256 of the data file's bytes, as `sha256sum FILE` prints it."""
+    return hashlib.sha256(raw).hexdigest()
 
 
 @dataclass

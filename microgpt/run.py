@@ -2,7 +2,7 @@
 
     run = Run.fresh(ModelConfig(n_layer=2), TrainConfig(steps=500), data_path=None)  # a new run
     run = Run.load("out")                    # a saved run: configs, tokenizer, weights, state, step, RNG
-    run = Run.load("out", data_path=None)    # ... with its data read again (to resume, or to show it)
+    run = Run.load("out", "names.txt", with_data=True)  # ... with its data read again (from the user's path)
     run.save("out")                          # checkpoint.py writes it
 
 A fresh run does what atomic.py does, from one seeded random stream: shuffle the documents, build the
@@ -11,13 +11,15 @@ loaded run re-shuffles its documents with a stream seeded as the original was, s
 same training and held-out documents, while its own stream continues where the checkpoint left it.
 """
 
+import contextlib
 import os
 import random
+import tempfile
 from dataclasses import dataclass, field, replace
 
 from microgpt import checkpoint
 from microgpt.config import ENGINE_DTYPES, ModelConfig, TrainConfig, validate
-from microgpt.data import DocumentData, StreamData, Tokenizer, fingerprint, read_text, split_docs
+from microgpt.data import MAX_DATA_MB, DocumentData, StreamData, Tokenizer, read_data_file, split_docs
 from microgpt.errors import UsageError
 from microgpt.params import init_tensors, num_params
 from microgpt.tensor import Tensor
@@ -32,45 +34,66 @@ class Run:
     state: dict[str, Tensor] = field(default_factory=dict)   # the engine's own state (engines/base.py)
     step: int = 0                               # training steps done
     rng: random.Random = field(default_factory=random.Random)  # the run's one stream, where it stands
-    data_info: dict = field(default_factory=dict)  # {"path", "sha256", "mode", "world"}
+    data_info: dict = field(default_factory=dict)  # {"name", "sha256", "mode", "world"}
     data: DocumentData | StreamData | None = None  # None: the data was not read
     docs: list[str] | None = None               # the shuffled documents (lines mode), when read
     source: str = ""                            # where it came from, in words
 
     # ---- the two ways to build one ------------------------------------------------------------
     @classmethod
-    def fresh(cls, model: ModelConfig, tcfg: TrainConfig, data_path: str | None = None, world: int = 1) -> "Run":
+    def fresh(cls, model: ModelConfig, tcfg: TrainConfig, data_path: str | None = None, world: int = 1,
+              max_data_mb: float = MAX_DATA_MB) -> "Run":
         validate(model, tcfg, world)
-        text = read_text(data_path)
+        text, sha256 = read_data_file(data_path, max_data_mb)
         rng = random.Random(tcfg.seed)  # one stream: shuffle, init, sampling (as atomic.py)
         docs, tokenizer = _read_data(text, tcfg, rng)
         model = replace(model, vocab_size=tokenizer.vocab_size)
+        check_fits_in_memory(model)
         run = cls(model, tcfg, tokenizer, init_tensors(model, rng), rng=rng, docs=docs,
                   source=f"a fresh init (seed {tcfg.seed}, {data_path or 'the embedded names'})")
         run.data = _dataset(text, docs, tokenizer, model, tcfg)
-        run.data_info = {"path": os.path.abspath(data_path) if data_path else None, "sha256": fingerprint(text),
+        # the file's name and hash, never its path: a shared checkpoint tells no one where files live
+        run.data_info = {"name": os.path.basename(data_path) if data_path else None, "sha256": sha256,
                          "mode": "stream" if tcfg.data_mode == "stream" else "documents", "world": world}
         return run
 
     @classmethod
-    def load(cls, out_dir: str, data_path: str | None = None, with_data: bool = False) -> "Run":
-        """The run saved in out_dir; with_data: read its data too (data_path, else the path it recorded)."""
-        saved = checkpoint.load(out_dir)
+    def load(cls, out_dir: str, data_path: str | None = None, with_data: bool = False, with_state: bool = True,
+             max_data_mb: float = MAX_DATA_MB) -> "Run":
+        """The run saved in out_dir; with_data: read its data too (from data_path: see read_data);
+        with_state: the optimizer's state too (to resume), else only the weights are read."""
+        saved = checkpoint.load(out_dir, with_state)
         rng = random.Random()
         rng.setstate(saved["rng_state"])
         run = cls(saved["model"], saved["train"], Tokenizer(saved["chars"]), saved["params"], saved["state"],
                   saved["step"], rng, saved["data_info"],
                   source=f"the checkpoint in {out_dir} (step {saved['step']}, engine {saved['train'].engine})")
         if with_data:
-            run.read_data(data_path or run.data_info.get("path"))
+            run.read_data(data_path, max_data_mb)
         return run
 
-    def read_data(self, data_path: str | None) -> None:
-        """Read the run's data again: the same documents in the same order, checked by fingerprint."""
-        text = read_text(data_path)
-        if fingerprint(text) != self.data_info["sha256"]:
-            raise UsageError(f"{data_path or 'the embedded names'} changed since the checkpoint was written; "
-                             f"give the run's own data with --data, or start a new --out")
+    def data_name(self) -> str | None:
+        """The file name the run trained on (None: the embedded names); older checkpoints kept a path."""
+        name = self.data_info.get("name", self.data_info.get("path"))
+        return os.path.basename(name) if name else None
+
+    def resume_command(self, out_dir: str) -> str:
+        """The command that continues this run (its data file given again by name, when it had one)."""
+        return f"microgpt train --out {out_dir} --resume" + (f" --data {self.data_name()}" if self.data_name() else "")
+
+    def read_data(self, data_path: str | None, max_data_mb: float = MAX_DATA_MB) -> None:
+        """Read the run's data again: the same documents in the same order, checked by SHA-256.
+
+        The data comes from data_path, the user's --data, never from a path in the checkpoint (a shared
+        checkpoint must not make us open files): without it, only a run on the embedded names finds its data."""
+        if data_path is None and self.data_name():
+            raise UsageError(f"this run trained on {self.data_name()} (sha256 {self.data_info['sha256'][:12]}...); "
+                             f"give that file with --data")
+        text, sha256 = read_data_file(data_path, max_data_mb)
+        if sha256 != self.data_info["sha256"]:
+            raise UsageError(f"{data_path or 'the embedded names'} is not the data this run trained on (its "
+                             f"SHA-256 differs from the checkpoint's); give the run's own data with --data, "
+                             f"or start a new --out")
         self.docs, _ = _read_data(text, self.train, random.Random(self.train.seed))
         self.data = _dataset(text, self.docs, self.tokenizer, self.model, self.train)
 
@@ -110,6 +133,45 @@ class Run:
         if not doc:
             raise UsageError("the document is empty; give at least one character, e.g. \"emma\"")
         return DocumentData([doc], self.tokenizer, self.model.block_size).train[0]
+
+
+def check_out_dir(out_dir: str) -> None:
+    """--out must be a directory this process can write: made here if missing, then probed with a file."""
+    if not out_dir:
+        raise UsageError("--out is empty; give a directory for the checkpoint, e.g. --out runs/names")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UsageError(f"--out {out_dir} is a file, not a directory; give a directory (it is made if missing)")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out_dir, prefix=".microgpt-write-test-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise UsageError(f"cannot write to --out {out_dir} ({e.strerror}); choose a directory you can write") from None
+
+
+def memory_limit() -> int | None:
+    """Bytes this process may use: the machine's memory, or a lower limit set with ulimit -v."""
+    limits = []
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource  # not on Windows
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            limits.append(soft)
+    return min(limits) if limits else None
+
+
+def check_fits_in_memory(model: ModelConfig) -> None:
+    """Refuse, before any tensor exists, a model whose float64 weights, gradients and Adam's two moments
+    alone exceed the memory (a lower bound: the engines need more)."""
+    count = num_params(model)
+    need, limit = 4 * 8 * count, memory_limit()
+    if limit is not None and need > limit:
+        raise UsageError(f"the model has {count:,} parameters and needs at least {need / 1e9:.1f} GB (float64 "
+                         f"weights, gradients and Adam's two moments), more than the {limit / 1e9:.1f} GB of "
+                         f"memory here; lower --n-layer, --n-embd or --block-size")
 
 
 def _read_data(text: str, tcfg: TrainConfig, rng: random.Random) -> tuple[list[str] | None, Tokenizer]:

@@ -9,14 +9,26 @@ random.choices), so every engine samples the same names from the same weights an
 import math
 import random
 
+from microgpt.errors import UsageError
+
 
 def draw(logits: list[float], temperature: float, rng: random.Random, top_k: int | None = None) -> int:
-    scaled = [l * temperature ** -1 for l in logits]  # what Value's `l / temperature` computes
+    try:
+        inverse = temperature ** -1
+    except OverflowError:  # a temperature so small that 1 / temperature is past the largest float
+        inverse = math.inf
+    scaled = [l * inverse for l in logits]  # what Value's `l / temperature` computes
     keep = range(len(scaled))
     if top_k is not None and top_k < len(scaled):
         kth = sorted(scaled, reverse=True)[top_k - 1]
         keep = [i for i, s in enumerate(scaled) if s >= kth]
     max_val = max(scaled[i] for i in keep)
+    if any(math.isnan(logits[i]) for i in keep):
+        raise UsageError("the model's logits are not finite numbers (its weights hold nan or inf); "
+                         "the checkpoint is corrupt: retrain or restore it")
+    if not math.isfinite(max_val):  # the logits overflowed: softmax's limit as temperature -> 0, the argmax
+        best = max(logits[i] for i in keep)
+        return rng.choice([i for i in keep if logits[i] == best])
     exps = [0.0] * len(scaled)
     for i in keep:
         exps[i] = math.exp(scaled[i] - max_val)

@@ -29,6 +29,7 @@ import time
 from microgpt import durable
 from microgpt.config import TrainConfig, lr_at
 from microgpt.data import DocumentData
+from microgpt.engines import base
 from microgpt.errors import UsageError
 from microgpt.metrics import read_metrics
 from microgpt.progress import make_progress
@@ -150,7 +151,7 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
                 seqs = data.batch(step, tcfg.batch_size * tcfg.grad_accum, rank, world)
                 lr = lr_at(step, tcfg)
                 t0 = time.perf_counter()
-                loss = float(engine.train_step(seqs, step, lr))
+                loss = base.checked_train_step(engine, seqs, step, lr)
                 dt = time.perf_counter() - t0
                 run.step = done = step + 1
                 if not math.isfinite(loss):
@@ -175,7 +176,7 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
                     progress.close()
                     why = f" by {signal.Signals(signum).name}" if signum else ""
                     print(f"stopped{why} after step {done}: checkpoint saved in {out_dir}; "
-                          f"continue with: microgpt train --out {out_dir} --resume", flush=True)
+                          f"continue with: {run.resume_command(out_dir)}", flush=True)
                     summary["status"], summary["signal"] = ("interrupted", signum) if signum else ("stopped", None)
                     return summary
     finally:

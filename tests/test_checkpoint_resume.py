@@ -75,7 +75,7 @@ def test_resume_equals_uninterrupted(tmp_path, data_file, stop):
     full = train(model(), quick(), data_file, whole)
     first = train(model(), quick(), data_file, parts, stop_after=stop)
     assert first["status"] == "stopped"
-    second = train(model(), quick(), None, parts, resume=True)
+    second = train(model(), quick(), data_file, parts, resume=True)
     assert second["samples"] == full["samples"]
     losses = lambda d: [(m["step"], m["loss"], m["lr"]) for m in read_metrics(d) if "loss" in m]
     assert losses(parts) == losses(whole)
@@ -112,7 +112,7 @@ def test_ctrl_c_saves_and_resume_finishes_the_same(tmp_path, data_file):
     assert "Traceback" not in err and "--resume" in rest
     stopped_at = Run.load(str(tmp_path / "cut")).step
     assert 3 <= stopped_at < 60
-    resumed = run_cli("train", "--out", tmp_path / "cut", "--resume")
+    resumed = run_cli("train", "--out", tmp_path / "cut", "--resume", "--data", data_file)
     assert resumed.returncode == 0, resumed.stderr
     assert parse_run(resumed.stdout)["samples"] == parse_run(whole.stdout)["samples"]
     assert Run.load(str(tmp_path / "cut")).params == Run.load(str(tmp_path / "whole")).params

@@ -30,6 +30,17 @@ def available() -> list[str]:
     return [name for name in ENGINES if is_available(name)]
 
 
+def from_flag(engines_flag: str | None) -> list[str]:
+    """The engines named by a comma-separated --engines (None: every installed one); empty is an error."""
+    if engines_flag is None:
+        return available()
+    names = [n.strip() for n in engines_flag.split(",") if n.strip()]
+    if not names:
+        raise UsageError(f"--engines is empty; name at least one, comma-separated, from: {', '.join(ENGINES)}, "
+                         f"or leave it out for every installed one")
+    return names
+
+
 def get(name: str):
     """The Engine class for `name`, or a UsageError saying what to install or choose."""
     if name not in ENGINES:

@@ -61,6 +61,17 @@ class Engine:
         raise NotImplementedError
 
 
+def checked_train_step(engine: Engine, seqs: list[list[int]], step: int, lr: float) -> float:
+    """engine.train_step, with the float errors of a diverging run in the pure-Python engines (exp
+    overflowing, log of 0) as one UsageError; a non-finite loss is for the caller to report."""
+    try:
+        return float(engine.train_step(seqs, step, lr))
+    except (OverflowError, ZeroDivisionError, ValueError) as e:
+        if isinstance(e, ValueError) and "math domain error" not in str(e):
+            raise
+        raise UsageError(f"the loss diverged at step {step + 1} ({e}); lower --lr") from None
+
+
 def adam_state(m: dict[str, Tensor], v: dict[str, Tensor]) -> dict[str, Tensor]:
     """Adam's moments under their checkpoint names, adam.m.<param> and adam.v.<param>."""
     return {**{f"adam.m.{n}": t for n, t in m.items()}, **{f"adam.v.{n}": t for n, t in v.items()}}

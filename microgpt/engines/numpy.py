@@ -38,6 +38,9 @@ from microgpt.errors import UsageError
 from microgpt.params import param_shapes
 from microgpt.tensor import Tensor
 
+# A diverging run overflows: the loop reports its non-finite loss in one message (train.py), so numpy's
+# RuntimeWarnings about the same overflow are kept from the user.
+QUIET_FLOATS = np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore")
 DTYPES = {"float64": (np.float64, "F64"), "float32": (np.float32, "F32")}
 RMS_EPS = 1e-5  # as atomic.py's rmsnorm
 
@@ -438,6 +441,7 @@ class Engine(base.Engine):
         u *= lr * c2 ** 0.5 / c1
         self.flat -= u
 
+    @QUIET_FLOATS
     def train_step(self, seqs, step: int, lr: float) -> float:
         p = self._plan(seqs)
         loss = self._forward(p)
@@ -445,9 +449,11 @@ class Engine(base.Engine):
         self._adam(step, lr)
         return loss
 
+    @QUIET_FLOATS
     def eval_loss(self, seqs) -> float:
         return self._forward(self._plan(seqs))
 
+    @QUIET_FLOATS
     def loss_and_grads(self, seqs):
         p = self._plan(seqs)
         loss = self._forward(p)
@@ -484,6 +490,7 @@ class Engine(base.Engine):
         shape = (self.cfg.n_layer, self.cfg.block_size, self.cfg.n_embd)
         return np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)
 
+    @QUIET_FLOATS
     def logits(self, cache, token_id: int, pos_id: int) -> list[float]:
         """One position of the forward pass, attending over the cache (which it appends to)."""
         keys, values = cache

@@ -45,7 +45,7 @@ def measure(engine: str, batch_size: int, steps: int, data: str | None, dtype: s
 
 def rows_to_run(args) -> list[tuple[str, int, int, str]]:
     """(engine, batch, steps, dtype) for every row, scalar first: it is what the others compare to."""
-    names = args.engines.split(",") if args.engines else engines.available()
+    names = engines.from_flag(args.engines)
     for name in names:
         if name not in engines.ENGINES:
             raise UsageError(f"unknown engine {name!r} in --engines; choose from: {', '.join(engines.ENGINES)}")

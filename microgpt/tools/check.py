@@ -11,11 +11,13 @@ each tensor: the one with the largest gradient and random others. The scalar com
 entry. Exit status 1 when any error exceeds the tolerance printed above the tables.
 """
 
+import math
 import random
 from dataclasses import replace
 
 from microgpt import engines
 from microgpt.config import MODEL_FIELDS, ModelConfig, TrainConfig
+from microgpt.data import add_max_data_argument
 from microgpt.errors import UsageError
 from microgpt.params import num_params, param_shapes
 from microgpt.run import Run
@@ -100,6 +102,7 @@ def add_arguments(p) -> None:
     p.add_argument("--engines", help=f"comma-separated engines to check (default: every installed one, "
                    f"of {', '.join(engines.ENGINES)})")
     p.add_argument("--data", help="text file, one document per line (default: the embedded baby names)")
+    add_max_data_argument(p)
     p.add_argument("--seed", type=int, default=42, help="seed for the random config, init, batch and "
                    "sampled entries (default 42)")
     p.add_argument("--docs", type=int, default=2, help="documents in the batch (default 2)")
@@ -112,11 +115,11 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    names = args.engines.split(",") if args.engines else engines.available()
+    if args.docs < 1 or args.fd_entries < 1 or not 0 < args.h < math.inf:
+        raise UsageError("--docs and --fd-entries must be >= 1 and --h > 0 (e.g. --docs 2 --fd-entries 4 --h 1e-5)")
+    names = engines.from_flag(args.engines)
     for name in names:
         engines.get(name)  # a clear error for unknown or uninstalled engines
-    if args.docs < 1 or args.fd_entries < 1 or args.h <= 0:
-        raise UsageError("--docs and --fd-entries must be >= 1 and --h > 0 (e.g. --docs 2 --fd-entries 4 --h 1e-5)")
     given = {k: getattr(args, k) for k in MODEL_FIELDS if getattr(args, k) is not None}
     rng = random.Random(args.seed)
     configs = [("config from flags", given)] if given else [
@@ -127,7 +130,7 @@ def run(args) -> int:
           f"<= {SCALAR_TOL[0]:g} + {SCALAR_TOL[1]:g} * max|b| against scalar; rel = max|a - b| / max|b|\n")
     ok = True
     for label, overrides in configs:
-        state = Run.fresh(ModelConfig(**overrides), TrainConfig(seed=args.seed), args.data)
+        state = Run.fresh(ModelConfig(**overrides), TrainConfig(seed=args.seed), args.data, max_data_mb=args.max_data_mb)
         if args.docs > len(state.docs):
             raise UsageError(f"--docs {args.docs} is more than the {len(state.docs)} documents in the data")
         seqs = [state.encode(d) for d in state.docs[:args.docs]]

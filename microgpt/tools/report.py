@@ -12,12 +12,14 @@ plain floats, microgpt/engines/pure.py), so checkpoints from every engine give t
 """
 
 import base64
+import contextlib
 import html
 import io
 import os
 import random
 
 from microgpt import metrics
+from microgpt.data import MAX_DATA_MB, add_max_data_argument
 from microgpt.engines.pure import FloatGPT, softmax
 from microgpt.errors import UsageError
 from microgpt.params import num_params, param_shapes
@@ -160,17 +162,18 @@ def position_chart(Figure, per_position, what):
 
 # ---- the page ---------------------------------------------------------------------------------
 def build(out_dir: str, docs: list[str] | None = None, num_samples: int = 20, seed: int | None = None,
-          loss_docs: int = 200, data_path: str | None = None) -> str:
+          loss_docs: int = 200, data_path: str | None = None, max_data_mb: float = MAX_DATA_MB) -> str:
     """Write out_dir/report.html and return its path."""
     Figure = need_matplotlib()
-    state = Run.load(out_dir)
+    state = Run.load(out_dir, with_state=False)
     cfg, tok = state.model, state.tokenizer
     gpt = FloatGPT(cfg, state.params)
     train_rows, val_rows = read_metrics(out_dir)
-    try:  # the run's documents, when its data can still be read
-        state.read_data(data_path or state.data_info.get("path"))
-    except UsageError:
-        pass
+    if data_path is not None:  # the run's documents, from --data (never from a path in the checkpoint)
+        state.read_data(data_path, max_data_mb)
+    elif not state.data_name():  # ... or the embedded names, when the run trained on them
+        with contextlib.suppress(UsageError):
+            state.read_data(None)
     run_docs = state.docs
     rng = random.Random(state.train.seed if seed is None else seed)
     samples = [generate(gpt, tok, cfg.block_size, rng, state.train.temperature) for _ in range(num_samples)]
@@ -271,12 +274,15 @@ def add_arguments(p) -> None:
     p.add_argument("--samples", type=int, default=20, help="samples listed (default 20)")
     p.add_argument("--seed", type=int, help="seed for the samples (default: the run's seed)")
     p.add_argument("--loss-docs", type=int, default=200, help="documents averaged for the loss by position (default 200)")
-    p.add_argument("--data", help="the run's data file, if it moved since training (default: the path it recorded)")
+    p.add_argument("--data", help="the run's data file, for the attention maps and the loss by position "
+                   "(checked against the SHA-256 the checkpoint recorded; default: none, unless the run trained "
+                   "on the embedded names)")
+    add_max_data_argument(p)
 
 
 def run(args) -> int:
     if args.samples < 0 or args.loss_docs < 1:
         raise UsageError("--samples must be >= 0 and --loss-docs >= 1")
     docs = [d.strip() for d in args.docs.split(",") if d.strip()] if args.docs else None
-    print(f"wrote {build(args.out, docs, args.samples, args.seed, args.loss_docs, args.data)}")
+    print(f"wrote {build(args.out, docs, args.samples, args.seed, args.loss_docs, args.data, args.max_data_mb)}")
     return 0

@@ -20,6 +20,7 @@ import sys
 
 from microgpt.atomic import Value, gpt, softmax
 from microgpt.config import MODEL_FIELDS, ModelConfig, TrainConfig, flag, lr_at, to_dict
+from microgpt.data import add_max_data_argument
 from microgpt.errors import UsageError
 from microgpt.params import param_shapes
 from microgpt.run import Run
@@ -275,6 +276,7 @@ def add_arguments(p) -> None:
     p.add_argument("--out", help="trace the checkpoint in this directory (default: a fresh init)")
     p.add_argument("--seed", type=int, default=42, help="seed of the fresh init (default 42)")
     p.add_argument("--data", help="data file for the fresh init's vocabulary (default: the embedded names)")
+    add_max_data_argument(p)
     for k in MODEL_FIELDS:
         p.add_argument(flag(k), type=int, help=f"fresh init's {k} (default {getattr(m, k)})")
     p.add_argument("--pos", type=int, help="show only this position (default: all)")
@@ -293,9 +295,9 @@ def run(args) -> int:
         if model_flags or args.data:
             raise UsageError("--out traces a checkpoint, whose config and vocabulary are fixed; drop the model "
                              "and --data flags, or drop --out to trace a fresh init")
-        state = Run.load(args.out)
+        state = Run.load(args.out, with_state=False)
     else:
-        state = Run.fresh(ModelConfig(**model_flags), TrainConfig(seed=args.seed), args.data)
+        state = Run.fresh(ModelConfig(**model_flags), TrainConfig(seed=args.seed), args.data, max_data_mb=args.max_data_mb)
     result = walk_step(state, args.doc)
     cfg, n = state.model, len(result["positions"])
     for name, value, limit, what in (("--pos", args.pos, n, "positions"),
