@@ -19,6 +19,7 @@ transpose is `zip(*rows)`, and every weight matrix is kept both as rows (forward
 
 import math
 from dataclasses import dataclass, field
+from itertools import chain
 from operator import add, mul
 
 from microgpt.engines import base
@@ -273,7 +274,7 @@ class Engine(base.Engine):
         walks = [self.gpt.forward(tokens) for tokens in seqs]
         n = sum(len(walk.positions) for walk in walks)
         grads = self.gpt.backward(*walks, n=n)
-        flat = [g for name, _ in self.shapes for row in grads[name] for g in row]
+        flat = list(chain.from_iterable(row for name, _ in self.shapes for row in grads[name]))
         return sum(at.loss_t for walk in walks for at in walk.positions) * (1 / n), flat
 
     def train_step(self, seqs, step: int, lr: float) -> float:
@@ -281,9 +282,10 @@ class Engine(base.Engine):
         t = self.tcfg
         beta1, beta2, eps = t.beta1, t.beta2, t.eps
         c1, c2 = 1 - beta1 ** (step + 1), 1 - beta2 ** (step + 1)
+        a1, a2 = 1 - beta1, 1 - beta2
         # Adam, exactly as in atomic.py, one list comprehension per line of its loop
-        self.m = [beta1 * m + (1 - beta1) * g for m, g in zip(self.m, grads)]
-        self.v = [beta2 * v + (1 - beta2) * g ** 2 for v, g in zip(self.v, grads)]
+        self.m = [beta1 * m + a1 * g for m, g in zip(self.m, grads)]
+        self.v = [beta2 * v + a2 * g ** 2 for v, g in zip(self.v, grads)]
         self.params = [p - lr * (m / c1) / ((v / c2) ** 0.5 + eps) for p, m, v in zip(self.params, self.m, self.v)]
         self.gpt.load(self.params)
         return loss
