@@ -12,9 +12,9 @@ report read. The backward is derived by hand, not by autograd, so tests can chec
 chain rule as an independent computation. It goes layer by layer, last first, over every position of
 the batch at once: each linear layer y = W x is then one matrix product forward and two backward.
 
-Speed in CPython comes from doing the inner loops in C: a dot product is `sum(map(mul, a, b))`, a
-transpose is `zip(*rows)`, and every weight matrix is kept both as rows (forward) and as columns
-(backward). Adam runs over flat lists of all parameters.
+Speed in CPython comes from doing the inner loops in C: a dot product is one call (math.sumprod, or
+sum(map(mul, a, b)) before Python 3.12), a transpose is `zip(*rows)`, every weight matrix is kept both
+as rows (forward) and as columns (backward), and Adam runs over flat lists of all parameters.
 """
 
 import math
@@ -28,8 +28,15 @@ from microgpt.tensor import Tensor
 
 
 # ---- the building blocks, each as atomic.py computes it ---------------------------------------
+try:
+    from math import sumprod as dot  # Python 3.12+ (Pyodide too): a dot product in one call, in C
+except ImportError:
+    def dot(a, b):  # sum_i a_i b_i, its loop in C: map() multiplies, sum() adds
+        return sum(map(mul, a, b))
+
+
 def linear(x, w):  # y = W x, with W of shape (nout, nin): (nout,)
-    return [sum(map(mul, w_row, x)) for w_row in w]
+    return [dot(w_row, x) for w_row in w]
 
 
 def transpose(rows):  # (n, m) -> (m, n), rows as tuples
@@ -37,7 +44,7 @@ def transpose(rows):  # (n, m) -> (m, n), rows as tuples
 
 
 def matmul(a, b_t):  # A B, given A (n, k) and B's transpose (m, k): (n, m)
-    return [[sum(map(mul, a_row, b_col)) for b_col in b_t] for a_row in a]
+    return [[dot(a_row, b_col) for b_col in b_t] for a_row in a]
 
 
 def linear_back(dy, x, w_t):
@@ -55,19 +62,19 @@ def softmax(logits):
 
 
 def softmax_back(p, dp):  # dlogit_i = p_i (dp_i - sum_j p_j dp_j)
-    dot = sum(map(mul, p, dp))
-    return [pi * (dpi - dot) for pi, dpi in zip(p, dp)]
+    p_dot_dp = dot(p, dp)
+    return [pi * (dpi - p_dot_dp) for pi, dpi in zip(p, dp)]
 
 
 def rmsnorm(x):
     """(x * scale, scale) with scale = (mean(x^2) + 1e-5) ** -0.5."""
-    ms = sum(map(mul, x, x)) * len(x) ** -1
+    ms = dot(x, x) * len(x) ** -1
     scale = (ms + 1e-5) ** -0.5
     return [xi * scale for xi in x], scale
 
 
 def rmsnorm_back(x, scale, dy):  # y_i = x_i s: dx_i = s dy_i - s^3 x_i (sum_j dy_j x_j) / n
-    c = scale ** 3 * sum(map(mul, dy, x)) / len(x)
+    c = scale ** 3 * dot(dy, x) / len(x)
     return [scale * d - c * xi for d, xi in zip(dy, x)]
 
 
@@ -133,10 +140,10 @@ class FloatGPT:
                 k_h.append(k[hs:hs + head_dim])                                  # (t + 1, head_dim)
                 v_h.append(v[hs:hs + head_dim])
                 q_h = q[hs:hs + head_dim]                                        # (head_dim,)
-                attn_logits = [sum(map(mul, q_h, k_t)) * inv_sqrt_hd for k_t in k_h]   # (t + 1,)
+                attn_logits = [dot(q_h, k_t) * inv_sqrt_hd for k_t in k_h]   # (t + 1,)
                 attn_weights, _ = softmax(attn_logits)
                 s["attn_weights"].append(attn_weights)
-                x_attn += [sum(map(mul, attn_weights, v_j)) for v_j in zip(*v_h)]      # head_out, (head_dim,)
+                x_attn += [dot(attn_weights, v_j) for v_j in zip(*v_h)]      # head_out, (head_dim,)
             s["x_attn"] = x_attn                                                 # (C,) the heads side by side
             x = linear(x_attn, w[f"layer{li}.attn_wo"])
             x = list(map(add, x, x_residual))
@@ -244,7 +251,7 @@ class FloatGPT:
             weights, dlogits = [], []                                             # (T, T) each
             for p, si in enumerate(s):
                 attn_weights = si["attn_weights"][h]                              # (p + 1,)
-                dweights = [sum(map(mul, dhead[p], v_t)) for v_t in v_h[:p + 1]]  # d(attn_weights[t]) = dhead . v_t
+                dweights = [dot(dhead[p], v_t) for v_t in v_h[:p + 1]]  # d(attn_weights[t]) = dhead . v_t
                 dattn = softmax_back(attn_weights, dweights)                      # d(attn_logits)
                 zeros = [0.0] * (T - p - 1)
                 weights.append(attn_weights + zeros)
