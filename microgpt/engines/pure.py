@@ -1,19 +1,26 @@
 """The pure engine: atomic.py's model on plain Python floats, with the backward pass written out by
 hand, standard library only. It needs nothing installed (so it also runs in the browser, in Pyodide)
-and builds no graph of Value objects, so it is much faster than the scalar engine while computing the
-same function: in float64 its losses and gradients equal the scalar engine's to round-off.
+and builds no graph of Value objects, so it is many times faster than the scalar engine while
+computing the same function: in float64 its losses and gradients equal the scalar engine's to round-off.
 
     microgpt train --engine pure
 
-The forward does the same float operations as atomic.py's Value graph (a / b is a * b ** -1, as
-Value's __truediv__ does), so its logits equal the scalar engine's; the backward is derived by hand,
-not by autograd, so tests can check it against Value's chain rule as an independent computation.
-`forward` keeps what each position computed (attention weights, probabilities, loss), which the
-report draws.
+The forward goes position by position, as atomic.py's gpt() does, with the same float operations
+(a / b is a * b ** -1, as Value's __truediv__ does), so its logits equal the scalar engine's. It keeps
+what each position computed (attention weights, probabilities, loss), which the backward pass and the
+report read. The backward is derived by hand, not by autograd, so tests can check it against Value's
+chain rule as an independent computation. It goes layer by layer, last first, over every position of
+the batch at once: each linear layer y = W x is then one matrix product forward and two backward.
+
+Speed in CPython comes from doing the inner loops in C: a dot product is one call (math.sumprod, or
+sum(map(mul, a, b)) before Python 3.12), a transpose is `zip(*rows)`, every weight matrix is kept both
+as rows (forward) and as columns (backward), and Adam runs over flat lists of all parameters.
 """
 
 import math
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import add, mul
 
 from microgpt.engines import base
 from microgpt.params import param_shapes
@@ -21,47 +28,54 @@ from microgpt.tensor import Tensor
 
 
 # ---- the building blocks, each as atomic.py computes it ---------------------------------------
-def linear(x, w):  # y = W x, with W of shape (nout, nin)
-    return [sum(wi * xi for wi, xi in zip(wo, x)) for wo in w]
+try:
+    from math import sumprod as dot  # Python 3.12+ (Pyodide too): a dot product in one call, in C
+except ImportError:
+    def dot(a, b):  # sum_i a_i b_i, its loop in C: map() multiplies, sum() adds
+        return sum(map(mul, a, b))
 
 
-def linear_t(dy, w):  # x's gradient of y = W x: W^T dy, (nin,)
-    dx = [0.0] * len(w[0])
-    for dyo, wo in zip(dy, w):
-        for i, wi in enumerate(wo):
-            dx[i] += dyo * wi
-    return dx
+def linear(x, w):  # y = W x, with W of shape (nout, nin): (nout,)
+    return [dot(w_row, x) for w_row in w]
 
 
-def add_outer(dw, dy, x):  # W's gradient of y = W x: dW += dy x^T, (nout, nin)
-    for dwo, dyo in zip(dw, dy):
-        for i, xi in enumerate(x):
-            dwo[i] += dyo * xi
+def transpose(rows):  # (n, m) -> (m, n), rows as tuples
+    return list(zip(*rows))
+
+
+def matmul(a, b_t):  # A B, given A (n, k) and B's transpose (m, k): (n, m)
+    return [[dot(a_row, b_col) for b_col in b_t] for a_row in a]
+
+
+def linear_back(dy, x, w_t):
+    """Both gradients of y = W x at N positions, from dy (N, nout), the inputs x (N, nin) and W^T:
+    (dx = dy W, (N, nin); dW = dy^T x summed over the positions, (nout, nin))."""
+    return matmul(dy, w_t), matmul(transpose(dy), transpose(x))
 
 
 def softmax(logits):
     """(probs, max_val): the max is subtracted before exp() so that it cannot overflow."""
     max_val = max(logits)
     exps = [math.exp(val - max_val) for val in logits]
-    total = sum(exps)
-    return [e * total ** -1 for e in exps], max_val
+    inv_total = sum(exps) ** -1  # e / total, as Value divides: e * total ** -1
+    return [e * inv_total for e in exps], max_val
 
 
 def softmax_back(p, dp):  # dlogit_i = p_i (dp_i - sum_j p_j dp_j)
-    dot = sum(pi * dpi for pi, dpi in zip(p, dp))
-    return [pi * (dpi - dot) for pi, dpi in zip(p, dp)]
+    p_dot_dp = dot(p, dp)
+    return [pi * (dpi - p_dot_dp) for pi, dpi in zip(p, dp)]
 
 
 def rmsnorm(x):
-    """(x * scale, ms, scale) with ms = mean(x^2) and scale = (ms + 1e-5) ** -0.5."""
-    ms = sum(xi * xi for xi in x) * len(x) ** -1
+    """(x * scale, scale) with scale = (mean(x^2) + 1e-5) ** -0.5."""
+    ms = dot(x, x) * len(x) ** -1
     scale = (ms + 1e-5) ** -0.5
-    return [xi * scale for xi in x], ms, scale
+    return [xi * scale for xi in x], scale
 
 
 def rmsnorm_back(x, scale, dy):  # y_i = x_i s: dx_i = s dy_i - s^3 x_i (sum_j dy_j x_j) / n
-    dot = sum(d * xi for d, xi in zip(dy, x))
-    return [scale * d - scale ** 3 * xi * dot / len(x) for d, xi in zip(dy, x)]
+    c = scale ** 3 * dot(dy, x) / len(x)
+    return [scale * d - c * xi for d, xi in zip(dy, x)]
 
 
 # ---- what one call of gpt() leaves behind ------------------------------------------------------
@@ -69,12 +83,11 @@ def rmsnorm_back(x, scale, dy):  # y_i = x_i s: dx_i = s dy_i - s^3 x_i (sum_j d
 class Position:
     token_id: int
     pos_id: int
-    saved: dict = field(default_factory=dict)   # what the backward pass needs
+    saved: dict = field(default_factory=dict)   # what the backward pass needs; saved[li]: layer li's
     logits: list = field(default_factory=list)
     target_id: int | None = None
     probs: list = field(default_factory=list)
     loss_t: float | None = None
-
 
 
 @dataclass
@@ -82,57 +95,65 @@ class Walk:
     tokens: list
     positions: list
     loss: float
+    keys: list = field(default_factory=list)    # the KV cache: keys[li][h][t], (head_dim,)
+    values: list = field(default_factory=list)
 
 
 class FloatGPT:
     def __init__(self, model_cfg, params):
         self.cfg = model_cfg
         self.shapes = param_shapes(model_cfg)
-        self.w = {}  # name -> rows of floats, as atomic.py's state_dict holds rows of Values
+        self.load([x for name, _ in self.shapes for x in params[name].to_floats()])
+
+    def load(self, flat):
+        """Take every parameter from one flat list, in params.py's order: as rows of floats (name -> rows,
+        as atomic.py's state_dict holds rows of Values) for the forward, as columns for the backward."""
+        self.w, self.w_t, i = {}, {}, 0
         for name, (rows, cols) in self.shapes:
-            flat = params[name].to_floats()
-            self.w[name] = [flat[r * cols:(r + 1) * cols] for r in range(rows)]
+            self.w[name] = [flat[i + r * cols:i + (r + 1) * cols] for r in range(rows)]   # (rows, cols)
+            self.w_t[name] = transpose(self.w[name])                                     # (cols, rows)
+            i += rows * cols
 
     # ---- forward: atomic.py's gpt(), line by line ----------------------------------------------
     def step(self, token_id, pos_id, keys, values) -> Position:
         """One position: fills the KV cache like gpt() and returns what the backward pass needs."""
-        w, n_head = self.w, self.cfg.n_head
-        head_dim = self.cfg.n_embd // n_head
+        w, n_embd = self.w, self.cfg.n_embd
+        head_dim = n_embd // self.cfg.n_head
+        inv_sqrt_hd = (head_dim ** 0.5) ** -1  # attn_logits / head_dim ** 0.5, as Value divides
         at = Position(token_id, pos_id)
         tok_emb, pos_emb = w["wte"][token_id], w["wpe"][pos_id]
-        x = at.saved["x_embed"] = [t + p for t, p in zip(tok_emb, pos_emb)]   # (C,)
-        x, _, at.saved["scale_embed"] = rmsnorm(x)
+        x = at.saved["x_embed"] = list(map(add, tok_emb, pos_emb))           # (C,)
+        x, at.saved["scale_embed"] = rmsnorm(x)
 
         for li in range(self.cfg.n_layer):
             s = at.saved[li] = {}  # what the backward pass needs from this layer
             # Attention: each head mixes the values of all positions so far, weighted by q.k.
             x_residual = s["x_in"] = x
-            x, _, s["scale_attn"] = rmsnorm(x)
+            x, s["scale_attn"] = rmsnorm(x)
             s["x_norm_attn"] = x
             q = s["q"] = linear(x, w[f"layer{li}.attn_wq"])                      # (C,)
-            keys[li].append(linear(x, w[f"layer{li}.attn_wk"]))                  # (t + 1, C)
-            values[li].append(linear(x, w[f"layer{li}.attn_wv"]))
-            s["keys"], s["values"], s["attn_weights"] = keys[li], values[li], []
-            x_attn = []
-            for h in range(n_head):
-                hs = h * head_dim
-                q_h = q[hs:hs + head_dim]                                       # (head_dim,)
-                attn_logits = [sum(q_h[j] * k_t[hs + j] for j in range(head_dim)) * (head_dim ** 0.5) ** -1
-                               for k_t in keys[li]]                              # (t + 1,)
+            k = linear(x, w[f"layer{li}.attn_wk"])
+            v = linear(x, w[f"layer{li}.attn_wv"])
+            s["attn_weights"], x_attn = [], []
+            for h, hs in enumerate(range(0, n_embd, head_dim)):
+                k_h, v_h = keys[li][h], values[li][h]    # this head's slice of every cached k and v
+                k_h.append(k[hs:hs + head_dim])                                  # (t + 1, head_dim)
+                v_h.append(v[hs:hs + head_dim])
+                q_h = q[hs:hs + head_dim]                                        # (head_dim,)
+                attn_logits = [dot(q_h, k_t) * inv_sqrt_hd for k_t in k_h]   # (t + 1,)
                 attn_weights, _ = softmax(attn_logits)
                 s["attn_weights"].append(attn_weights)
-                x_attn.extend(sum(attn_weights[t] * v_t[hs + j] for t, v_t in enumerate(values[li]))
-                              for j in range(head_dim))
+                x_attn += [dot(attn_weights, v_j) for v_j in zip(*v_h)]      # head_out, (head_dim,)
             s["x_attn"] = x_attn                                                 # (C,) the heads side by side
             x = linear(x_attn, w[f"layer{li}.attn_wo"])
-            x = [a + b for a, b in zip(x, x_residual)]
+            x = list(map(add, x, x_residual))
             # MLP: widen 4x, ReLU, narrow back.
             x_residual = s["x_mid"] = x
-            x, _, s["scale_mlp"] = rmsnorm(x)
+            x, s["scale_mlp"] = rmsnorm(x)
             s["x_norm_mlp"] = x
-            x = s["hidden"] = [max(0, xi) for xi in linear(x, w[f"layer{li}.mlp_fc1"])]   # (4C,)
-            x = linear(x, w[f"layer{li}.mlp_fc2"])
-            x = [a + b for a, b in zip(x, x_residual)]
+            x = s["hidden"] = [xi if xi > 0 else 0.0 for xi in linear(x, w[f"layer{li}.mlp_fc1"])]   # (4C,)
+            x = linear(x, w[f"layer{li}.mlp_fc2"])                               # (C,)
+            x = list(map(add, x, x_residual))
 
         at.saved["x_final"] = x
         at.logits = linear(x, w["lm_head"])                                     # (vocab,)
@@ -149,139 +170,160 @@ class FloatGPT:
             at.loss_t = -math.log(at.probs[at.target_id])
             positions.append(at)
             losses.append(at.loss_t)
-        return Walk(list(tokens), positions, sum(losses) * (1 / len(losses)))
+        return Walk(list(tokens), positions, sum(losses) * (1 / len(losses)), keys, values)
 
     # ---- the sampling interface of an Engine, so sample.generate can drive this model too -----
     def new_cache(self):
-        return [[] for _ in range(self.cfg.n_layer)], [[] for _ in range(self.cfg.n_layer)]
+        """(keys, values): per layer, per head, the list of each position's (head_dim,) slice."""
+        layers, heads = range(self.cfg.n_layer), range(self.cfg.n_head)
+        return [[[] for _ in heads] for _ in layers], [[[] for _ in heads] for _ in layers]
 
     def logits(self, cache, token_id, pos_id):
         return self.step(token_id, pos_id, *cache).logits
 
-    # ---- backward: the chain rule by hand, last position first ---------------------------------
-    def zero_grads(self) -> dict:
-        return {name: [[0.0] * cols for _ in range(rows)] for name, (rows, cols) in self.shapes}
-
-    def backward(self, walk: Walk, grads: dict | None = None, n: int | None = None) -> dict:
-        """d(loss)/d(param) for every parameter, name -> rows of floats, added into `grads`. The loss is
-        the mean over `n` predicted tokens (default: this walk's), so a batch's walks share one n."""
-        w, cfg = self.w, self.cfg
-        head_dim = cfg.n_embd // cfg.n_head
-        grads = self.zero_grads() if grads is None else grads
-        n = n or len(walk.positions)
-        T = len(walk.positions)
-        # d(loss)/d(k) and d(loss)/d(v) of each cached position, filled by the positions that read them
-        dkeys = [[[0.0] * cfg.n_embd for _ in range(T)] for _ in range(cfg.n_layer)]
-        dvalues = [[[0.0] * cfg.n_embd for _ in range(T)] for _ in range(cfg.n_layer)]
-        for at in reversed(walk.positions):
-            p = at.pos_id
-            # loss = mean of -log softmax(logits)[target]: dlogits = (probs - onehot(target)) / n
-            dlogits = [(pi - (i == at.target_id)) / n for i, pi in enumerate(at.probs)]
-            add_outer(grads["lm_head"], dlogits, at.saved["x_final"])
-            dx = linear_t(dlogits, w["lm_head"])
-            for li in reversed(range(cfg.n_layer)):
-                s = at.saved[li]
-                # MLP block: x = fc2(relu(fc1(rmsnorm(x_mid)))) + x_mid
-                add_outer(grads[f"layer{li}.mlp_fc2"], dx, s["hidden"])
-                dhidden = linear_t(dx, w[f"layer{li}.mlp_fc2"])
-                dhidden = [d if h > 0 else 0.0 for d, h in zip(dhidden, s["hidden"])]  # ReLU's gate
-                add_outer(grads[f"layer{li}.mlp_fc1"], dhidden, s["x_norm_mlp"])
-                dnorm = linear_t(dhidden, w[f"layer{li}.mlp_fc1"])
-                dx = [a + b for a, b in zip(dx, rmsnorm_back(s["x_mid"], s["scale_mlp"], dnorm))]
-                # Attention block: x_mid = wo(x_attn) + x_in
-                add_outer(grads[f"layer{li}.attn_wo"], dx, s["x_attn"])
-                dx_attn = linear_t(dx, w[f"layer{li}.attn_wo"])
-                dq = [0.0] * cfg.n_embd
-                for h in range(cfg.n_head):
-                    hs = h * head_dim
-                    weights = s["attn_weights"][h]
-                    dhead = dx_attn[hs:hs + head_dim]
-                    dweights = []
-                    for t, wt in enumerate(weights):  # head_out = sum_t weights[t] v_h[t]
-                        v_t = s["values"][t][hs:hs + head_dim]
-                        dweights.append(sum(d * vj for d, vj in zip(dhead, v_t)))
-                        for j in range(head_dim):
-                            dvalues[li][t][hs + j] += wt * dhead[j]
-                    dattn_logits = softmax_back(weights, dweights)
-                    c = (head_dim ** 0.5) ** -1  # attn_logits[t] = c q_h . k_h[t]
-                    for t, dl in enumerate(dattn_logits):
-                        k_t = s["keys"][t]
-                        for j in range(head_dim):
-                            dq[hs + j] += c * dl * k_t[hs + j]
-                            dkeys[li][t][hs + j] += c * dl * s["q"][hs + j]
-                # every later position has already added its share to this position's k and v
-                dk, dv = dkeys[li][p], dvalues[li][p]
-                x_norm = s["x_norm_attn"]
-                dnorm = [0.0] * cfg.n_embd
-                for name, d in (("attn_wq", dq), ("attn_wk", dk), ("attn_wv", dv)):
-                    add_outer(grads[f"layer{li}.{name}"], d, x_norm)
-                    dnorm = [a + b for a, b in zip(dnorm, linear_t(d, w[f"layer{li}.{name}"]))]
-                dx = [a + b for a, b in zip(dx, rmsnorm_back(s["x_in"], s["scale_attn"], dnorm))]
-            # x = rmsnorm(tok_emb + pos_emb)
-            dembed = rmsnorm_back(at.saved["x_embed"], at.saved["scale_embed"], dx)
-            for row, index in ((grads["wte"], at.token_id), (grads["wpe"], p)):
-                row[index] = [a + b for a, b in zip(row[index], dembed)]
+    # ---- backward: the chain rule by hand, last layer first, every position at once -------------
+    def backward(self, *walks: Walk, n: int | None = None) -> dict:
+        """d(loss)/d(param) for every parameter, name -> rows of floats. The loss is the mean over `n`
+        predicted tokens (default: all of the walks'), so the walks of a batch share one n."""
+        w_t, cfg = self.w_t, self.cfg
+        positions = [at for walk in walks for at in walk.positions]   # every position of the batch: N
+        n = n or len(positions)
+        grads = {}
+        # loss = mean of -log softmax(logits)[target]: dlogits = (probs - onehot(target)) / n
+        dlogits = []                                                              # (N, vocab)
+        for at in positions:
+            d = [p / n for p in at.probs]
+            d[at.target_id] = (at.probs[at.target_id] - 1) / n
+            dlogits.append(d)
+        x_final = [at.saved["x_final"] for at in positions]
+        dx, grads["lm_head"] = linear_back(dlogits, x_final, w_t["lm_head"])      # (N, C)
+        for li in reversed(range(cfg.n_layer)):
+            layer = f"layer{li}."
+            s = [at.saved[li] for at in positions]
+            # MLP block: x = fc2(relu(fc1(rmsnorm(x_mid)))) + x_mid
+            hidden = [si["hidden"] for si in s]                                   # (N, 4C)
+            dhidden, grads[layer + "mlp_fc2"] = linear_back(dx, hidden, w_t[layer + "mlp_fc2"])
+            dhidden = [[d if h > 0 else 0.0 for d, h in zip(d_row, h_row)]        # ReLU's gate
+                       for d_row, h_row in zip(dhidden, hidden)]
+            x_norm = [si["x_norm_mlp"] for si in s]
+            dnorm, grads[layer + "mlp_fc1"] = linear_back(dhidden, x_norm, w_t[layer + "mlp_fc1"])
+            dx = [list(map(add, d, rmsnorm_back(si["x_mid"], si["scale_mlp"], dn)))
+                  for d, si, dn in zip(dx, s, dnorm)]
+            # Attention block: x_mid = wo(attention(wq x, wk x, wv x)) + x_in, with x = rmsnorm(x_in)
+            x_attn = [si["x_attn"] for si in s]
+            dx_attn, grads[layer + "attn_wo"] = linear_back(dx, x_attn, w_t[layer + "attn_wo"])
+            dq, dk, dv = [], [], []                                               # (N, C) each
+            start = 0
+            for walk in walks:
+                end = start + len(walk.positions)
+                for rows, part in zip((dq, dk, dv), self.attention_back(walk, li, dx_attn[start:end])):
+                    rows += part
+                start = end
+            x_norm = [si["x_norm_attn"] for si in s]
+            dnorm_q, grads[layer + "attn_wq"] = linear_back(dq, x_norm, w_t[layer + "attn_wq"])
+            dnorm_k, grads[layer + "attn_wk"] = linear_back(dk, x_norm, w_t[layer + "attn_wk"])
+            dnorm_v, grads[layer + "attn_wv"] = linear_back(dv, x_norm, w_t[layer + "attn_wv"])
+            dnorm = [[a + b + c for a, b, c in zip(*rows)] for rows in zip(dnorm_q, dnorm_k, dnorm_v)]
+            dx = [list(map(add, d, rmsnorm_back(si["x_in"], si["scale_attn"], dn)))
+                  for d, si, dn in zip(dx, s, dnorm)]
+        # x = rmsnorm(tok_emb + pos_emb): both embeddings get d(x_embed), in the rows that were read
+        grads["wte"] = [[0.0] * cfg.n_embd for _ in range(cfg.vocab_size)]
+        grads["wpe"] = [[0.0] * cfg.n_embd for _ in range(cfg.block_size)]
+        for at, d in zip(positions, dx):
+            dembed = rmsnorm_back(at.saved["x_embed"], at.saved["scale_embed"], d)   # (C,)
+            for rows, index in ((grads["wte"], at.token_id), (grads["wpe"], at.pos_id)):
+                rows[index] = list(map(add, rows[index], dembed))
         return grads
+
+    def attention_back(self, walk: Walk, li: int, dx_attn):
+        """(dq, dk, dv), (T, C) each, of layer li at the T positions of one walk, from d(x_attn) (T, C).
+        Position p's head h computed attn_weights = softmax(q_h[p] . k_h[t] / sqrt(head_dim), t <= p)
+        and head_out = sum_t attn_weights[t] v_h[t]; written as (T, T) matrices, zero where t > p."""
+        n_embd, T = self.cfg.n_embd, len(walk.positions)
+        head_dim = n_embd // self.cfg.n_head
+        inv_sqrt_hd = (head_dim ** 0.5) ** -1
+        s = [at.saved[li] for at in walk.positions]
+        dq, dk, dv = [[] for _ in range(T)], [[] for _ in range(T)], [[] for _ in range(T)]  # grown head by head
+        for h, hs in enumerate(range(0, n_embd, head_dim)):
+            k_h, v_h = walk.keys[li][h], walk.values[li][h]                       # (T, head_dim)
+            q_h = [si["q"][hs:hs + head_dim] for si in s]                         # (T, head_dim)
+            dhead = [row[hs:hs + head_dim] for row in dx_attn]                    # (T, head_dim) d(head_out)
+            weights, dlogits = [], []                                             # (T, T) each
+            for p, si in enumerate(s):
+                attn_weights = si["attn_weights"][h]                              # (p + 1,)
+                dweights = [dot(dhead[p], v_t) for v_t in v_h[:p + 1]]  # d(attn_weights[t]) = dhead . v_t
+                dattn = softmax_back(attn_weights, dweights)                      # d(attn_logits)
+                zeros = [0.0] * (T - p - 1)
+                weights.append(attn_weights + zeros)
+                dlogits.append([d * inv_sqrt_hd for d in dattn] + zeros)           # d(q_h . k_t)
+            for rows, part in ((dv, matmul(transpose(weights), transpose(dhead))),  # dv_t = sum_p w_p[t] dhead_p
+                               (dq, matmul(dlogits, transpose(k_h))),               # dq_p = sum_t dl_p[t] k_t
+                               (dk, matmul(transpose(dlogits), transpose(q_h)))):   # dk_t = sum_p dl_p[t] q_p
+                for row, part_row in zip(rows, part):
+                    row += part_row
+        return dq, dk, dv
 
 
 class Engine(base.Engine):
-    """FloatGPT as an engine: batches of sequences, Adam as atomic.py writes it, float64."""
+    """FloatGPT as an engine: batches of sequences, Adam as atomic.py writes it over flat lists, float64."""
     name = "pure"
 
     def __init__(self, model_cfg, train_cfg, params: dict[str, Tensor]):
         self.cfg, self.tcfg = model_cfg, train_cfg
         self.gpt = FloatGPT(model_cfg, params)
         self.shapes = param_shapes(model_cfg)
-        self.m = {name: [[0.0] * c for _ in range(r)] for name, (r, c) in self.shapes}
-        self.v = {name: [[0.0] * c for _ in range(r)] for name, (r, c) in self.shapes}
+        self.params = [x for name, _ in self.shapes for x in params[name].to_floats()]  # every parameter, flat
+        self.m = [0.0] * len(self.params)
+        self.v = [0.0] * len(self.params)
 
-    def loss_and_grad_rows(self, seqs):
-        """(mean loss over every predicted token of the batch, name -> rows of its gradient)."""
+    def loss_and_flat_grads(self, seqs):
+        """(mean loss over every predicted token of the batch, its gradient as one flat list)."""
         walks = [self.gpt.forward(tokens) for tokens in seqs]
-        n = sum(len(wk.positions) for wk in walks)
-        grads = self.gpt.zero_grads()
-        for wk in walks:
-            self.gpt.backward(wk, grads, n)
-        return sum(at.loss_t for wk in walks for at in wk.positions) * (1 / n), grads
+        n = sum(len(walk.positions) for walk in walks)
+        grads = self.gpt.backward(*walks, n=n)
+        flat = list(chain.from_iterable(row for name, _ in self.shapes for row in grads[name]))
+        return sum(at.loss_t for walk in walks for at in walk.positions) * (1 / n), flat
 
     def train_step(self, seqs, step: int, lr: float) -> float:
-        loss, grads = self.loss_and_grad_rows(seqs)
+        loss, grads = self.loss_and_flat_grads(seqs)
         t = self.tcfg
-        c1, c2 = 1 - t.beta1 ** (step + 1), 1 - t.beta2 ** (step + 1)
-        for name, _ in self.shapes:  # Adam, exactly as in atomic.py
-            for p_row, g_row, m_row, v_row in zip(self.gpt.w[name], grads[name], self.m[name], self.v[name]):
-                for i, g in enumerate(g_row):
-                    m_row[i] = t.beta1 * m_row[i] + (1 - t.beta1) * g
-                    v_row[i] = t.beta2 * v_row[i] + (1 - t.beta2) * g ** 2
-                    m_hat = m_row[i] / c1
-                    v_hat = v_row[i] / c2
-                    p_row[i] -= lr * m_hat / (v_hat ** 0.5 + t.eps)
+        beta1, beta2, eps = t.beta1, t.beta2, t.eps
+        c1, c2 = 1 - beta1 ** (step + 1), 1 - beta2 ** (step + 1)
+        a1, a2 = 1 - beta1, 1 - beta2
+        # Adam, exactly as in atomic.py, one list comprehension per line of its loop
+        self.m = [beta1 * m + a1 * g for m, g in zip(self.m, grads)]
+        self.v = [beta2 * v + a2 * g ** 2 for v, g in zip(self.v, grads)]
+        self.params = [p - lr * (m / c1) / ((v / c2) ** 0.5 + eps) for p, m, v in zip(self.params, self.m, self.v)]
+        self.gpt.load(self.params)
         return loss
 
     def eval_loss(self, seqs) -> float:
-        walks = [self.gpt.forward(tokens) for tokens in seqs]
-        losses = [at.loss_t for wk in walks for at in wk.positions]
+        losses = [at.loss_t for tokens in seqs for at in self.gpt.forward(tokens).positions]
         return sum(losses) * (1 / len(losses))
 
     def loss_and_grads(self, seqs):
-        loss, grads = self.loss_and_grad_rows(seqs)
+        loss, grads = self.loss_and_flat_grads(seqs)
         return loss, self._tensors(grads)
 
     # ---- state -------------------------------------------------------------------------------
-    def _tensors(self, rows_by_name) -> dict[str, Tensor]:
-        return {name: Tensor.from_floats(shape, [x for row in rows_by_name[name] for x in row])
-                for name, shape in self.shapes}
+    def _tensors(self, flat) -> dict[str, Tensor]:
+        out, i = {}, 0
+        for name, (rows, cols) in self.shapes:
+            out[name] = Tensor.from_floats((rows, cols), flat[i:i + rows * cols])
+            i += rows * cols
+        return out
 
     def weights(self) -> dict[str, Tensor]:
-        return self._tensors(self.gpt.w)
+        return self._tensors(self.params)
 
     def state(self) -> dict[str, Tensor]:
         return base.adam_state(self._tensors(self.m), self._tensors(self.v))
 
     def load_state(self, state: dict[str, Tensor]) -> None:
         names = [name for name, _ in self.shapes]
-        self.m = {n: t.rows() for n, t in base.take(state, "adam.m.", names).items()}
-        self.v = {n: t.rows() for n, t in base.take(state, "adam.v.", names).items()}
+        m, v = base.take(state, "adam.m.", names), base.take(state, "adam.v.", names)
+        self.m = [x for name in names for x in m[name].to_floats()]
+        self.v = [x for name in names for x in v[name].to_floats()]
 
     # ---- sampling ----------------------------------------------------------------------------
     def new_cache(self):
