@@ -11,8 +11,8 @@ at the end, and on a stop signal) and DIR/metrics.jsonl: {"step", "loss", "lr", 
 the same weights and losses as a run that was never interrupted.
 
 Ctrl-C, SIGTERM and SIGHUP stop the run after the step in flight, with a checkpoint; a second one
-stops at once, except during a save, which always completes. The command then exits with 128 + the
-signal's number.
+stops at once (not under torchrun), except during a save, which always completes. The command then
+exits with 128 + the signal's number.
 
 Under torchrun (`torchrun --nproc_per_node=N -m microgpt train --engine torch ...`) every process
 runs this loop on its own share of each step's batch; only rank 0 prints, writes metrics.jsonl and
@@ -78,10 +78,12 @@ STOP_SIGNALS = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP"
 
 class _Interrupt:
     """A stop signal sets `signum`; the loop saves a checkpoint after the step in flight and stops
-    cleanly. A second one stops at once, unless a save is under way: that save always completes."""
+    cleanly. A second one stops at once, unless a save is under way: that save always completes.
+    Under torchrun (at_once=False) a second one is ignored: a worker gets each Ctrl-C or scancel
+    twice, from the terminal or Slurm and again from torchrun, which kills it itself 30 s later."""
 
-    def __init__(self):
-        self.signum, self.saving, self.previous = None, False, {}
+    def __init__(self, at_once: bool = True):
+        self.signum, self.saving, self.at_once, self.previous = None, False, at_once, {}
 
     def __enter__(self):
         for signum in STOP_SIGNALS:
@@ -94,7 +96,7 @@ class _Interrupt:
         return self
 
     def _handle(self, signum, frame):
-        if self.signum is not None and not self.saving:
+        if self.signum is not None and not self.saving and self.at_once:
             raise Stopped(signum)
         self.signum = self.signum or signum
 
@@ -146,7 +148,7 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
     progress = make_progress(tcfg.steps, log_every)
     summary = {"status": "done", "loss": None, "val_loss": None, "samples": [], "out": out_dir, "signal": None}
     try:
-        with _Interrupt() as interrupt:
+        with _Interrupt(at_once=world == 1) as interrupt:
             for step in range(run.step, tcfg.steps):
                 seqs = data.batch(step, tcfg.batch_size * tcfg.grad_accum, rank, world)
                 lr = lr_at(step, tcfg)
