@@ -46,7 +46,7 @@ def args(**given):
 def test_presets_name_real_fields_and_flags_override_them(name):
     model, tcfg = resolve(vars(args()), name)
     for key, value in PRESETS[name].items():
-        assert getattr(model if key in MODEL_FIELDS else tcfg, key) == value
+        assert getattr(model if hasattr(model, key) else tcfg, key) == value
     model, tcfg = resolve(vars(args(steps=7, n_layer=1)), name)
     assert tcfg.steps == 7 and model.n_layer == 1
 
