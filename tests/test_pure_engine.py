@@ -12,6 +12,7 @@ from microgpt.config import ModelConfig, TrainConfig, lr_at
 from microgpt.run import Run
 from microgpt.sample import generate
 from test_reference import check_against_reference
+from tiny_run import TINY, train
 
 CONFIGS = [
     ({}, 1),                                                          # the reference job
@@ -64,3 +65,15 @@ def test_reference_run_losses(tmp_path, names_path, reference):
     run = parse_run(out.stdout)
     check_against_reference(run, reference)
     assert len(run["samples"]) == 20
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    """A pure run stopped after 4 of 9 steps and resumed (Adam's moments and the step from the checkpoint)
+    prints the same losses and ends with the same weights, moments and samples as one that never stopped."""
+    tcfg = TrainConfig(engine="pure", steps=9, batch_size=2, samples=3, save_every=100)
+    whole = train(dict(TINY), tcfg, None, tmp_path / "whole")
+    assert train(dict(TINY), tcfg, None, tmp_path / "parts", stop_after=4)["status"] == "stopped"
+    parts = train(dict(TINY), tcfg, None, tmp_path / "parts", resume=True)
+    assert parts["samples"] == whole["samples"] and parts["loss"] == whole["loss"]
+    a, b = Run.load(str(tmp_path / "whole")), Run.load(str(tmp_path / "parts"))
+    assert a.params == b.params and a.state == b.state
