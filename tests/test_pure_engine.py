@@ -1,19 +1,24 @@
 """The pure engine (engines/pure.py: plain floats, the backward by hand) against the scalar engine
-(atomic.py's Value autograd), an independent computation: losses over 40 steps, gradients, and samples.
+(atomic.py's Value autograd), an independent computation: losses over 40 steps, gradients, and samples;
+and its 1000-step run on makemore's names against the reference run's losses.
 
     python -m pytest -q tests/test_pure_engine.py
 """
 
 import pytest
 
+from conftest import parse_run, run_cli
 from microgpt.config import ModelConfig, TrainConfig, lr_at
 from microgpt.run import Run
 from microgpt.sample import generate
+from test_reference import check_against_reference
+from tiny_run import TINY, train
 
 CONFIGS = [
     ({}, 1),                                                          # the reference job
     ({"n_layer": 2, "n_embd": 12, "n_head": 3, "block_size": 5}, 3),  # deeper, cut documents, batches
     ({"n_layer": 1, "n_embd": 5, "n_head": 1, "block_size": 16}, 2),  # one head, odd width
+    ({"n_layer": 3, "n_embd": 8, "n_head": 2, "block_size": 8}, 4),   # three layers, names cut at 8
 ]
 
 
@@ -49,3 +54,26 @@ def test_samples_equal_the_scalar_engine():
     draws = {name: [generate(run.engine(name), run.tokenizer, 16, rng, 0.5) for _ in range(10)]
              for name, rng in (("scalar", random.Random(3)), ("pure", random.Random(3)))}
     assert draws["pure"] == draws["scalar"]
+
+
+def test_reference_run_losses(tmp_path, names_path, reference):
+    """`microgpt train --engine pure` with seed 42 on names.txt prints the reference run's header counts
+    and its 1000 losses to 4 decimals."""
+    out = run_cli("train", "--engine", "pure", "--data", names_path, "--seed", 42, "--steps", 1000,
+                  "--out", tmp_path / "run")
+    assert out.returncode == 0, out.stderr
+    run = parse_run(out.stdout)
+    check_against_reference(run, reference)
+    assert len(run["samples"]) == 20
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    """A pure run stopped after 4 of 9 steps and resumed (Adam's moments and the step from the checkpoint)
+    prints the same losses and ends with the same weights, moments and samples as one that never stopped."""
+    tcfg = TrainConfig(engine="pure", steps=9, batch_size=2, samples=3, save_every=100)
+    whole = train(dict(TINY), tcfg, None, tmp_path / "whole")
+    assert train(dict(TINY), tcfg, None, tmp_path / "parts", stop_after=4)["status"] == "stopped"
+    parts = train(dict(TINY), tcfg, None, tmp_path / "parts", resume=True)
+    assert parts["samples"] == whole["samples"] and parts["loss"] == whole["loss"]
+    a, b = Run.load(str(tmp_path / "whole")), Run.load(str(tmp_path / "parts"))
+    assert a.params == b.params and a.state == b.state
