@@ -10,6 +10,7 @@ Every engine, the checkpoint, the run and the command line read these; nothing e
 """
 
 import math
+import types
 from dataclasses import asdict, dataclass, fields, replace
 
 from microgpt.errors import UsageError
@@ -184,16 +185,25 @@ def validate_types(cfg) -> None:
     """Each field of a config dataclass has its declared type (an int is a float too, a bool is not an
     int), and each float is finite: nan or inf is named by its flag, before any work starts."""
     for f in fields(cfg):
-        value, allowed = getattr(cfg, f.name), _ALLOWED_TYPES[f.type]
-        if type(value) not in allowed:
-            raise UsageError(f"{flag(f.name)} must be {_TYPE_WORDS[f.type]} (got {value!r})")
+        value, allowed = getattr(cfg, f.name), _allowed_types(f.type)
+        if allowed and type(value) not in allowed:
+            words = "a number" if float in allowed else " or ".join(
+                _TYPE_WORDS.get(t, t.__name__) for t in allowed if t is not type(None))
+            raise UsageError(f"{flag(f.name)} must be {words} (got {value!r})")
         if type(value) is float and not math.isfinite(value):
             raise UsageError(f"{flag(f.name)} must be a finite number (got {value})")
 
 
-_ALLOWED_TYPES = {int: (int,), float: (float, int), str: (str,), bool: (bool,), float | None: (float, int, type(None))}
-_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-               float | None: "a number"}
+def _allowed_types(annotation) -> tuple:
+    """The exact types a field declared so may hold (an int where a float is declared); () if unknown."""
+    if isinstance(annotation, types.UnionType):
+        return sum((_allowed_types(a) for a in annotation.__args__), ())
+    if not isinstance(annotation, type):
+        return ()
+    return (float, int) if annotation is float else (annotation,)
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
 def validate_sampling(temperature: float, top_k: int | None, prompt: str, block_size: int) -> None:
