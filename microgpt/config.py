@@ -9,7 +9,9 @@ command-line flags become config fields (also when resuming).
 Every engine, the checkpoint, the run and the command line read these; nothing else writes a default.
 """
 
+import contextlib
 import math
+import os
 import types
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -216,6 +218,19 @@ def validate_sampling(temperature: float, top_k: int | None, prompt: str, block_
     if len(prompt) >= block_size:
         raise UsageError(f"--prompt is {len(prompt)} characters but the context holds {block_size} tokens "
                          f"with BOS; use at most {block_size - 1} characters")
+
+
+def memory_limit() -> int | None:
+    """Bytes this process may use: the machine's memory, or a lower limit set with ulimit -v."""
+    limits = []
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource  # not on Windows
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            limits.append(soft)
+    return min(limits) if limits else None
 
 
 # ---- the learning-rate schedule ------------------------------------------------------------------

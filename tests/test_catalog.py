@@ -22,6 +22,8 @@ import pytest
 
 from conftest import REPO
 from microgpt import checkpoint
+from microgpt.config import ModelConfig
+from microgpt.params import param_shapes
 from microgpt.tensor import Tensor
 
 resource = pytest.importorskip("resource", reason="the memory bound needs resource.setrlimit (POSIX)")
@@ -67,6 +69,22 @@ def write_raw(d, name, data: bytes) -> None:
     os.makedirs(d / name, exist_ok=True)
     with open(checkpoint.path_in(str(d / name)), "wb") as f:
         f.write(data)
+
+
+def craft_sparse(d, name, meta) -> None:
+    """A checkpoint of the model meta describes, laid out as the writer lays it out, whose tensors' bytes
+    are a hole in a sparse file: sizes and offsets all consistent, the bytes never written."""
+    header, offset = {"__metadata__": {"microgpt": json.dumps(meta)}}, 0
+    for pname, shape in param_shapes(ModelConfig(**meta["model"])):
+        size = shape[0] * shape[1] * 8
+        header[pname] = {"dtype": "F64", "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)
+    os.makedirs(d / name)
+    with open(checkpoint.path_in(str(d / name)), "wb") as f:
+        f.write(struct.pack("<Q", len(head)) + head)
+        f.truncate(8 + len(head) + offset)
 
 
 def set_entry(name, key, value):
@@ -132,6 +150,7 @@ def files(tmp_path_factory):
     craft(d, "no_sha", tensors, with_meta(data={"name": "docs.txt", "world": 1}))
     craft(d, "future_format", tensors, with_meta(format_version=99))
     craft(d, "no_step", tensors, {k: v for k, v in meta.items() if k != "step"})
+    craft_sparse(d, "six_gb_of_weights", with_meta(model__n_layer=4, model__n_embd=4096, model__n_head=4))
     os.makedirs(d / "no_metadata")
     checkpoint.write_safetensors(checkpoint.path_in(str(d / "no_metadata")), tensors, {})
     os.makedirs(d / "metadata_not_json")
@@ -273,6 +292,7 @@ CATALOG = {
         "metadata not JSON": ([*S, "{d}/metadata_not_json"], "corrupt"),
         "a FIFO": ([*S, "{d}/fifo_ckpt"], "not a regular file"),
         "a directory": ([*S, "{d}/dir_ckpt"], "not a regular file"),
+        "6 GB of weights under a 1 GB limit": ([*S, "{d}/six_gb_of_weights"], "bytes of memory here"),
         "over the size cap": ([*S, "{d}/too_big"], "limit on a checkpoint"),
         "resume without Adam's moments": (["train", "--out", "{d}/no_adam", "--resume", "--data", "{d}/docs.txt"],
                                           "lacks adam.m"),

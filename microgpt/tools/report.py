@@ -43,7 +43,7 @@ def need_matplotlib():
 def read_metrics(out_dir: str) -> tuple[list[dict], list[dict]]:
     """(training rows {step, loss, lr, dt}, validation rows {step, val_loss}) from metrics.jsonl."""
     path = os.path.join(out_dir, "metrics.jsonl")
-    if not os.path.exists(path):
+    if not os.path.isfile(path):  # none, or not a regular file (a FIFO would block)
         return [], []
     with open(path, encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
