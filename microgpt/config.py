@@ -21,6 +21,7 @@ MODEL_FIELDS = ("n_layer", "n_embd", "n_head", "block_size")  # the model's shap
 # Upper bounds on the shape: far past anything this code trains, and small enough that no size computed
 # from them (even from a crafted checkpoint) is unbounded before run.py's memory check sees it.
 MAX_SIZES = {"n_layer": 1024, "n_embd": 65536, "n_head": 65536, "block_size": 2**20, "vocab_size": 0x110000 + 1}
+MAX_SEQUENCES_PER_STEP = 65536  # --batch-size times --grad-accum: each step's sequences are held at once
 
 
 @dataclass
@@ -173,6 +174,9 @@ def validate(model: ModelConfig, tcfg: TrainConfig, world: int = 1) -> None:
         raise UsageError(f"--ema must be in [0, 1) (got {tcfg.ema}); 0.999 averages over about 1000 steps")
     if tcfg.grad_accum <= 0:
         raise UsageError(f"--grad-accum must be a positive integer (got {tcfg.grad_accum})")
+    if tcfg.batch_size * tcfg.grad_accum > MAX_SEQUENCES_PER_STEP:
+        raise UsageError(f"--batch-size {tcfg.batch_size} times --grad-accum {tcfg.grad_accum} is more than "
+                         f"{MAX_SEQUENCES_PER_STEP} sequences per step; lower them")
     for option, (off, supported) in OPTIONS.items():
         if getattr(tcfg, option) != off and tcfg.engine not in supported:
             raise UsageError(f"{flag(option)} is not implemented by --engine {tcfg.engine}; "

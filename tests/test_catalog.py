@@ -243,6 +243,8 @@ CATALOG = {
         "block size 1e8": ([*T, "--block-size", "100000000"], "--block-size"),
         "a million layers": ([*T, "--n-layer", "1000000"], "--n-layer"),
         "width past the bound": ([*T, "--n-embd", "10000000", "--n-head", "1"], "--n-embd"),
+        "a billion sequences per step": ([*T, "--batch-size", "1000000000"], "--batch-size"),
+        "accumulation past the bound": ([*T, "--batch-size", "64", "--grad-accum", "100000"], "--grad-accum"),
         "too large for memory": ([*T, "--n-layer", "64", "--n-embd", "4096", "--n-head", "4"], "parameters"),
         "too large for memory, wide context": ([*T, "--block-size", "1000000", "--n-embd", "4096"], "GB"),
     },
