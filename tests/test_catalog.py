@@ -185,7 +185,7 @@ def files(tmp_path_factory):
     return d
 
 
-# ---- the cases: class -> {name: (args, words expected in the error)} ------------------------------
+# ---- the cases: class -> {name: (args, words expected in the error[, exit code, else 2])} ----------
 T = ["train", "--data", "{d}/docs.txt", "--out", "{d}/new", "--steps", "2", "--samples", "0"]  # a valid train
 S = ["sample", "--num", "2", "--out"]
 CATALOG = {
@@ -338,6 +338,8 @@ CATALOG = {
         "check with zero docs": (["check", "--docs", "0"], "--docs"),
         "trace a missing checkpoint": (["trace", "emma", "--out", "{d}/none"], "no checkpoint"),
         "report a missing checkpoint": (["report", "--out", "{d}/none"], "no checkpoint"),
+        "trace --json into a missing folder": (["trace", "emma", "--json", "{d}/none/t.json"], "No such file", 1),
+        "trace --json onto a directory": (["trace", "emma", "--json", "{d}"], "Is a directory", 1),
     },
     "divergence": {
         "scalar engine": ([*T, "--lr", "1e5", "--steps", "20"], "diverged"),
@@ -350,10 +352,10 @@ CASES = [pytest.param(cls, name, id=f"{cls}: {name}") for cls, cases in CATALOG.
 
 @pytest.mark.parametrize("cls, name", CASES)
 def test_bad_input_is_one_clear_line(files, cls, name):
-    args, words = CATALOG[cls][name]
+    args, words, *code = CATALOG[cls][name]
     result, seconds = run_limited([a.format(d=files) for a in args], cwd=files)
     assert seconds < TIME_LIMIT
-    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert result.returncode == (code or [2])[0], (result.returncode, result.stderr[-2000:])
     assert "Traceback" not in result.stderr and "Warning" not in result.stderr, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert 1 <= len(lines) <= 3, result.stderr
