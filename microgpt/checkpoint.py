@@ -78,7 +78,7 @@ def load(out_dir: str, with_state: bool = True) -> dict:
                                  f"expected {shape}); retrain or restore it")
         state_names = [n for n in entries if n.startswith(STATE_PREFIXES)] if with_state else []
         for name in state_names:  # the optimizer's tensors: one per weight, of the weight's shape
-            param = name.split(".", 2)[-1] if not name.startswith("muon.") else name[len("muon.momentum."):]
+            param = name.split(".", 2)[2]  # adam.m.<param>, muon.momentum.<param>, ...
             if param not in shapes or entries[name][1] != shapes[param]:
                 raise UsageError(f"checkpoint {path} is corrupt (optimizer tensor {name} does not match a weight's "
                                  f"shape); restore it or start a new --out")

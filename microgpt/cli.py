@@ -101,15 +101,16 @@ def train_command(args) -> int:
     flags = {k: v for k, v in vars(args).items() if k not in ("data", "preset", "out", "resume", "log_every",
                                                                "stop_after", "command", "max_data_mb")}
     rank, world = rank_and_world()
-    check_out_dir(args.out)
     if args.resume:
         run = Run.load(args.out)
+        check_out_dir(args.out)
         run.train = resolve_resume(flags, run.model, run.train)
         validate(run.model, run.train, world)  # the flags that may change on a resume are checked too
         engines.get(run.train.engine)  # an unavailable engine is the first error, before any work
         run.read_data(args.data, args.max_data_mb)
     else:
         from microgpt import checkpoint
+        check_out_dir(args.out)  # made here if missing, as training would make it
         if checkpoint.exists(args.out):
             raise UsageError(f"{args.out} already holds a checkpoint; pass --resume to continue it, "
                              f"or choose another --out")

@@ -338,7 +338,7 @@ CATALOG = {
         "check with zero docs": (["check", "--docs", "0"], "--docs"),
         "trace a missing checkpoint": (["trace", "emma", "--out", "{d}/none"], "no checkpoint"),
         "report a missing checkpoint": (["report", "--out", "{d}/none"], "no checkpoint"),
-        "trace --json into a missing folder": (["trace", "emma", "--json", "{d}/none/t.json"], "No such file", 1),
+        "trace --json into a missing folder": (["trace", "emma", "--json", "{d}/no_folder/t.json"], "No such file", 1),
         "trace --json onto a directory": (["trace", "emma", "--json", "{d}"], "Is a directory", 1),
     },
     "divergence": {
