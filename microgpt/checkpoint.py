@@ -22,7 +22,7 @@ import stat
 import struct
 
 from microgpt import durable
-from microgpt.config import ModelConfig, TrainConfig, from_dict, to_dict, validate
+from microgpt.config import ModelConfig, TrainConfig, from_dict, memory_limit, to_dict, validate
 from microgpt.errors import UsageError
 from microgpt.params import param_shapes
 from microgpt.tensor import ITEMSIZE, TYPECODES, Tensor
@@ -78,10 +78,14 @@ def load(out_dir: str, with_state: bool = True) -> dict:
                                  f"expected {shape}); retrain or restore it")
         state_names = [n for n in entries if n.startswith(STATE_PREFIXES)] if with_state else []
         for name in state_names:  # the optimizer's tensors: one per weight, of the weight's shape
-            param = name.split(".", 2)[-1] if not name.startswith("muon.") else name[len("muon.momentum."):]
+            param = name.split(".", 2)[2]  # adam.m.<param>, muon.momentum.<param>, ...
             if param not in shapes or entries[name][1] != shapes[param]:
                 raise UsageError(f"checkpoint {path} is corrupt (optimizer tensor {name} does not match a weight's "
                                  f"shape); restore it or start a new --out")
+        needed, limit = sum(entries[n][3] - entries[n][2] for n in [*shapes, *state_names]), memory_limit()
+        if limit is not None and needed > limit:
+            raise UsageError(f"checkpoint {path} holds {needed:,} bytes of tensors, more than the {limit:,} bytes of "
+                             f"memory here; load it on a machine with more memory")
         tensors = read_tensors(f, entries, [*shapes, *state_names], data_start)
     fields["params"] = {n: tensors[n] for n in shapes}
     fields["state"] = {n: tensors[n] for n in state_names}

@@ -210,6 +210,14 @@ def main(argv=None) -> int:
         return 128 + getattr(e, "signum", 2)
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a file that could not be written or read: a missing folder, no permission, a full disk
+        where = f": {e.filename}" if e.filename else ""
+        print(f"microgpt: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("microgpt: error: out of memory; use a smaller model (--n-layer, --n-embd, --block-size) or "
+              "--batch-size", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ command-line flags become config fields (also when resuming).
 Every engine, the checkpoint, the run and the command line read these; nothing else writes a default.
 """
 
+import contextlib
 import math
+import os
+import types
 from dataclasses import asdict, dataclass, fields, replace
 
 from microgpt.errors import UsageError
@@ -18,6 +21,7 @@ MODEL_FIELDS = ("n_layer", "n_embd", "n_head", "block_size")  # the model's shap
 # Upper bounds on the shape: far past anything this code trains, and small enough that no size computed
 # from them (even from a crafted checkpoint) is unbounded before run.py's memory check sees it.
 MAX_SIZES = {"n_layer": 1024, "n_embd": 65536, "n_head": 65536, "block_size": 2**20, "vocab_size": 0x110000 + 1}
+MAX_SEQUENCES_PER_STEP = 65536  # --batch-size times --grad-accum: each step's sequences are held at once
 
 
 @dataclass
@@ -171,6 +175,9 @@ def validate(model: ModelConfig, tcfg: TrainConfig, world: int = 1) -> None:
         raise UsageError(f"--ema must be in [0, 1) (got {tcfg.ema}); 0.999 averages over about 1000 steps")
     if tcfg.grad_accum <= 0:
         raise UsageError(f"--grad-accum must be a positive integer (got {tcfg.grad_accum})")
+    if tcfg.batch_size * tcfg.grad_accum > MAX_SEQUENCES_PER_STEP:
+        raise UsageError(f"--batch-size {tcfg.batch_size} times --grad-accum {tcfg.grad_accum} is more than "
+                         f"{MAX_SEQUENCES_PER_STEP} sequences per step; lower them")
     for option, (off, supported) in OPTIONS.items():
         if getattr(tcfg, option) != off and tcfg.engine not in supported:
             raise UsageError(f"{flag(option)} is not implemented by --engine {tcfg.engine}; "
@@ -185,16 +192,25 @@ def validate_types(cfg) -> None:
     """Each field of a config dataclass has its declared type (an int is a float too, a bool is not an
     int), and each float is finite: nan or inf is named by its flag, before any work starts."""
     for f in fields(cfg):
-        value, allowed = getattr(cfg, f.name), _ALLOWED_TYPES[f.type]
-        if type(value) not in allowed:
-            raise UsageError(f"{flag(f.name)} must be {_TYPE_WORDS[f.type]} (got {value!r})")
+        value, allowed = getattr(cfg, f.name), _allowed_types(f.type)
+        if allowed and type(value) not in allowed:
+            words = "a number" if float in allowed else " or ".join(
+                _TYPE_WORDS.get(t, t.__name__) for t in allowed if t is not type(None))
+            raise UsageError(f"{flag(f.name)} must be {words} (got {value!r})")
         if type(value) is float and not math.isfinite(value):
             raise UsageError(f"{flag(f.name)} must be a finite number (got {value})")
 
 
-_ALLOWED_TYPES = {int: (int,), float: (float, int), str: (str,), bool: (bool,), float | None: (float, int, type(None))}
-_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-               float | None: "a number"}
+def _allowed_types(annotation) -> tuple:
+    """The exact types a field declared so may hold (an int where a float is declared); () if unknown."""
+    if isinstance(annotation, types.UnionType):
+        return sum((_allowed_types(a) for a in annotation.__args__), ())
+    if not isinstance(annotation, type):
+        return ()
+    return (float, int) if annotation is float else (annotation,)
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
 def validate_sampling(temperature: float, top_k: int | None, prompt: str, block_size: int) -> None:
@@ -207,6 +223,19 @@ def validate_sampling(temperature: float, top_k: int | None, prompt: str, block_
     if len(prompt) >= block_size:
         raise UsageError(f"--prompt is {len(prompt)} characters but the context holds {block_size} tokens "
                          f"with BOS; use at most {block_size - 1} characters")
+
+
+def memory_limit() -> int | None:
+    """Bytes this process may use: the machine's memory, or a lower limit set with ulimit -v."""
+    limits = []
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource  # not on Windows
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            limits.append(soft)
+    return min(limits) if limits else None
 
 
 # ---- the learning-rate schedule ------------------------------------------------------------------

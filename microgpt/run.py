@@ -11,14 +11,13 @@ loaded run re-shuffles its documents with a stream seeded as the original was, s
 same training and held-out documents, while its own stream continues where the checkpoint left it.
 """
 
-import contextlib
 import os
 import random
 import tempfile
 from dataclasses import dataclass, field, replace
 
 from microgpt import checkpoint
-from microgpt.config import ENGINE_DTYPES, ModelConfig, TrainConfig, validate
+from microgpt.config import ENGINE_DTYPES, ModelConfig, TrainConfig, memory_limit, validate
 from microgpt.data import MAX_DATA_MB, DocumentData, StreamData, Tokenizer, read_data_file, split_docs
 from microgpt.errors import UsageError
 from microgpt.params import init_tensors, num_params
@@ -148,19 +147,6 @@ def check_out_dir(out_dir: str) -> None:
         os.remove(probe)
     except OSError as e:
         raise UsageError(f"cannot write to --out {out_dir} ({e.strerror}); choose a directory you can write") from None
-
-
-def memory_limit() -> int | None:
-    """Bytes this process may use: the machine's memory, or a lower limit set with ulimit -v."""
-    limits = []
-    with contextlib.suppress(ValueError, OSError, AttributeError):
-        limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    with contextlib.suppress(ImportError, ValueError, OSError):
-        import resource  # not on Windows
-        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-        if soft != resource.RLIM_INFINITY:
-            limits.append(soft)
-    return min(limits) if limits else None
 
 
 def check_fits_in_memory(model: ModelConfig) -> None:

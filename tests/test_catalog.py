@@ -22,6 +22,8 @@ import pytest
 
 from conftest import REPO
 from microgpt import checkpoint
+from microgpt.config import ModelConfig
+from microgpt.params import param_shapes
 from microgpt.tensor import Tensor
 
 resource = pytest.importorskip("resource", reason="the memory bound needs resource.setrlimit (POSIX)")
@@ -67,6 +69,22 @@ def write_raw(d, name, data: bytes) -> None:
     os.makedirs(d / name, exist_ok=True)
     with open(checkpoint.path_in(str(d / name)), "wb") as f:
         f.write(data)
+
+
+def craft_sparse(d, name, meta) -> None:
+    """A checkpoint of the model meta describes, laid out as the writer lays it out, whose tensors' bytes
+    are a hole in a sparse file: sizes and offsets all consistent, the bytes never written."""
+    header, offset = {"__metadata__": {"microgpt": json.dumps(meta)}}, 0
+    for pname, shape in param_shapes(ModelConfig(**meta["model"])):
+        size = shape[0] * shape[1] * 8
+        header[pname] = {"dtype": "F64", "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)
+    os.makedirs(d / name)
+    with open(checkpoint.path_in(str(d / name)), "wb") as f:
+        f.write(struct.pack("<Q", len(head)) + head)
+        f.truncate(8 + len(head) + offset)
 
 
 def set_entry(name, key, value):
@@ -132,6 +150,7 @@ def files(tmp_path_factory):
     craft(d, "no_sha", tensors, with_meta(data={"name": "docs.txt", "world": 1}))
     craft(d, "future_format", tensors, with_meta(format_version=99))
     craft(d, "no_step", tensors, {k: v for k, v in meta.items() if k != "step"})
+    craft_sparse(d, "six_gb_of_weights", with_meta(model__n_layer=4, model__n_embd=4096, model__n_head=4))
     os.makedirs(d / "no_metadata")
     checkpoint.write_safetensors(checkpoint.path_in(str(d / "no_metadata")), tensors, {})
     os.makedirs(d / "metadata_not_json")
@@ -166,7 +185,7 @@ def files(tmp_path_factory):
     return d
 
 
-# ---- the cases: class -> {name: (args, words expected in the error)} ------------------------------
+# ---- the cases: class -> {name: (args, words expected in the error[, exit code, else 2])} ----------
 T = ["train", "--data", "{d}/docs.txt", "--out", "{d}/new", "--steps", "2", "--samples", "0"]  # a valid train
 S = ["sample", "--num", "2", "--out"]
 CATALOG = {
@@ -224,6 +243,8 @@ CATALOG = {
         "block size 1e8": ([*T, "--block-size", "100000000"], "--block-size"),
         "a million layers": ([*T, "--n-layer", "1000000"], "--n-layer"),
         "width past the bound": ([*T, "--n-embd", "10000000", "--n-head", "1"], "--n-embd"),
+        "a billion sequences per step": ([*T, "--batch-size", "1000000000"], "--batch-size"),
+        "accumulation past the bound": ([*T, "--batch-size", "64", "--grad-accum", "100000"], "--grad-accum"),
         "too large for memory": ([*T, "--n-layer", "64", "--n-embd", "4096", "--n-head", "4"], "parameters"),
         "too large for memory, wide context": ([*T, "--block-size", "1000000", "--n-embd", "4096"], "GB"),
     },
@@ -273,6 +294,7 @@ CATALOG = {
         "metadata not JSON": ([*S, "{d}/metadata_not_json"], "corrupt"),
         "a FIFO": ([*S, "{d}/fifo_ckpt"], "not a regular file"),
         "a directory": ([*S, "{d}/dir_ckpt"], "not a regular file"),
+        "6 GB of weights under a 1 GB limit": ([*S, "{d}/six_gb_of_weights"], "bytes of memory here"),
         "over the size cap": ([*S, "{d}/too_big"], "limit on a checkpoint"),
         "resume without Adam's moments": (["train", "--out", "{d}/no_adam", "--resume", "--data", "{d}/docs.txt"],
                                           "lacks adam.m"),
@@ -316,6 +338,8 @@ CATALOG = {
         "check with zero docs": (["check", "--docs", "0"], "--docs"),
         "trace a missing checkpoint": (["trace", "emma", "--out", "{d}/none"], "no checkpoint"),
         "report a missing checkpoint": (["report", "--out", "{d}/none"], "no checkpoint"),
+        "trace --json into a missing folder": (["trace", "emma", "--json", "{d}/no_folder/t.json"], "No such file", 1),
+        "trace --json onto a directory": (["trace", "emma", "--json", "{d}"], "Is a directory", 1),
     },
     "divergence": {
         "scalar engine": ([*T, "--lr", "1e5", "--steps", "20"], "diverged"),
@@ -328,10 +352,10 @@ CASES = [pytest.param(cls, name, id=f"{cls}: {name}") for cls, cases in CATALOG.
 
 @pytest.mark.parametrize("cls, name", CASES)
 def test_bad_input_is_one_clear_line(files, cls, name):
-    args, words = CATALOG[cls][name]
+    args, words, *code = CATALOG[cls][name]
     result, seconds = run_limited([a.format(d=files) for a in args], cwd=files)
     assert seconds < TIME_LIMIT
-    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert result.returncode == (code or [2])[0], (result.returncode, result.stderr[-2000:])
     assert "Traceback" not in result.stderr and "Warning" not in result.stderr, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert 1 <= len(lines) <= 3, result.stderr
