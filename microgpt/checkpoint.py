@@ -87,6 +87,9 @@ def load(out_dir: str, with_state: bool = True) -> dict:
             raise UsageError(f"checkpoint {path} holds {needed:,} bytes of tensors, more than the {limit:,} bytes of "
                              f"memory here; load it on a machine with more memory")
         tensors = read_tensors(f, entries, [*shapes, *state_names], data_start)
+    for name in shapes:
+        if not tensors[name].is_finite():
+            raise UsageError(f"checkpoint {path} is corrupt (weight {name} holds nan or inf); retrain or restore it")
     fields["params"] = {n: tensors[n] for n in shapes}
     fields["state"] = {n: tensors[n] for n in state_names}
     return fields

@@ -4,14 +4,16 @@ Documents are the non-empty, stripped lines of a text file (the embedded SSA bab
 shuffled once with the seeded RNG (DocumentData); or, with `--data-mode stream`, the whole file is
 one character stream cut into random windows (StreamData). The tokenizer gives each distinct
 character an id in sorted order and one more id, BOS, to frame every document: [BOS] + chars +
-[BOS], cut to block_size + 1.
+[BOS], cut to block_size + 1. `read_data_file` is the one way a data file is read: a regular file
+only, at most --max-data-mb, its UTF-8 byte-order mark dropped, its line ends read as Python's text
+mode reads them, and its SHA-256 taken from its bytes (the checkpoint keeps that and the file's name).
 """
 
 import hashlib
 import math
 import os
-import stat
 import random
+import stat
 from dataclasses import dataclass
 
 from microgpt.errors import UsageError

@@ -8,6 +8,7 @@ library is needed (`array`), which keeps the core running where NumPy is not (th
     t.to_floats()          # [0.1, ..., 0.6]: row-major
 """
 
+import math
 import sys
 from array import array
 from dataclasses import dataclass
@@ -30,11 +31,18 @@ class Tensor:
         return cls(tuple(shape), dtype, buf.tobytes())
 
     def to_floats(self) -> list[float]:
+        return self._array().tolist()
+
+    def is_finite(self) -> bool:
+        """No nan or inf in it (the sum of the array is finite; entries near 1e308 would also fail)."""
+        return math.isfinite(sum(self._array()))
+
+    def _array(self) -> array:
         buf = array(TYPECODES[self.dtype])
         buf.frombytes(self.data)
         if sys.byteorder != "little":
             buf.byteswap()
-        return buf.tolist()
+        return buf
 
     def rows(self) -> list[list[float]]:
         """A matrix as a list of rows of floats."""

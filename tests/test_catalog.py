@@ -134,6 +134,9 @@ def files(tmp_path_factory):
     craft(d, "misshapen_adam", {**tensors, "adam.m.wte": Tensor((wte.shape[0] - 1, wte.shape[1]), wte.dtype,
                                                               wte.data[:-8 * wte.shape[1]])}, meta)
     craft(d, "no_wte", {n: t for n, t in tensors.items() if n != "wte"}, meta)
+    for bad in ("nan", "inf"):
+        craft(d, f"{bad}_weight", {**tensors, "lm_head": Tensor.from_floats(tensors["lm_head"].shape, [float(bad)] *
+                                                                           len(tensors["lm_head"].to_floats()))}, meta)
     craft(d, "huge_n_layer", tensors, with_meta(model__n_layer=1000))  # 6000 tensors the file lacks
     craft(d, "n_layer_1e9", tensors, with_meta(model__n_layer=10**9))
     craft(d, "block_1e8", tensors, with_meta(model__block_size=10**8))
@@ -273,6 +276,8 @@ CATALOG = {
         "duplicate name": ([*S, "{d}/duplicate_name"], "duplicate"),
         "JSON nested 100000 deep": ([*S, "{d}/deep_json"], "corrupt"),
         "header a list": ([*S, "{d}/header_is_list"], "corrupt"),
+        "nan weights": ([*S, "{d}/nan_weight"], "nan or inf"),
+        "inf weights in report": (["report", "--out", "{d}/inf_weight"], "nan or inf"),
         "a weight missing": ([*S, "{d}/no_wte"], "wte"),
         "n_layer 1000 in a small file": ([*S, "{d}/huge_n_layer"], "missing"),
         "n_layer 1e9": ([*S, "{d}/n_layer_1e9"], "--n-layer"),
