@@ -55,7 +55,9 @@ worker.onmessage = (event) => {
     },
     fatal: () => { $("status").textContent = msg.text; showError(msg.text); },
     started: () => {
-      run.steps = msg.steps; run.hasVal = msg.val; run.hasModel = false;
+      run.steps = msg.steps; run.hasVal = msg.val; run.hasModel = false; run.losses = []; run.val = [];
+      $("log").textContent = ""; $("samples-live").textContent = ""; $("sample-out").textContent = "";
+      drawLoss();
       log(msg.lines);
       $("status").textContent = `training ${msg.steps} steps`;
     },
@@ -83,7 +85,7 @@ worker.onmessage = (event) => {
         document.body.dataset.seconds = msg.elapsed.toFixed(2);
         $("status").textContent += ` | finished in ${msg.elapsed.toFixed(1)} s`;
       }
-      setState(msg.failed ? "ready" : "done");
+      setState(msg.failed && !run.hasModel ? "ready" : "done");
     },
     embeddings: () => drawEmbeddings(msg),
     inspect: () => drawInspect(msg),
@@ -143,9 +145,6 @@ function train() {
   clearError();
   let data;
   try { data = dataSource(); } catch (e) { showError(e.message); return; }
-  run.losses = []; run.val = []; run.hasModel = false;
-  $("log").textContent = ""; $("samples-live").textContent = ""; $("sample-out").textContent = "";
-  drawLoss();
   setState("training");
   worker.postMessage({ type: "train", settings: settings(), data, word: $("word").value });
 }
@@ -168,7 +167,7 @@ $("copy-log").onclick = async () => {
 };
 $("sample").onclick = async () => {
   clearError();
-  const options = { engine: settingsForm.elements.engine.value };
+  const options = {};  // the engine: as microgpt sample picks it (the checkpoint's, else scalar)
   for (const el of $("sample-form").elements) options[el.name] = el.value;
   try { $("sample-out").textContent = (await call("sample", { options })).lines.join("\n"); } catch { /* shown */ }
 };

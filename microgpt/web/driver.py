@@ -30,11 +30,11 @@ from microgpt.sample import generate
 from microgpt.tools.trace import to_json, walk_step
 from microgpt.train import train
 
-MAX_DATA_BYTES = 20 * 1024 * 1024        # the text files the page takes (the names are 0.2 MB)
+MAX_DATA_BYTES = 10 * 1024 * 1024        # the text files the page takes (the names are 0.2 MB)
 MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024  # a checkpoint the page's engines can still run
 RUN_DIR, UPLOAD_DIR, DATA_DIR = "/microgpt/run", "/microgpt/upload", "/microgpt/data"
 PAGE_ONLY = {"sample_every": 100}        # settings the command line does not have, and their defaults
-NOT_IN_PAGE = ("data", "preset", "out", "resume", "stop_after", "compile")  # train flags the page has no use for
+NOT_IN_PAGE = ("data", "preset", "out", "resume", "compile")  # train flags the page has no use for
 DROPPED = ("stopped after step",)       # train.py's hint to resume from a shell, after each chunk
 
 
@@ -47,6 +47,7 @@ class Session:
         self.training = False
         self.sample_every = PAGE_ONLY["sample_every"]
         self.metrics_read = 0  # lines of metrics.jsonl already sent
+        self.stop_after = None  # the step the run ends at (train's --stop-after; else its --steps)
 
 
 SESSION = Session()
@@ -99,7 +100,9 @@ def check_size(kind: str, name: str, size: int) -> None:
 def start(settings: dict, data_path: str | None = None) -> dict:
     """A fresh run, as `microgpt train` builds it; returns the header lines it prints."""
     args, page = parse_settings(settings)
-    flags = {k: v for k, v in vars(args).items() if k not in NOT_IN_PAGE + ("log_every",)}
+    if args.stop_after is not None and args.stop_after <= 0:
+        raise UsageError(f"--stop-after must be a positive number of steps (got {args.stop_after})")
+    flags = {k: v for k, v in vars(args).items() if k not in NOT_IN_PAGE + ("log_every", "stop_after")}
     model, tcfg = resolve(flags)
     validate(model, tcfg)
     from microgpt import engines
@@ -109,6 +112,7 @@ def start(settings: dict, data_path: str | None = None) -> dict:
         os.remove(os.path.join(RUN_DIR, name))  # the page's previous run
     SESSION.run, SESSION.dir, SESSION.training = run, RUN_DIR, True
     SESSION.sample_every, SESSION.log_every, SESSION.metrics_read = page["sample_every"], args.log_every, 0
+    SESSION.stop_after = min(args.stop_after or tcfg.steps, tcfg.steps)
     return {"lines": run.header(), "steps": tcfg.steps, "val": bool(run.data.val), "settings": settings_of(run)}
 
 
@@ -116,13 +120,15 @@ def train_steps(steps: int) -> dict:
     """Up to `steps` more steps of train.py's loop; at the last step, its 20 samples too."""
     run = need_run(training=True)
     next_samples = (run.step // SESSION.sample_every + 1) * SESSION.sample_every  # samples land on multiples
-    stop_after = min(run.step + max(1, steps), next_samples, run.train.steps)
+    stop_after = min(run.step + max(1, steps), next_samples, SESSION.stop_after)
     before = run.step
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
         summary = train(run, RUN_DIR, SESSION.log_every, stop_after)
     lines = [line for line in buffer.getvalue().splitlines() if not line.startswith(DROPPED)]
-    done = summary["status"] == "done"
+    done = summary["status"] == "done" or run.step == SESSION.stop_after
+    if summary["status"] != "done" and done:
+        lines.append(f"stopped after step {run.step} of {run.train.steps} (--stop-after {SESSION.stop_after})")
     SESSION.training = not done
     out = {"lines": lines, "step": run.step, "done": done, **new_metrics()}
     if not done and run.step // SESSION.sample_every > before // SESSION.sample_every:

@@ -6,6 +6,7 @@
 
 let driver = null;             // the Python module microgpt.web.driver
 let pyodide = null;
+let uploads = 0;               // checkpoints uploaded so far
 let training = null;           // {paused, stopped, chunk, word} while a run is in progress
 const CHUNK_SECONDS = 0.25;    // how long the page may wait for an answer while training
 const VIEWS_EVERY_SECONDS = 1; // attention, distributions and embeddings follow training this often
@@ -92,7 +93,7 @@ function views(word) {
     post({ type: "embeddings", ...call("embeddings") });
     if (word) post({ type: "inspect", ...call("inspect", { word }) });
   } catch (e) {
-    post({ type: "error", where: "inspect", text: e.message });
+    post({ type: "error", where: "inspect", text: `the word to look inside with: ${e.message}` });
   }
 }
 
@@ -106,7 +107,9 @@ const handlers = {
   call: (msg) => post({ type: "answer", id: msg.id, op: msg.op, ok: call(msg.op, msg.args || {}) }),
   upload: async (msg) => {
     const limits = call("limits");
-    const path = await writeFile("checkpoint", msg, limits.dirs.upload);
+    const dir = `${limits.dirs.upload}/${++uploads}`;  // a new folder: a bad file never replaces a loaded one
+    pyodide.FS.mkdirTree(dir);
+    const path = await writeFile("checkpoint", msg, dir);
     post({ type: "loaded", ...call("load_checkpoint", { path }) });
     views(msg.word);
   },
