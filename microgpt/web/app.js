@@ -235,9 +235,10 @@ function drawLoss() {
   }
 }
 
-const viridis = (t) => {  // a dark-blue to yellow ramp for probabilities in [0, 1]
-  t = Math.max(0, Math.min(1, t));
-  return `rgb(${Math.round(68 + t * 185)},${Math.round(1 + t * 230)},${Math.round(84 + (t < 0.5 ? t * 120 : (1 - t) * 120))})`;
+const RAMP = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];  // viridis' stops
+const viridis = (t) => {  // a colour for a probability in [0, 1]
+  const x = Math.max(0, Math.min(1, t)) * (RAMP.length - 1), i = Math.min(RAMP.length - 2, Math.floor(x)), f = x - i;
+  return `rgb(${RAMP[i].map((c, k) => Math.round(c + f * (RAMP[i + 1][k] - c))).join(",")})`;
 };
 
 function heatmap(el, grid, rowLabels, colLabels, cell, marks) {
