@@ -44,6 +44,18 @@ def test_build_refuses_a_directory_of_other_files(tmp_path):
     assert (tmp_path / "mine.txt").read_text() == "keep me"
 
 
+def test_build_without_the_local_pyodide_loads_the_cdn_build_of_the_pinned_version(tmp_path, monkeypatch):
+    monkeypatch.setattr(web, "LOCAL_PYODIDE", str(tmp_path / "absent"))
+    web.build(str(tmp_path / "site"))
+    with open(tmp_path / "site" / "manifest.json", encoding="utf-8") as f:
+        manifest = json.load(f)
+    assert manifest["pyodide"] == f"https://cdn.jsdelivr.net/pyodide/v{web.PYODIDE_VERSION}/full/"
+    assert not (tmp_path / "site" / "pyodide").exists()
+    for rel in manifest["files"]:  # every source the worker fetches is there
+        assert (tmp_path / "site" / "py" / rel).is_file(), rel
+    assert "microgpt/web/driver.py" in manifest["files"] and "microgpt/atomic.py" in manifest["files"]
+
+
 # ---- the browser ---------------------------------------------------------------------------------
 def need_browser():
     if not os.path.exists(CHROMIUM):
@@ -206,6 +218,28 @@ def test_uploaded_cli_checkpoint_samples_the_cli_names(reference_page, tmp_path)
     cli = run_cli("sample", "--out", tmp_path, "--seed", 11, "--num", 8, "--prompt", "a", "--temperature", 0.8)
     assert cli.returncode == 0, cli.stderr
     assert page.sample(seed=11, num=8, prompt="a", temperature=0.8) == parse_run(cli.stdout)["samples"]
+
+
+def test_pause_resume_and_stop(reference_page):
+    page = reference_page
+    page.page.check("input[name=data][value=embedded]")
+    page.page.fill("#settings [name=stop_after]", "")
+    page.page.fill("#settings [name=steps]", "5000")
+    page.page.click("#train")
+    step = "Number(document.body.dataset.step || 0)"
+    page.wait(f"document.body.dataset.state === 'training' && {step} >= 20 && {step} < 5000")
+    page.page.click("#pause")
+    page.page.wait_for_timeout(1000)  # a chunk in flight may finish; then nothing more
+    paused_at = int(page.page.get_attribute("body", "data-step"))
+    page.page.wait_for_timeout(1500)
+    assert int(page.page.get_attribute("body", "data-step")) == paused_at
+    page.page.click("#resume")
+    page.wait(f"{step} > {paused_at}")
+    page.page.click("#stop")
+    page.wait("document.body.dataset.state === 'done'")
+    stopped_at = int(page.page.get_attribute("body", "data-step"))
+    assert f"stopped at step {stopped_at} of 5000" in page.log()
+    assert page.log().count("step ") >= stopped_at and "sample 20:" not in page.log()
 
 
 def test_bad_input_shows_its_message_and_the_page_stays_usable(reference_page, tmp_path):
