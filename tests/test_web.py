@@ -171,18 +171,30 @@ def test_reference_run_in_the_page(reference_page, reference_data):
     assert "stopped after step 50 of 1000" in reference_page.log()
 
 
+def near(pixels, colour, tolerance=40) -> int:
+    """How many pixels are within `tolerance` of `colour` in every channel."""
+    return sum(all(abs(a - b) <= tolerance for a, b in zip(p, colour)) for p in pixels)
+
+
 def test_every_chart_is_drawn(reference_page):
     from PIL import Image
     page = reference_page.page
     page.wait_for_selector("canvas.attention-chart")
-    charts = ["#loss-chart", "#next-chart", "#embed-chart"] + [
-        f"canvas.attention-chart >> nth={i}" for i in range(page.locator("canvas.attention-chart").count())]
-    assert len(charts) == 3 + 4  # the default model: 1 layer, 4 heads
-    for selector in charts:
+    heatmaps = [f"canvas.attention-chart >> nth={i}" for i in range(page.locator("canvas.attention-chart").count())]
+    assert len(heatmaps) == 4  # the default model: 1 layer, 4 heads
+
+    def pixels(selector):
         image = Image.open(io.BytesIO(page.locator(selector).screenshot())).convert("RGB")
-        pixels = list(zip(*[iter(image.tobytes())] * 3))  # (r, g, b) of every pixel
-        inked = sum(min(p) < 230 for p in pixels) / len(pixels)   # share of pixels that are not (near) white
-        assert inked > 0.02 and len(set(pixels)) > 8, (selector, inked, len(set(pixels)))
+        return list(zip(*[iter(image.tobytes())] * 3))  # (r, g, b) of every pixel
+
+    loss = pixels("#loss-chart")
+    assert near(loss, (42, 79, 214)) > 300  # the running mean's line, across 50 steps
+    for selector in heatmaps + ["#next-chart"]:
+        cells = pixels(selector)
+        inked = sum(min(p) < 230 for p in cells) / len(cells)  # share of pixels that are not (near) white
+        assert inked > 0.3 and len(set(cells)) > 8, (selector, inked, len(set(cells)))
+    embeddings = pixels("#embed-chart")
+    assert near(embeddings, (214, 51, 108)) > 20 and near(embeddings, (42, 79, 214)) > 60  # vowels, consonants
 
 
 def test_step_through_shows_atomic_lines_and_adam(reference_page):
@@ -278,12 +290,13 @@ def test_bad_input_shows_its_message_and_the_page_stays_usable(reference_page, t
 
 
 def test_url_parameters_configure_and_start_a_run(browser, server, tmp_path):
-    settings = {"seed": 7, "steps": 6, "n_layer": 2, "n_embd": 8, "n_head": 2, "block_size": 8, "lr": 0.02}
+    settings = {"seed": 7, "steps": 6, "n_layer": 2, "n_embd": 8, "n_head": 2, "block_size": 8, "lr": 0.02,
+                "val_docs": 30, "eval_every": 4, "batch_size": 2}
     page = Page(browser, server + "?" + "&".join(f"{k}={v}" for k, v in settings.items()) + "&autostart=1")
     page.wait("document.body.dataset.state === 'done' || !document.getElementById('error').hidden")
     assert not page.error()
     cli = run_cli("train", "--engine", "pure", *[a for k, v in settings.items() for a in (f"--{k.replace('_', '-')}", v)],
                   "--out", tmp_path)
     assert cli.returncode == 0, cli.stderr
-    assert page.log().strip() == cli.stdout.strip()
+    assert "val loss" in cli.stdout and page.log().strip() == cli.stdout.strip()
     assert not page.errors

@@ -25,7 +25,7 @@ function setState(state) {
   $("pause").disabled = state !== "training";
   $("resume").disabled = state !== "paused";
   $("stop").disabled = !training;
-  for (const id of ["sample", "walk", "download"]) $(id).disabled = training || !run.hasModel;
+  for (const id of ["sample", "walk", "download"]) $(id).disabled = state === "training" || !run.hasModel;
 }
 
 function showError(text) {
@@ -118,7 +118,13 @@ function readUrl() {
     const name = key.replace(/-/g, "_");
     if (name === "autostart") autostart = value !== "0";
     else if (name === "word") { $("word").value = value; document.querySelector("#walk-form [name=word]").value = value; }
-    else if (settingsForm.elements[name]) settingsForm.elements[name].value = value;
+    else if (settingsForm.elements[name]) {
+      const field = settingsForm.elements[name];
+      if (field.tagName === "SELECT" && ![...field.options].some((o) => o.value === value)) {
+        field.append(new Option(value));  // e.g. engine=torch: the driver says what it needs
+      }
+      field.value = value;
+    }
     else extraSettings[name] = value;
   }
 }

@@ -9,7 +9,8 @@ let pyodide = null;
 let uploads = 0;               // checkpoints uploaded so far
 let training = null;           // {paused, stopped, chunk, word} while a run is in progress
 const CHUNK_SECONDS = 0.25;    // how long the page may wait for an answer while training
-const VIEWS_EVERY_SECONDS = 1; // attention, distributions and embeddings follow training this often
+const VIEWS_EVERY_SECONDS = 1; // attention, distributions and embeddings follow training this often,
+                               // or less often when drawing them costs more than a fifth of the time
 
 const post = (msg) => self.postMessage(msg);
 
@@ -63,7 +64,7 @@ async function train(msg) {
   const dataPath = msg.data.kind === "embedded" ? null : await writeFile("data", msg.data, limits.dirs.data);
   const started = call("start", { settings: msg.settings, data_path: dataPath });
   post({ type: "started", ...started });
-  training = { paused: false, stopped: false, chunk: 1, word: msg.word, viewsAt: 0 };
+  training = { paused: false, stopped: false, chunk: 1, word: msg.word, viewsAt: 0, viewsCost: 0 };
   const t0 = performance.now();
   while (true) {
     if (training.stopped) {
@@ -77,9 +78,12 @@ async function train(msg) {
     const perStep = seconds / Math.max(1, out.lines.filter((l) => l.startsWith("step")).length || training.chunk);
     training.chunk = Math.max(1, Math.min(200, Math.round(CHUNK_SECONDS / Math.max(perStep, 1e-4))));
     post({ type: "progress", ...out, elapsed: (performance.now() - t0) / 1000 });
-    if (out.done || (performance.now() - training.viewsAt) / 1000 > VIEWS_EVERY_SECONDS) {
+    const since = (performance.now() - training.viewsAt) / 1000;
+    if (out.done || since > Math.max(VIEWS_EVERY_SECONDS, 5 * training.viewsCost)) {
+      const v0 = performance.now();
       views(training.word);
       training.viewsAt = performance.now();
+      training.viewsCost = (training.viewsAt - v0) / 1000;
     }
     if (out.done) break;
     await new Promise((r) => setTimeout(r, 0)); // let Pause, Stop and the rest arrive
