@@ -46,6 +46,7 @@ class Session:
         self.dir = None
         self.training = False
         self.sample_every = PAGE_ONLY["sample_every"]
+        self.log_every = 1
         self.metrics_read = 0  # lines of metrics.jsonl already sent
         self.stop_after = None  # the step the run ends at (train's --stop-after; else its --steps)
 
@@ -139,6 +140,9 @@ def train_steps(steps: int) -> dict:
 def stop() -> dict:
     run = need_run(training=True)
     SESSION.training = False
+    if run.step == 0:
+        SESSION.run = None  # nothing trained, nothing saved
+        return {"lines": [f"stopped before the first of {run.train.steps} steps"]}
     return {"lines": [f"stopped at step {run.step} of {run.train.steps}: the checkpoint holds this step "
                       f"(download it, or sample from it)"]}
 
@@ -214,15 +218,10 @@ def sample(options: dict) -> dict:
 
 
 # ---- looking inside: atomic.py's own numbers, recorded by tools/trace.py ---------------------------
-def current_run():
-    """The run with its latest weights (a run in training keeps them in its checkpoint's fields)."""
-    return need_run()
-
-
 def inspect(word: str) -> dict:
     """For `word`: each layer's and head's attention weights at every position, and the next-character
     distribution at every position."""
-    run = current_run()
+    run = need_run()  # its weights are the latest: train() puts them in the Run at each chunk's end
     walk = walk_step(run, word)
     n = len(walk["positions"])
     attention = [[[[0.0] * n for _ in range(n)] for _ in range(run.model.n_head)] for _ in range(run.model.n_layer)]
@@ -242,7 +241,7 @@ def label(run, token_id: int) -> str:
 
 def embeddings() -> dict:
     """The rows of wte on their two principal directions."""
-    run = current_run()
+    run = need_run()
     rows = run.params["wte"].rows()                                  # (vocab, n_embd)
     xy, shares = principal_components(rows, 2)
     return {"labels": [label(run, i) for i in range(len(rows))], "xy": xy, "shares": shares}
@@ -273,7 +272,7 @@ def principal_components(rows, count):
 def walk(word: str, param: str | None = None) -> dict:
     """One training step on `word`, every named intermediate beside its line of atomic.py, then the
     gradients and Adam's update of `param` (NAME or NAME[r,c]; default: the largest gradient)."""
-    run = current_run()
+    run = need_run()
     result = walk_step(run, word)
     return to_json(run, word, result, argparse.Namespace(param=param or None, top=3))
 
