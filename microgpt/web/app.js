@@ -42,6 +42,12 @@ function log(lines) {
   if (atEnd) pre.scrollTop = pre.scrollHeight;
 }
 
+worker.onerror = (event) => {
+  event.preventDefault();
+  showError(`the page's Python worker stopped (${event.message || "out of memory?"}); reload the page to go on`);
+  setState("loading");
+};
+
 worker.onmessage = (event) => {
   const msg = event.data;
   const on = {

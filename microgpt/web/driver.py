@@ -20,11 +20,13 @@ import math
 import os
 import random
 import traceback
+from dataclasses import replace
 
 from microgpt import checkpoint
 from microgpt.cli import sample_arguments, sample_command, train_arguments
 from microgpt.config import resolve, validate
 from microgpt.errors import UsageError
+from microgpt.params import num_params
 from microgpt.run import Run
 from microgpt.sample import generate
 from microgpt.tools.trace import to_json, walk_step
@@ -32,6 +34,7 @@ from microgpt.train import train
 
 MAX_DATA_BYTES = 10 * 1024 * 1024        # the text files the page takes (the names are 0.2 MB)
 MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024  # a checkpoint the page's engines can still run
+MAX_PARAMS = 500_000                     # a model the page trains (Python floats in WebAssembly's memory)
 RUN_DIR, UPLOAD_DIR, DATA_DIR = "/microgpt/run", "/microgpt/upload", "/microgpt/data"
 PAGE_ONLY = {"sample_every": 100}        # settings the command line does not have, and their defaults
 NOT_IN_PAGE = ("data", "preset", "out", "resume", "compile")  # train flags the page has no use for
@@ -97,6 +100,12 @@ def check_size(kind: str, name: str, size: int) -> None:
                          f"{limit // 2**20} MB (train larger ones with the command line: microgpt train --data FILE)")
 
 
+def check_params(model) -> None:
+    if num_params(model) > MAX_PARAMS:
+        raise UsageError(f"this model has {num_params(model):,} parameters; the page trains up to {MAX_PARAMS:,} "
+                         f"(lower n_embd, n_layer or block_size, or train it with the command line: microgpt train)")
+
+
 # ---- training ------------------------------------------------------------------------------------
 def start(settings: dict, data_path: str | None = None) -> dict:
     """A fresh run, as `microgpt train` builds it; returns the header lines it prints."""
@@ -108,7 +117,9 @@ def start(settings: dict, data_path: str | None = None) -> dict:
     validate(model, tcfg)
     from microgpt import engines
     engines.get(tcfg.engine)
+    check_params(replace(model, vocab_size=1))  # before the data is read: the size without the vocabulary
     run = Run.fresh(model, tcfg, data_path)
+    check_params(run.model)
     for name in os.listdir(RUN_DIR) if os.path.isdir(RUN_DIR) else []:
         os.remove(os.path.join(RUN_DIR, name))  # the page's previous run
     SESSION.run, SESSION.dir, SESSION.training = run, RUN_DIR, True
