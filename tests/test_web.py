@@ -207,7 +207,10 @@ def test_step_through_shows_atomic_lines_and_adam(reference_page):
     lines = page.inner_text("#walk-lines")
     for name in ("tok_emb", "attn_weights", "x_attn", "atomic.py:"):
         assert name in lines
-    assert "Adam on layer0.attn_wq[3,5]" in page.inner_text("#walk-adam")
+    adam = page.inner_text("#walk-adam")
+    assert "Adam on layer0.attn_wq[3,5]" in adam and "p.data -= update" in adam
+    for tensor in ("wte", "wpe", "lm_head", "layer0.attn_wq", "layer0.mlp_fc2"):  # the gradient table
+        assert f"\n{tensor}\t" in adam, tensor
     assert page.locator("#walk-positions button").count() == len("emma") + 1
 
 

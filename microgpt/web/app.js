@@ -73,14 +73,14 @@ worker.onmessage = (event) => {
       run.val.push(...msg.val_losses);
       run.hasModel = true;
       drawLoss();
-      if (msg.samples) {
-        for (const text of msg.samples.texts) {
-          const li = document.createElement("li");
-          li.textContent = `step ${msg.samples.step}: ${text}`;
-          $("samples-live").append(li);
-        }
-        $("samples-live").scrollTop = $("samples-live").scrollHeight;
+      const final = msg.lines.filter((l) => l.startsWith("sample ")).map((l) => `final ${l}`);
+      const texts = (msg.samples ? msg.samples.texts.map((t) => `step ${msg.samples.step}: ${t}`) : []).concat(final);
+      for (const text of texts) {
+        const li = document.createElement("li");
+        li.textContent = text;
+        $("samples-live").append(li);
       }
+      $("samples-live").scrollTop = $("samples-live").scrollHeight;
       $("status").textContent = `step ${msg.step} / ${run.steps} in ${msg.elapsed.toFixed(1)} s` +
         (msg.done ? " (done)" : "");
       document.body.dataset.step = msg.step;
@@ -327,8 +327,14 @@ function drawWalk(trace) {
     ["m_hat", "m_hat = m[i] / (1 - beta1 ** (step + 1))", a.m_hat], ["v_hat", "v_hat = v[i] / (1 - beta2 ** (step + 1))", a.v_hat],
     ["update", "lr_t * m_hat / (v_hat ** 0.5 + eps_adam)", a.update], ["p.data", "before", a.params_before],
     ["p.data", "p.data -= update", a.params_after]];
-  $("walk-adam").innerHTML = `<h3>Adam on ${a.param}[${a.index}] (params[${a.flat_index}])</h3>`;
-  $("walk-adam").append(table(rows.map(([n, code, v]) => [n, code, Number(v).toPrecision(8)]), ["", "code", ""]));
+  const box = $("walk-adam");
+  box.innerHTML = "<h3>loss.backward(): every parameter's gradient</h3>";
+  box.append(table(Object.entries(trace.grads).map(([name, g]) => [name, `${g.shape.join(" x ")}, norm ${g.norm.toFixed(4)}`,
+    g.largest.map((e) => `[${e.index}] ${e.value.toFixed(4)}`).join("  ")]), ["tensor", "shape, norm", "largest entries"]));
+  const adam = document.createElement("h3");
+  adam.textContent = `Adam on ${a.param}[${a.index}] (params[${a.flat_index}]), atomic.py's last loop`;
+  box.append(adam, table(rows.map(([n, code, v]) => [n, code, Number(v).toPrecision(8)]), ["", "code", ""]));
+  $("param-names").replaceChildren(...Object.keys(trace.grads).map((name) => new Option(name)));
 }
 
 function showPosition(at) {
