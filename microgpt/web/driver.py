@@ -120,6 +120,7 @@ def start(settings: dict, data_path: str | None = None) -> dict:
     check_params(replace(model, vocab_size=1))  # before the data is read: the size without the vocabulary
     run = Run.fresh(model, tcfg, data_path)
     check_params(run.model)
+    run.source = f"the page's run (seed {tcfg.seed}, {os.path.basename(data_path) if data_path else 'the embedded names'})"
     for name in os.listdir(RUN_DIR) if os.path.isdir(RUN_DIR) else []:
         os.remove(os.path.join(RUN_DIR, name))  # the page's previous run
     SESSION.run, SESSION.dir, SESSION.training = run, RUN_DIR, True
