@@ -26,19 +26,24 @@ function call(op, args = {}) {
 class UsageError extends Error {}
 
 async function boot() {
-  const manifest = await (await fetch("manifest.json")).json();
+  const response = await fetch("manifest.json");
+  if (!response.ok) throw new Error(`manifest.json: HTTP ${response.status}`);
+  const manifest = await response.json();
   const indexURL = new URL(manifest.pyodide, self.location.href).href;
   post({ type: "status", text: `loading Python (Pyodide ${manifest.pyodide_version})` });
   const { loadPyodide } = await import(indexURL + "pyodide.mjs");
   pyodide = await loadPyodide({ indexURL, stdout: () => {}, stderr: () => {} });
   post({ type: "status", text: "loading the microgpt package" });
   const root = "/home/pyodide/lib/";
-  for (const path of manifest.files) {
-    const body = new Uint8Array(await (await fetch("py/" + path)).arrayBuffer());
-    const dir = root + path.split("/").slice(0, -1).join("/");
-    pyodide.FS.mkdirTree(dir);
-    pyodide.FS.writeFile(root + path, body);
-  }
+  const bodies = await Promise.all(manifest.files.map(async (path) => {
+    const response = await fetch("py/" + path);
+    if (!response.ok) throw new Error(`py/${path}: HTTP ${response.status} (rebuild the site: microgpt web --build)`);
+    return new Uint8Array(await response.arrayBuffer());
+  }));
+  manifest.files.forEach((path, i) => {
+    pyodide.FS.mkdirTree(root + path.split("/").slice(0, -1).join("/"));
+    pyodide.FS.writeFile(root + path, bodies[i]);
+  });
   pyodide.runPython(`import sys; sys.path.insert(0, "${root}")`);
   driver = pyodide.pyimport("microgpt.web.driver");
   const limits = call("limits");
@@ -49,8 +54,7 @@ async function boot() {
 // ---- files from the page: size first (the driver's limits), then the bytes into Pyodide's FS ------
 async function writeFile(kind, source, dir) {
   const name = source.name || "pasted.txt";
-  const bytes = source.text !== undefined ? new TextEncoder().encode(source.text)
-    : null;
+  const bytes = source.text !== undefined ? new TextEncoder().encode(source.text) : null;  // pasted text
   call("check_size", { kind, name, size: bytes ? bytes.length : source.file.size });
   const data = bytes || new Uint8Array(await source.file.arrayBuffer());
   const path = `${dir}/${kind === "checkpoint" ? "checkpoint.safetensors" : name.replace(/[^\w.-]/g, "_")}`;
