@@ -27,6 +27,7 @@ COMMANDS = {
     "trace": ("microgpt.tools.trace", "print every intermediate of one training step on one document, as atomic.py computes it"),
     "report": ("microgpt.tools.report", "write DIR/report.html: loss curves, attention maps, embeddings, samples"),
     "bench": ("microgpt.tools.bench", "time the installed engines side by side on the default job"),
+    "web": ("microgpt.tools.web", "serve the browser page (Pyodide runs this package: train, sample, look inside)"),
 }
 
 
