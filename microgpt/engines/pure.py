@@ -45,8 +45,8 @@ def transpose(rows):  # (n, m) -> (m, n), rows as tuples
     return list(zip(*rows))
 
 
-def matmul(a, b_t):  # A B, given A (n, k) and B's transpose (m, k): (n, m)
-    return [[dot(a_row, b_col) for b_col in b_t] for a_row in a]
+def matmul(a, b_t):  # A B, given A (n, k) and B's transpose (m, k): (n, m), row by row
+    return [linear(a_row, b_t) for a_row in a]
 
 
 def linear_back(dy, x, w_t):
