@@ -6,7 +6,9 @@ computing the same function: in float64 its losses and gradients equal the scala
     microgpt train --engine pure
 
 The forward goes position by position, as atomic.py's gpt() does, with the same float operations
-(a / b is a * b ** -1, as Value's __truediv__ does), so its logits equal the scalar engine's. It keeps
+(a / b is a * b ** -1, as Value's __truediv__ does), so on Python 3.11 its logits equal the scalar
+engine's to the last bit (from 3.12, math.sumprod and sum() round sums more exactly than Value's
+one-by-one additions, so they agree to round-off). It keeps
 what each position computed (attention weights, probabilities, loss), which the backward pass and the
 report read. The backward is derived by hand, not by autograd, so tests can check it against Value's
 chain rule as an independent computation. It goes layer by layer, last first, over every position of
@@ -43,8 +45,8 @@ def transpose(rows):  # (n, m) -> (m, n), rows as tuples
     return list(zip(*rows))
 
 
-def matmul(a, b_t):  # A B, given A (n, k) and B's transpose (m, k): (n, m)
-    return [[dot(a_row, b_col) for b_col in b_t] for a_row in a]
+def matmul(a, b_t):  # A B, given A (n, k) and B's transpose (m, k): (n, m), row by row
+    return [linear(a_row, b_t) for a_row in a]
 
 
 def linear_back(dy, x, w_t):
@@ -83,7 +85,7 @@ def rmsnorm_back(x, scale, dy):  # y_i = x_i s: dx_i = s dy_i - s^3 x_i (sum_j d
 class Position:
     token_id: int
     pos_id: int
-    saved: dict = field(default_factory=dict)   # what the backward pass needs; saved[li]: layer li's
+    saved: dict = field(default_factory=dict)   # what the backward pass needs; saved[li]: layer li's part
     logits: list = field(default_factory=list)
     target_id: int | None = None
     probs: list = field(default_factory=list)
