@@ -68,7 +68,7 @@ class Probed(HTMLParser):
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
-    pytest.importorskip("matplotlib", reason="microgpt report needs matplotlib: pip install 'microgpt[report]'")
+    pytest.importorskip("matplotlib", reason="microgpt report needs matplotlib: pip install matplotlib")
     out = tiny_run(tmp_path_factory.mktemp("browser") / "run")
     assert main(["report", "--out", out, "--docs", "emma,liam", "--samples", "5", "--loss-docs", "4"]) == 0
     page = os.path.join(out, "report.html")
