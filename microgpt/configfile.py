@@ -15,8 +15,6 @@ types and choices as usual, and the explicit flag, coming later, wins. An unknow
 value of the wrong kind, is a UsageError naming the file and the key.
 """
 
-import tomllib
-
 from microgpt.errors import UsageError
 
 KINDS = {int: "an integer", float: "a number", None: "a string"}  # an action's type -> what TOML must give
@@ -29,6 +27,10 @@ def _fits(value, kind) -> bool:
 
 
 def read_toml(path: str) -> dict:
+    try:
+        import tomllib  # Python 3.11 and later; the rest of microgpt runs on 3.10 too
+    except ImportError:
+        raise UsageError("--config needs Python 3.11 or later (tomllib); give the flags on the command line") from None
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
