@@ -142,6 +142,7 @@ def read_event_scalars(folder) -> dict[str, dict[int, float]]:
     return scalars
 
 
+@pytest.mark.slow
 def test_log_tensorboard_writes_the_metrics(tmp_path):
     pytest.importorskip("tensorboardX", reason="--log tensorboard needs tensorboardX: pip install tensorboardX")
     out_dir = tmp_path / "run"

@@ -34,6 +34,7 @@ def page(tmp_path_factory):
         return f.read()
 
 
+@pytest.mark.slow
 def test_every_chart_is_an_embedded_png(page):
     pngs = images(page)
     assert list(pngs) == CHARTS
@@ -41,11 +42,13 @@ def test_every_chart_is_an_embedded_png(page):
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000, sid
 
 
+@pytest.mark.slow
 def test_page_is_self_contained(page):
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page, re.IGNORECASE)
     assert "<script" not in page and "<link" not in page and "@import" not in page
 
 
+@pytest.mark.slow
 def test_page_lists_samples_params_and_losses(page):
     assert len(re.findall(r"<li>", page)) == 7
     counts = {name: int(n.replace(",", "")) for name, n in
@@ -57,6 +60,7 @@ def test_page_lists_samples_params_and_losses(page):
 
 
 @pytest.mark.parametrize("engine_name", engines.available())
+@pytest.mark.slow
 def test_report_reads_checkpoints_of_every_engine(tmp_path, engine_name):
     pytest.importorskip("matplotlib", reason="microgpt report needs matplotlib: pip install matplotlib")
     out = tiny_run(tmp_path / engine_name, engine=engine_name, steps=2)
