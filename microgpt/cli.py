@@ -47,42 +47,44 @@ def train_arguments(p) -> None:
     data.add_argument("--data-mode", choices=DATA_MODES, help="lines: one document per line (the default); stream: the "
                       "file as one character stream, random windows of --block-size + 1 from its first 90%%, the last "
                       "10%% held out for val loss (all engines)")
-    data.add_argument("--val-docs", type=int, help="held-out documents from the end of the shuffled list, "
-                      f"for validation loss (default {d.val_docs}: keeps every document for training, as the reference)")
+    data.add_argument("--val-docs", type=int, help="held-out documents from the end of the shuffled list, for "
+                      f"validation loss (default {d.val_docs}: keeps every document for training, as the reference)")
     model = p.add_argument_group("model")
     model.add_argument("--n-layer", type=int, help=f"transformer layers (default {m.n_layer})")
     model.add_argument("--n-embd", type=int, help=f"embedding width (default {m.n_embd})")
     model.add_argument("--n-head", type=int, help=f"attention heads; must divide --n-embd (default {m.n_head})")
     model.add_argument("--block-size", type=int, help=f"context length in tokens (default {m.block_size})")
-    model.add_argument("--init-std", type=float, help=f"standard deviation of the initial weights (default {m.init_std})")
-    model.add_argument("--dropout", type=float, help=f"dropout probability ({supported_by('dropout')}; default {d.dropout})")
+    model.add_argument("--init-std", type=float,
+                       help=f"standard deviation of the initial weights (default {m.init_std})")
+    model.add_argument("--dropout", type=float,
+                       help=f"dropout probability ({supported_by('dropout')}; default {d.dropout})")
     model.add_argument("--attn-dropout", type=float, help="dropout probability on the attention weights alone; "
                        f"default: the same as --dropout, as nanoGPT ({supported_by('attn_dropout')})")
-    optimization = p.add_argument_group("optimization")
-    optimization.add_argument("--steps", type=int, help=f"training steps (default {d.steps})")
-    optimization.add_argument("--lr", type=float, help=f"peak learning rate, decayed to --min-lr (default {d.lr})")
-    optimization.add_argument("--lr-schedule", choices=LR_SCHEDULES, help=f"decay from --lr to --min-lr after the warmup: "
-                              f"linear (the reference) or cosine (all engines; default {d.lr_schedule})")
-    optimization.add_argument("--warmup-steps", type=int, help=f"steps of linear lr warmup (all engines; default {d.warmup_steps})")
-    optimization.add_argument("--min-lr", type=float, help=f"lr at the end of the decay (all engines; default {d.min_lr})")
-    optimization.add_argument("--batch-size", type=int, help=f"sequences per step, per process under torchrun (default {d.batch_size})")
-    optimization.add_argument("--grad-accum", type=int, help="micro-batches of --batch-size per step, gradients summed: the "
-                              f"same step as one batch that many times larger (all engines; default {d.grad_accum})")
-    optimization.add_argument("--weight-decay", type=float, help=f"AdamW's decoupled weight decay ({supported_by('weight_decay')}; "
-                              f"default {d.weight_decay})")
-    optimization.add_argument("--grad-clip", type=float, help="clip the gradient's global norm to this; 0: off "
-                              f"({supported_by('grad_clip')}; default {d.grad_clip})")
-    optimization.add_argument("--optimizer", choices=OPTIMIZERS, help="adam: AdamW for every matrix (the reference's Adam "
-                              "without --weight-decay); muon: Muon for the transformer blocks' matrices (momentum, "
-                              "orthogonalized), AdamW for wte, wpe and lm_head "
-                              f"({supported_by('optimizer')}; default {d.optimizer})")
-    optimization.add_argument("--ema", type=float, help="keep an exponential moving average of the weights with this decay "
-                              "(e.g. 0.999): it is what is evaluated, sampled and saved as the model; 0: off "
-                              f"({supported_by('ema')}; default {d.ema})")
-    evaluation = p.add_argument_group("evaluation")
-    evaluation.add_argument("--eval-every", type=int, help=f"steps between validation evaluations (default {d.eval_every})")
-    evaluation.add_argument("--samples", type=int, help=f"samples printed after training (default {d.samples})")
-    evaluation.add_argument("--temperature", type=float, help=f"sampling temperature, > 0 (default {d.temperature})")
+    optim = p.add_argument_group("optimization")
+    optim.add_argument("--steps", type=int, help=f"training steps (default {d.steps})")
+    optim.add_argument("--lr", type=float, help=f"peak learning rate, decayed to --min-lr (default {d.lr})")
+    optim.add_argument("--lr-schedule", choices=LR_SCHEDULES, help=f"decay from --lr to --min-lr after the warmup: "
+                       f"linear (the reference) or cosine (all engines; default {d.lr_schedule})")
+    optim.add_argument("--warmup-steps", type=int, help=f"steps of linear lr warmup (all engines; default {d.warmup_steps})")
+    optim.add_argument("--min-lr", type=float, help=f"lr at the end of the decay (all engines; default {d.min_lr})")
+    optim.add_argument("--batch-size", type=int, help=f"sequences per step, per process under torchrun (default {d.batch_size})")
+    optim.add_argument("--grad-accum", type=int, help="micro-batches of --batch-size per step, gradients summed: the "
+                       f"same step as one batch that many times larger (all engines; default {d.grad_accum})")
+    optim.add_argument("--weight-decay", type=float, help=f"AdamW's decoupled weight decay ({supported_by('weight_decay')}; "
+                       f"default {d.weight_decay})")
+    optim.add_argument("--grad-clip", type=float, help="clip the gradient's global norm to this; 0: off "
+                       f"({supported_by('grad_clip')}; default {d.grad_clip})")
+    optim.add_argument("--optimizer", choices=OPTIMIZERS, help="adam: AdamW for every matrix (the reference's Adam "
+                       "without --weight-decay); muon: Muon for the transformer blocks' matrices (momentum, "
+                       "orthogonalized), AdamW for wte, wpe and lm_head "
+                       f"({supported_by('optimizer')}; default {d.optimizer})")
+    optim.add_argument("--ema", type=float, help="keep an exponential moving average of the weights with this decay "
+                       "(e.g. 0.999): it is what is evaluated, sampled and saved as the model; 0: off "
+                       f"({supported_by('ema')}; default {d.ema})")
+    evals = p.add_argument_group("evaluation")
+    evals.add_argument("--eval-every", type=int, help=f"steps between validation evaluations (default {d.eval_every})")
+    evals.add_argument("--samples", type=int, help=f"samples printed after training (default {d.samples})")
+    evals.add_argument("--temperature", type=float, help=f"sampling temperature, > 0 (default {d.temperature})")
     output = p.add_argument_group("output")
     output.add_argument("--out", default="out", help="directory for the checkpoint and metrics.jsonl (default out)")
     output.add_argument("--resume", action="store_true", help="continue the run saved in --out")
@@ -100,8 +102,8 @@ def train_arguments(p) -> None:
                         f"default {d.device})")
     engine.add_argument("--compile", action="store_true", default=None,
                         help=f"torch.compile the model ({supported_by('compile')}; default off)")
-    engine.add_argument("--threads", type=int, help="CPU threads (default: 1 for a small model, else the cores the machine's "
-                        f"load leaves idle; training says which; {supported_by('threads')})")
+    engine.add_argument("--threads", type=int, help="CPU threads (default: 1 for a small model, else the cores the "
+                        f"machine's load leaves idle; training says which; {supported_by('threads')})")
 
 
 def train_command(args) -> int:

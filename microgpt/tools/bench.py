@@ -72,7 +72,8 @@ def table(results: list[dict]) -> str:
     for r in results:
         per_step = f"{base['ms_per_step'] / r['ms_per_step']:.0f}" if base else "-"
         per_doc = f"{base['us_per_doc'] / r['us_per_doc']:.0f}" if base else "-"
-        lines.append((r["engine"], r["dtype"], str(r["threads"] or "auto"), str(r["batch"]), str(r["steps"]), f"{r['ms_per_step']:.4f}",
+        lines.append((r["engine"], r["dtype"], str(r["threads"] or "auto"),
+                      str(r["batch"]), str(r["steps"]), f"{r['ms_per_step']:.4f}",
                       f"{r['us_per_doc']:.1f}", per_step, per_doc, f"{r['final_loss']:.4f}"))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in lines)
@@ -114,7 +115,8 @@ def run(args) -> int:
     results = []
     for (engine, batch, steps, dtype, threads), times in dts.items():
         step_s = statistics.median(times)
-        results.append({"engine": engine, "dtype": dtype, "threads": threads, "batch": batch, "steps": steps, "rounds": args.rounds,
+        results.append({"engine": engine, "dtype": dtype, "threads": threads,
+                        "batch": batch, "steps": steps, "rounds": args.rounds,
                         "ms_per_step": step_s * 1e3, "us_per_doc": step_s / batch * 1e6,
                         "final_loss": losses[engine, batch, steps, dtype, threads]})
     if args.json:
