@@ -13,11 +13,15 @@ import os
 import random
 import sys
 
-from microgpt.config import (DATA_MODES, ENGINE_DTYPES, LR_SCHEDULES, OPTIMIZERS, PRESETS,
+from microgpt import __version__
+from microgpt.config import (DATA_MODES, DEVICES, DTYPES, ENGINE_DTYPES, LR_SCHEDULES, OPTIMIZERS, PRESETS,
                              ModelConfig, TrainConfig, resolve, resolve_resume, supported_by, validate,
                              validate_sampling)
 from microgpt.data import add_max_data_argument
+from microgpt.configfile import config_argv
 from microgpt.errors import UsageError
+from microgpt.explog import LOGS
+from microgpt.install import DISTRIBUTION
 
 # command -> (module, one-line help); the module provides add_arguments(parser) and run(args)
 COMMANDS = {
@@ -33,67 +37,81 @@ COMMANDS = {
 
 # ---- microgpt train -----------------------------------------------------------------------------
 def train_arguments(p) -> None:
+    """train's flags, grouped as --help shows them; a --config file may set any of them."""
     d = TrainConfig()
     m = ModelConfig()
-    p.add_argument("--data", help="text file, one document per line (default: the embedded baby names)")
-    p.add_argument("--engine", help=f"which engine computes the model: {', '.join(ENGINE_DTYPES)} (default {d.engine})")
-    p.add_argument("--preset", help=f"named settings; explicit flags override them ({', '.join(PRESETS) or 'none yet'})")
+    p.add_argument("--preset", choices=PRESETS, help="named settings; a --config file and explicit flags override them")
+    p.add_argument("--config", metavar="FILE.toml", help="a TOML file of these flags without the dashes (n_layer = 4), "
+                   "at the top or under [data], [model], ...; explicit flags override it")
     p.add_argument("--seed", type=int, help=f"random seed for shuffle, init and sampling (default {d.seed})")
-    p.add_argument("--steps", type=int, help=f"training steps (default {d.steps})")
-    p.add_argument("--n-layer", type=int, help=f"transformer layers (default {m.n_layer})")
-    p.add_argument("--n-embd", type=int, help=f"embedding width (default {m.n_embd})")
-    p.add_argument("--n-head", type=int, help=f"attention heads; must divide --n-embd (default {m.n_head})")
-    p.add_argument("--block-size", type=int, help=f"context length in tokens (default {m.block_size})")
-    p.add_argument("--init-std", type=float, help=f"standard deviation of the initial weights (default {m.init_std})")
-    p.add_argument("--lr", type=float, help=f"peak learning rate, decayed to --min-lr (default {d.lr})")
-    p.add_argument("--batch-size", type=int, help=f"sequences per step, per process under torchrun (default {d.batch_size})")
-    p.add_argument("--dtype", help=f"float64 or float32 (numpy/torch engines), bfloat16 (autocast; torch engine, "
-                   f"for GPUs) (default {d.dtype})")
-    p.add_argument("--val-docs", type=int, help="held-out documents from the end of the shuffled list, "
-                   f"for validation loss (default {d.val_docs}: keeps every document for training, as the reference)")
-    p.add_argument("--eval-every", type=int, help=f"steps between validation evaluations (default {d.eval_every})")
-    p.add_argument("--save-every", type=int, help=f"steps between checkpoints (default {d.save_every})")
-    p.add_argument("--samples", type=int, help=f"samples printed after training (default {d.samples})")
-    p.add_argument("--temperature", type=float, help=f"sampling temperature, > 0 (default {d.temperature})")
-    p.add_argument("--data-mode", choices=DATA_MODES, help="lines: one document per line (the default); stream: the "
-                   "file as one character stream, random windows of --block-size + 1 from its first 90%%, the last "
-                   "10%% held out for val loss (all engines)")
-    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, help=f"decay from --lr to --min-lr after the warmup: "
-                   f"linear (the reference) or cosine (all engines; default {d.lr_schedule})")
-    p.add_argument("--warmup-steps", type=int, help=f"steps of linear lr warmup (all engines; default {d.warmup_steps})")
-    p.add_argument("--min-lr", type=float, help=f"lr at the end of the decay (all engines; default {d.min_lr})")
-    p.add_argument("--grad-accum", type=int, help="micro-batches of --batch-size per step, gradients summed: the "
-                   f"same step as one batch that many times larger (all engines; default {d.grad_accum})")
-    p.add_argument("--weight-decay", type=float, help=f"AdamW's decoupled weight decay ({supported_by('weight_decay')}; "
-                   f"default {d.weight_decay})")
-    p.add_argument("--dropout", type=float, help=f"dropout probability ({supported_by('dropout')}; default {d.dropout})")
-    p.add_argument("--attn-dropout", type=float, help="dropout probability on the attention weights alone; "
-                   f"default: the same as --dropout, as nanoGPT ({supported_by('attn_dropout')})")
-    p.add_argument("--grad-clip", type=float, help="clip the gradient's global norm to this; 0: off "
-                   f"({supported_by('grad_clip')}; default {d.grad_clip})")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, help="adam: AdamW for every matrix (the reference's Adam "
-                   "without --weight-decay); muon: Muon for the transformer blocks' matrices (momentum, "
-                   "orthogonalized), AdamW for wte, wpe and lm_head "
-                   f"({supported_by('optimizer')}; default {d.optimizer})")
-    p.add_argument("--ema", type=float, help="keep an exponential moving average of the weights with this decay "
-                   "(e.g. 0.999): it is what is evaluated, sampled and saved as the model; 0: off "
-                   f"({supported_by('ema')}; default {d.ema})")
-    p.add_argument("--device", help=f"auto (cuda, else mps, else cpu), cpu, cuda, mps ({supported_by('device')}; "
-                   f"default {d.device})")
-    p.add_argument("--compile", action="store_true", default=None,
-                   help=f"torch.compile the model ({supported_by('compile')}; default off)")
-    p.add_argument("--out", default="out", help="directory for the checkpoint and metrics.jsonl (default out)")
-    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    p.add_argument("--log-every", type=int, default=1, help="print the loss every N steps (default 1)")
-    p.add_argument("--stop-after", type=int, help="stop with a checkpoint after this many steps, before --steps; "
-                   "continue later with --resume")
-    add_max_data_argument(p)
-
-
+    data = p.add_argument_group("data")
+    data.add_argument("--data", help="text file, one document per line (default: the embedded baby names)")
+    data.add_argument("--data-mode", choices=DATA_MODES, help="lines: one document per line (the default); stream: the "
+                      "file as one character stream, random windows of --block-size + 1 from its first 90%%, the last "
+                      "10%% held out for val loss (all engines)")
+    add_max_data_argument(data)
+    data.add_argument("--val-docs", type=int, help="held-out documents from the end of the shuffled list, for "
+                      f"validation loss (default {d.val_docs}: keeps every document for training, as the reference)")
+    model = p.add_argument_group("model")
+    model.add_argument("--n-layer", type=int, help=f"transformer layers (default {m.n_layer})")
+    model.add_argument("--n-embd", type=int, help=f"embedding width (default {m.n_embd})")
+    model.add_argument("--n-head", type=int, help=f"attention heads; must divide --n-embd (default {m.n_head})")
+    model.add_argument("--block-size", type=int, help=f"context length in tokens (default {m.block_size})")
+    model.add_argument("--init-std", type=float,
+                       help=f"standard deviation of the initial weights (default {m.init_std})")
+    model.add_argument("--dropout", type=float,
+                       help=f"dropout probability ({supported_by('dropout')}; default {d.dropout})")
+    model.add_argument("--attn-dropout", type=float, help="dropout probability on the attention weights alone; "
+                       f"default: the same as --dropout, as nanoGPT ({supported_by('attn_dropout')})")
+    optim = p.add_argument_group("optimization")
+    optim.add_argument("--steps", type=int, help=f"training steps (default {d.steps})")
+    optim.add_argument("--lr", type=float, help=f"peak learning rate, decayed to --min-lr (default {d.lr})")
+    optim.add_argument("--lr-schedule", choices=LR_SCHEDULES, help=f"decay from --lr to --min-lr after the warmup: "
+                       f"linear (the reference) or cosine (all engines; default {d.lr_schedule})")
+    optim.add_argument("--warmup-steps", type=int, help=f"steps of linear lr warmup (all engines; default {d.warmup_steps})")
+    optim.add_argument("--min-lr", type=float, help=f"lr at the end of the decay (all engines; default {d.min_lr})")
+    optim.add_argument("--batch-size", type=int, help=f"sequences per step, per process under torchrun (default {d.batch_size})")
+    optim.add_argument("--grad-accum", type=int, help="micro-batches of --batch-size per step, gradients summed: the "
+                       f"same step as one batch that many times larger (all engines; default {d.grad_accum})")
+    optim.add_argument("--weight-decay", type=float, help=f"AdamW's decoupled weight decay ({supported_by('weight_decay')}; "
+                       f"default {d.weight_decay})")
+    optim.add_argument("--grad-clip", type=float, help="clip the gradient's global norm to this; 0: off "
+                       f"({supported_by('grad_clip')}; default {d.grad_clip})")
+    optim.add_argument("--optimizer", choices=OPTIMIZERS, help="adam: AdamW for every matrix (the reference's Adam "
+                       "without --weight-decay); muon: Muon for the transformer blocks' matrices (momentum, "
+                       "orthogonalized), AdamW for wte, wpe and lm_head "
+                       f"({supported_by('optimizer')}; default {d.optimizer})")
+    optim.add_argument("--ema", type=float, help="keep an exponential moving average of the weights with this decay "
+                       "(e.g. 0.999): it is what is evaluated, sampled and saved as the model; 0: off "
+                       f"({supported_by('ema')}; default {d.ema})")
+    evals = p.add_argument_group("evaluation")
+    evals.add_argument("--eval-every", type=int, help=f"steps between validation evaluations (default {d.eval_every})")
+    evals.add_argument("--samples", type=int, help=f"samples printed after training (default {d.samples})")
+    evals.add_argument("--temperature", type=float, help=f"sampling temperature, > 0 (default {d.temperature})")
+    output = p.add_argument_group("output")
+    output.add_argument("--out", default="out", help="directory for the checkpoint and metrics.jsonl (default out)")
+    output.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    output.add_argument("--log-every", type=int, default=1, help="print the loss every N steps (default 1)")
+    output.add_argument("--save-every", type=int, help=f"steps between checkpoints (default {d.save_every})")
+    output.add_argument("--stop-after", type=int, help="stop with a checkpoint after this many steps, before --steps; "
+                        "continue later with --resume")
+    output.add_argument("--log", choices=LOGS, help="also log the metrics for TensorBoard, in DIR/tensorboard "
+                        "(needs tensorboardX: the extra tensorboard)")
+    engine = p.add_argument_group("engine")
+    engine.add_argument("--engine", choices=ENGINE_DTYPES, help=f"which engine computes the model (default {d.engine})")
+    engine.add_argument("--dtype", choices=DTYPES, help="float64 or float32 (numpy/torch engines), bfloat16 (autocast; "
+                        f"torch engine, for GPUs) (default {d.dtype})")
+    engine.add_argument("--device", choices=DEVICES, help=f"auto: cuda, else mps, else cpu ({supported_by('device')}; "
+                        f"default {d.device})")
+    engine.add_argument("--compile", action="store_true", default=None,
+                        help=f"torch.compile the model ({supported_by('compile')}; default off)")
+    engine.add_argument("--threads", type=int, help="CPU threads (default: 1 for a small model, else the cores the "
+                        f"machine's load leaves idle; training says which; {supported_by('threads')})")
 
 
 def train_command(args) -> int:
     from microgpt import checkpoint, durable, engines
+    from microgpt.explog import summary_writer
     from microgpt.lock import RunLock
     from microgpt.run import Run, check_out_dir
     from microgpt.train import extension_note, rank_and_world, train
@@ -101,7 +119,9 @@ def train_command(args) -> int:
     if args.stop_after is not None and args.stop_after <= 0:
         raise UsageError(f"--stop-after must be a positive number of steps (got {args.stop_after})")
     flags = {k: v for k, v in vars(args).items() if k not in ("data", "preset", "out", "resume", "log_every",
-                                                               "stop_after", "command", "max_data_mb")}
+                                                               "stop_after", "command", "config", "log", "max_data_mb")}
+    if args.log == "tensorboard":
+        summary_writer()  # a missing library is the first error, before any work
     rank, world = rank_and_world()
     check_out_dir(args.out)
     if args.resume and not checkpoint.exists(args.out):
@@ -136,7 +156,7 @@ def train_command(args) -> int:
         quiet = rank != 0  # under torchrun only rank 0 prints
         with contextlib.redirect_stdout(open(os.devnull, "w")) if quiet else contextlib.nullcontext():
             print("\n".join(run.header() + ([note] if note else [])), flush=True)
-            summary = train(run, args.out, args.log_every, args.stop_after)
+            summary = train(run, args.out, args.log_every, args.stop_after, args.log)
     return 128 + summary["signal"] if summary["signal"] else 0
 
 
@@ -149,7 +169,8 @@ def sample_arguments(p) -> None:
     p.add_argument("--prompt", default="", help="the start every sample continues (e.g. 'em')")
     p.add_argument("--seed", type=int, help="random seed (default: continue the run's own random stream, "
                    "which repeats the samples printed after training)")
-    p.add_argument("--engine", help="engine to sample with (default: the one that trained it, else scalar)")
+    p.add_argument("--engine", choices=ENGINE_DTYPES, help="engine to sample with (default: the one that trained it, "
+                   "else scalar)")
 
 
 def sample_command(args) -> int:
@@ -186,9 +207,11 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="microgpt", description="Train and sample a GPT from first principles.")
+    parser.add_argument("--version", action="version", version=f"microgpt {__version__} ({DISTRIBUTION})")
     sub = parser.add_subparsers(dest="command", metavar="command", required=True)
+    parser.commands = {}  # name -> its parser (a --config file is read against train's)
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = parser.commands[name] = sub.add_parser(name, help=help_text, description=help_text)
         (LOCAL[name][0] if name in LOCAL else importlib.import_module(module).add_arguments)(p)
     return parser
 
@@ -200,6 +223,9 @@ def main(argv=None) -> int:
         parser.help_hint = f"microgpt {argv[0]} --help"
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "config", None):  # the file's flags first, so that explicit ones override them
+            at = argv.index(args.command) + 1
+            args = parser.parse_args(argv[:at] + config_argv(args.config, parser.commands[args.command]) + argv[at:])
         if args.command in LOCAL:
             return LOCAL[args.command][1](args)
         return importlib.import_module(COMMANDS[args.command][0]).run(args)

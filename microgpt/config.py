@@ -68,6 +68,7 @@ class TrainConfig:
     ema: float = 0.0             # > 0: the model is this exponential moving average of the trained weights
     device: str = "auto"         # auto: cuda, else mps, else cpu
     compile: bool = False        # torch.compile the model
+    threads: int = 0             # CPU threads of the torch engine; 0: its choice (engines/torch.py, choose_threads)
 
 
 # ---- allowed values ------------------------------------------------------------------------------
@@ -82,6 +83,7 @@ ENGINE_DTYPES = {
     "numpy": ("float64", "float32"),
     "torch": ("float64", "float32", "bfloat16"),
 }
+DTYPES = tuple(dict.fromkeys(d for dtypes in ENGINE_DTYPES.values() for d in dtypes))  # every engine's, once
 # Training options only some engines implement: TrainConfig field -> (its "off" value, the engines that
 # have it). Every other option (data mode, lr schedule, warmup, gradient accumulation) is the loop's and
 # works with every engine. DISTRIBUTED: the engines that train under torchrun.
@@ -94,11 +96,13 @@ OPTIONS = {
     "optimizer": ("adam", ("torch",)),
     "device": ("auto", ("torch",)),
     "compile": (False, ("torch",)),
+    "threads": (0, ("torch",)),
 }
 DISTRIBUTED = ("torch",)
 # Flags that may differ when resuming: they change how the run is shown or stored, not what it computes.
 # --steps too: it extends (or shortens) the run, with a note that its lr schedule then changes (train.py)
-RESUMABLE_OVERRIDES = ("engine", "eval_every", "save_every", "samples", "temperature", "device", "compile", "steps")
+RESUMABLE_OVERRIDES = ("engine", "eval_every", "save_every", "samples", "temperature", "device", "compile", "steps",
+                       "threads")
 
 
 def supported_by(option: str) -> str:
@@ -173,6 +177,8 @@ def validate(model: ModelConfig, tcfg: TrainConfig, world: int = 1) -> None:
         raise UsageError("--weight-decay and --grad-clip must not be negative (0 turns them off)")
     if not 0 <= tcfg.ema < 1:
         raise UsageError(f"--ema must be in [0, 1) (got {tcfg.ema}); 0.999 averages over about 1000 steps")
+    if tcfg.threads < 0:
+        raise UsageError(f"--threads must be >= 0 (got {tcfg.threads}); 0 lets the engine choose")
     if tcfg.grad_accum <= 0:
         raise UsageError(f"--grad-accum must be a positive integer (got {tcfg.grad_accum})")
     if tcfg.batch_size * tcfg.grad_accum > MAX_SEQUENCES_PER_STEP:

@@ -26,12 +26,13 @@ import os
 import signal
 import time
 
-from microgpt import durable
+from microgpt import checkpoint, durable
 from microgpt.config import TrainConfig, lr_at
 from microgpt.data import DocumentData
 from microgpt.engines import base
 from microgpt.errors import UsageError
 from microgpt.metrics import read_metrics
+from microgpt.explog import TensorBoardLog
 from microgpt.progress import make_progress
 from microgpt.run import Run
 from microgpt.sample import print_samples
@@ -125,9 +126,10 @@ def extension_note(saved: TrainConfig, tcfg: TrainConfig, step: int) -> str | No
             f"at step {step})")
 
 
-def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = None) -> dict:
+def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = None, log: str | None = None) -> dict:
     """Train `run` from its step to train.steps, then sample. Returns a summary: final loss, val loss,
-    samples, status. `stop_after` stops (with a checkpoint) once that many steps are done, as Ctrl-C would."""
+    samples, status. `stop_after` stops (with a checkpoint) once that many steps are done, as Ctrl-C would.
+    `log="tensorboard"` also writes the metrics as TensorBoard scalars (explog.py)."""
     tcfg, data = run.train, run.data
     if data is None:
         raise UsageError("the run's data was not read; load it with Run.load(out_dir, with_data=True)")
@@ -136,6 +138,10 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
         raise UsageError(f"the checkpoint was trained by {run.data_info.get('world', 1)} processes and this run "
                          f"has {world}; resume with the same number (torchrun --nproc_per_node)")
     engine = run.engine(with_state=run.step > 0)
+    if engine.note:
+        print(engine.note, flush=True)
+    if run.step and rank == 0:
+        print(f"resuming from step {run.step} of {tcfg.steps}", flush=True)
 
     def save() -> None:
         if rank == 0:
@@ -145,6 +151,13 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
             run.save(out_dir)
 
     metrics = open_metrics(out_dir, run.step) if rank == 0 else open(os.devnull, "w")
+    board = TensorBoardLog(out_dir, run.step) if log == "tensorboard" and rank == 0 else None
+
+    def record(entry: dict) -> None:
+        metrics.write(json.dumps(entry) + "\n")
+        if board:
+            board.write(entry)
+
     progress = make_progress(tcfg.steps, log_every)
     summary = {"status": "done", "loss": None, "val_loss": None, "samples": [], "out": out_dir, "signal": None}
     try:
@@ -158,12 +171,12 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
                 run.step = done = step + 1
                 if not math.isfinite(loss):
                     raise UsageError(f"the loss became {loss} at step {done}; lower --lr (now {tcfg.lr})")
-                metrics.write(json.dumps({"step": done, "loss": loss, "lr": lr, "dt": dt}) + "\n")
+                record({"step": done, "loss": loss, "lr": lr, "dt": dt})
                 progress.step(done, loss, lr, dt, sum(len(s) - 1 for s in seqs) * world)
                 summary["loss"] = loss
                 if data.val and (done % tcfg.eval_every == 0 or done == tcfg.steps):
                     summary["val_loss"] = evaluate(engine, data, tcfg.batch_size)
-                    metrics.write(json.dumps({"step": done, "val_loss": summary["val_loss"]}) + "\n")
+                    record({"step": done, "val_loss": summary["val_loss"]})
                     progress.val(done, summary["val_loss"])
                 metrics.flush()
                 # under torchrun a signal may reach one process only: all stop at the same step
@@ -183,10 +196,14 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
                     return summary
     finally:
         metrics.close()
+        if board:
+            board.close()
     progress.close()
 
     if tcfg.samples and rank == 0:
         print("--- samples ---")
         summary["samples"] = print_samples(engine, run.tokenizer, run.model.block_size, run.rng,
                                            tcfg.samples, tcfg.temperature)
+    if rank == 0:
+        print(f"checkpoint: {checkpoint.path_in(out_dir)}", flush=True)
     return summary

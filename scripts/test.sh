@@ -1,11 +1,27 @@
 #!/usr/bin/env bash
-# Install everything the test suite needs, then run it: `bash scripts/test.sh [pytest args]`.
-# NumPy, PyTorch (CPU build, pinned: a plain `torch` would pull a multi-GB CUDA build), matplotlib
-# and pytest from PyPI; Debian's chromium for the browser tests of the HTML report and the web page (when
-# run as root with apt-get available; otherwise those tests skip and say why); Pyodide for the page by npm.
+# The tests, in a virtual environment of their own: `bash scripts/test.sh [--fast] [pytest args]`.
+#
+# Uses the active virtual environment if there is one ($VIRTUAL_ENV), else makes ./.venv (once, with
+# `python3 -m venv`; PYTHON=... picks another interpreter) and uses it, so nothing is installed into the
+# system's Python. Into it: requirements-test.txt (NumPy, PyTorch pinned to the CPU build: a plain
+# `torch` would pull a multi-GB CUDA build; matplotlib, tqdm, tensorboardX, pytest). As root with
+# apt-get, also Debian's chromium for the browser tests of the HTML report and the web page (else they
+# skip, saying why); by npm, the pinned Pyodide for the page (web/package-lock.json). --fast leaves out the tests marked slow (`-m "not slow"`): the edit-test loop, under 2 minutes;
+# CI (.ci/run) runs them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
+marks=()
+if [ "${1:-}" = "--fast" ]; then
+  marks=(-m "not slow")
+  shift
+fi
+if [ -n "${VIRTUAL_ENV:-}" ]; then
+  python="$VIRTUAL_ENV/bin/python"
+else
+  [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
+  python=.venv/bin/python
+fi
+"$python" -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
     || echo "warning: could not install chromium; the browser test will skip" >&2
@@ -16,4 +32,5 @@ if command -v npm >/dev/null 2>&1; then  # the pinned Pyodide for the browser pa
 else
   echo "warning: npm not found; tests/test_web.py will skip (install Node.js, then: npm ci --prefix web)" >&2
 fi
-python -m pytest -q "$@"
+echo "testing with $("$python" -c 'import sys; print(sys.prefix)')" >&2
+"$python" -m pytest -q ${marks[@]+"${marks[@]}"} "$@"

@@ -93,6 +93,7 @@ def test_names_matches_reference_run(binary, reference, tmp_path):
 
 @pytest.mark.skipif(not os.environ.get("MICROGPT_SLOW_TESTS"),
                     reason="runs atomic.py on names.txt for about 2 minutes; set MICROGPT_SLOW_TESTS=1")
+@pytest.mark.slow
 def test_names_full_output_equals_atomic(binary, names_path, tmp_path):
     """The reference run itself: atomic.py's complete output on names, samples included."""
     shutil.copy(names_path, tmp_path / "input.txt")
@@ -112,6 +113,7 @@ SMALL_TEXT = ("\ufeffé\r\nñ\r\n日本\r🙂\n\n  \u00a0\nß\tø\r\n\u3000Æ \n
               "A\nC\n a\nb \nd\na b\nB\n-\n" + "q" * 20 + "\n")
 
 
+@pytest.mark.slow
 def test_small_file_equals_atomic_with_seed(binary, tmp_path):
     """The small file at seed 7 (the port's -s), 1000 steps: the complete outputs are identical."""
     (tmp_path / "input.txt").write_bytes(SMALL_TEXT.encode("utf-8"))

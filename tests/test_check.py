@@ -27,6 +27,7 @@ class BrokenEngine(ScalarEngine):
         return loss, grads
 
 
+@pytest.mark.slow
 def test_check_passes_every_installed_engine(capsys):
     assert main(["check", *SMALL]) == 0
     out = capsys.readouterr().out
@@ -38,6 +39,7 @@ def test_check_passes_every_installed_engine(capsys):
     assert all(line.endswith("ok") for line in rows)
 
 
+@pytest.mark.slow
 def test_check_catches_a_wrong_gradient(monkeypatch, capsys):
     real_get = engines.get
     monkeypatch.setattr(engines, "get", lambda name: BrokenEngine if name == "broken" else real_get(name))
@@ -48,6 +50,7 @@ def test_check_catches_a_wrong_gradient(monkeypatch, capsys):
     assert "check FAILED" in out
 
 
+@pytest.mark.slow
 def test_default_run_checks_the_default_and_a_random_config(monkeypatch, capsys):
     # one scalar engine and one entry per tensor keep this quick; the tables are the real ones
     assert main(["check", "--engines", "scalar", "--fd-entries", "1", "--docs", "1"]) == 0

@@ -69,7 +69,7 @@ def test_checkpoint_is_plain_safetensors(tmp_path, data_file):
     assert {"adam.m.wte", "adam.v.wte", "layer0.mlp_fc2"} <= set(header)
 
 
-@pytest.mark.parametrize("stop", [1, 5, 8, 11])
+@pytest.mark.parametrize("stop", [1, pytest.param(5, marks=pytest.mark.slow), 8, pytest.param(11, marks=pytest.mark.slow)])
 def test_resume_equals_uninterrupted(tmp_path, data_file, stop):
     whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
     full = train(model(), quick(), data_file, whole)
@@ -83,6 +83,7 @@ def test_resume_equals_uninterrupted(tmp_path, data_file, stop):
     assert a.params == b.params and a.state == b.state and a.rng.getstate() == b.rng.getstate()
 
 
+@pytest.mark.slow
 def test_resume_keeps_validation_metrics(tmp_path, data_file):
     whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
     cfg = quick(val_docs=3, eval_every=3)
@@ -94,6 +95,7 @@ def test_resume_keeps_validation_metrics(tmp_path, data_file):
     assert [m["step"] for m in strip(whole) if "val_loss" in m] == [3, 6, 9, 12]
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_and_resume_finishes_the_same(tmp_path, data_file):
     """A real SIGINT to a running `microgpt train`: exit 130 with a checkpoint, then --resume."""
     whole = run_cli("train", "--data", data_file, "--steps", 60, "--n-embd", 8, "--n-head", 2,
@@ -118,6 +120,7 @@ def test_ctrl_c_saves_and_resume_finishes_the_same(tmp_path, data_file):
     assert Run.load(str(tmp_path / "cut")).params == Run.load(str(tmp_path / "whole")).params
 
 
+@pytest.mark.slow
 def test_sample_command_repeats_training_samples(tmp_path, data_file):
     out = run_cli("train", "--data", data_file, "--steps", 5, "--samples", 4, "--out", tmp_path / "r")
     assert out.returncode == 0, out.stderr

@@ -88,6 +88,7 @@ def test_muon_runs_resume_exactly_and_keep_the_momentum(tmp_path):
     assert max(abs(x) for x in whole.state["muon.momentum.layer0.mlp_fc1"].to_floats()) > 0  # Muon's momentum was saved
 
 
+@pytest.mark.slow
 def test_the_names_preset_with_muon_trains_end_to_end(tmp_path):
     """The names preset (Muon, the EMA, light dropout) through the command line, a few steps on the
     embedded names (with a short EMA to match): it runs, saves, and its held-out loss is well below a

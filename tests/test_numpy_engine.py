@@ -56,6 +56,7 @@ def names_batch(block_size, count, seed):
 
 # ---- per-step losses ---------------------------------------------------------------------------
 @pytest.mark.parametrize("seed", [42, 7])
+@pytest.mark.slow
 def test_losses_equal_scalar_for_40_steps(tmp_path, seed):
     """The first 40 steps of the default run (1000 steps, so the default learning-rate schedule)."""
     scalar = train_losses(tmp_path, "scalar", "scalar", seed=seed, stop_after=40)
@@ -64,6 +65,7 @@ def test_losses_equal_scalar_for_40_steps(tmp_path, seed):
     assert max(abs(a - b) for a, b in zip(scalar, fast)) <= 1e-9
 
 
+@pytest.mark.slow
 def test_losses_equal_scalar_on_own_file(tmp_path):
     data = tmp_path / "docs.txt"
     data.write_text(CUSTOM_TEXT, encoding="utf-8")  # punctuation, spaces, documents cut at the block
@@ -83,8 +85,8 @@ def test_reproduces_reference_run(tmp_path, names_path, reference):
 
 # ---- gradients -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("n_layer,n_embd,n_head,block_size,batch", [
-    (2, 32, 2, 8, 3),    # wider, fewer heads, documents cut at a block of 8, a batch of 3
-    (3, 16, 4, 16, 4),   # deeper, documents of different lengths in one batch
+    pytest.param(2, 32, 2, 8, 3, marks=pytest.mark.slow),  # wider, fewer heads, cut at a block of 8, batch 3
+    pytest.param(3, 16, 4, 16, 4, marks=pytest.mark.slow),  # deeper, documents of different lengths
     (2, 16, 4, 8, 1),    # one document, cut at the block
 ])
 def test_gradients_equal_scalar(n_layer, n_embd, n_head, block_size, batch):
@@ -208,6 +210,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
         assert a.state[f"adam.v.{name}"].data == b.state[f"adam.v.{name}"].data, name
 
 
+@pytest.mark.slow
 def test_checkpoint_moves_between_engines(tmp_path):
     """A run the scalar engine began, the numpy engine continues: the losses of one scalar run."""
     cfg, tcfg = dict(DEFAULT_MODEL), TrainConfig(engine="scalar", steps=6, samples=0)

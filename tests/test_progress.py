@@ -36,7 +36,7 @@ def test_plain_lines_honour_log_every_and_the_last_step():
 
 
 def test_live_bar_on_a_terminal():
-    pytest.importorskip("tqdm", reason="the live bar needs tqdm: pip install 'microgpt[progress]'")
+    pytest.importorskip("tqdm", reason="the live bar needs tqdm: pip install tqdm")
     term = FakeTerminal()
     progress = make_progress(10, 1, stream=term)
     assert isinstance(progress, LiveProgress)
@@ -46,11 +46,49 @@ def test_live_bar_on_a_terminal():
     progress.close()
     screen = term.getvalue().split("\r")[-1]  # what the terminal shows last
     assert screen.startswith("step 2/10 |")
-    assert "loss 3.1000" in screen and "val 2.7500" in screen and "12 tok/s" in screen and " left" in screen
+    smoothed = (0.9 * 3.36601 + 3.1) / (0.9 + 1)  # the two losses weighted 0.9 : 1
+    assert f"smoothed loss {smoothed:.4f}" in screen and "val 2.7500" in screen and "12 tok/s" in screen
+    assert "lr 1.00e-02" in screen and " elapsed" in screen and " left" in screen
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_the_smoothed_loss_is_a_debiased_moving_average():
+    pytest.importorskip("tqdm", reason="the live bar needs tqdm: pip install tqdm")
+    progress = LiveProgress(100, stream=FakeTerminal())
+    losses = [4.0, 3.0, 3.5, 2.0, 2.5, 2.2]
+    for step, loss in enumerate(losses, 1):
+        progress.step(step, loss, 0.01, 0.1, 6)
+    weights = [0.9 ** (len(losses) - 1 - i) for i in range(len(losses))]  # the latest weighs most
+    expected = sum(w * x for w, x in zip(weights, losses)) / sum(weights)
+    assert progress.loss_sum / progress.loss_weight == pytest.approx(expected, rel=1e-12)
+
+
+def test_time_left_leaves_evaluations_out():
+    """Steps of 2 s with a 30 s evaluation after step 5: the time left stays 2 s a step."""
+    pytest.importorskip("tqdm", reason="the live bar needs tqdm: pip install tqdm")
+    clock, term = FakeClock(), FakeTerminal()
+    progress = LiveProgress(10, stream=term, clock=clock)
+    for step in range(1, 8):
+        clock.now += 2.0
+        progress.step(step, 3.0, 0.01, 1.0, 6)
+        if step == 5:
+            clock.now += 30.0
+            progress.val(step, 2.9)
+    assert progress.time_left(7) == pytest.approx(3 * 2.0)
+    progress.close()  # draws the last state (tqdm redraws at most every 0.1 s of real time)
+    screen = term.getvalue().split("\r")[-1]
+    assert "00:06 left" in screen and "00:44 elapsed" in screen  # 7 steps of 2 s and the evaluation
 
 
 def test_resumed_run_starts_the_bar_where_it_stopped():
-    pytest.importorskip("tqdm", reason="the live bar needs tqdm: pip install 'microgpt[progress]'")
+    pytest.importorskip("tqdm", reason="the live bar needs tqdm: pip install tqdm")
     term = FakeTerminal()
     progress = make_progress(10, 1, stream=term)
     progress.step(7, 2.0, 0.01, 0.5, 6)

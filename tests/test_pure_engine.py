@@ -26,6 +26,7 @@ CONFIGS = [
 
 
 @pytest.mark.parametrize("model, batch", CONFIGS)
+@pytest.mark.slow
 def test_losses_over_40_steps_equal_the_scalar_engine(model, batch):
     tcfg = TrainConfig(steps=40, batch_size=batch)
     run = Run.fresh(ModelConfig(**model), tcfg)
@@ -51,6 +52,7 @@ def test_gradients_equal_the_scalar_engine(model, batch):
         assert grads_p[name].to_floats() == pytest.approx(grads_s[name].to_floats(), rel=1e-9, abs=1e-14), name
 
 
+@pytest.mark.slow
 def test_samples_equal_the_scalar_engine():
     run = Run.fresh(ModelConfig(), TrainConfig())
     import random

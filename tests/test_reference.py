@@ -15,6 +15,7 @@ import pytest
 from conftest import REPO, parse_run, run_cli
 
 ATOMIC = os.path.join(REPO, "microgpt", "atomic.py")
+pytestmark = pytest.mark.slow  # scripts/test.sh --fast leaves this module out
 
 
 @pytest.fixture(scope="module")

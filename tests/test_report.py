@@ -27,13 +27,14 @@ def images(page: str) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    pytest.importorskip("matplotlib", reason="microgpt report needs matplotlib: pip install 'microgpt[report]'")
+    pytest.importorskip("matplotlib", reason="microgpt report needs matplotlib: pip install matplotlib")
     out = tiny_run(tmp_path_factory.mktemp("report") / "run")
     assert main(["report", "--out", out, "--docs", "emma,olivia", "--samples", "7", "--loss-docs", "4"]) == 0
     with open(f"{out}/report.html", encoding="utf-8") as f:
         return f.read()
 
 
+@pytest.mark.slow
 def test_every_chart_is_an_embedded_png(page):
     pngs = images(page)
     assert list(pngs) == CHARTS
@@ -41,11 +42,13 @@ def test_every_chart_is_an_embedded_png(page):
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000, sid
 
 
+@pytest.mark.slow
 def test_page_is_self_contained(page):
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page, re.IGNORECASE)
     assert "<script" not in page and "<link" not in page and "@import" not in page
 
 
+@pytest.mark.slow
 def test_page_lists_samples_params_and_losses(page):
     assert len(re.findall(r"<li>", page)) == 7
     counts = {name: int(n.replace(",", "")) for name, n in
@@ -57,8 +60,9 @@ def test_page_lists_samples_params_and_losses(page):
 
 
 @pytest.mark.parametrize("engine_name", engines.available())
+@pytest.mark.slow
 def test_report_reads_checkpoints_of_every_engine(tmp_path, engine_name):
-    pytest.importorskip("matplotlib", reason="microgpt report needs matplotlib: pip install 'microgpt[report]'")
+    pytest.importorskip("matplotlib", reason="microgpt report needs matplotlib: pip install matplotlib")
     out = tiny_run(tmp_path / engine_name, engine=engine_name, steps=2)
     assert main(["report", "--out", out, "--samples", "2", "--loss-docs", "2"]) == 0
     with open(f"{out}/report.html", encoding="utf-8") as f:
@@ -76,10 +80,10 @@ def test_without_matplotlib_the_error_says_what_to_install(tmp_path, monkeypatch
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     assert main(["report", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "pip install 'microgpt[report]'" in err and err.count("\n") == 1
+    assert "pip install 'microgpt-atomic[report]'" in err and err.count("\n") == 1
 
 
 def test_report_without_a_checkpoint_is_a_one_line_error(tmp_path, capsys):
-    pytest.importorskip("matplotlib", reason="microgpt report needs matplotlib: pip install 'microgpt[report]'")
+    pytest.importorskip("matplotlib", reason="microgpt report needs matplotlib: pip install matplotlib")
     assert main(["report", "--out", str(tmp_path / "none")]) == 2
     assert "no checkpoint" in capsys.readouterr().err

@@ -20,7 +20,8 @@ from tiny_run import tiny_run
 
 CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
                  if p and os.path.exists(p)), None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed: apt-get install -y chromium")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed: apt-get install -y chromium")]
 WIDTH = 1000
 
 # Added to a copy of the page: once it has loaded, each <img> records what the browser made of it.
@@ -68,7 +69,7 @@ class Probed(HTMLParser):
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
-    pytest.importorskip("matplotlib", reason="microgpt report needs matplotlib: pip install 'microgpt[report]'")
+    pytest.importorskip("matplotlib", reason="microgpt report needs matplotlib: pip install matplotlib")
     out = tiny_run(tmp_path_factory.mktemp("browser") / "run")
     assert main(["report", "--out", out, "--docs", "emma,liam", "--samples", "5", "--loss-docs", "4"]) == 0
     page = os.path.join(out, "report.html")

@@ -62,6 +62,7 @@ def test_a_text_too_short_for_the_block_is_refused():
         StreamData(TEXT[:100], Tokenizer(sorted(set(TEXT))), 16, 1)
 
 
+@pytest.mark.slow
 def test_a_stream_run_evaluates_and_resumes_exactly(tmp_path):
     path = tmp_path / "text.txt"
     path.write_text("".join(f"to be or not to be {i % 7}\n" for i in range(60)))  # small: the scalar engine

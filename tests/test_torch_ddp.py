@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 torch = pytest.importorskip("torch", reason="data-parallel training needs torch: pip install torch")
+pytestmark = pytest.mark.slow  # scripts/test.sh --fast leaves this module out
 torch.set_num_threads(1)  # as torchrun sets each of its processes (OMP_NUM_THREADS=1)
 
 from microgpt.config import TrainConfig  # noqa: E402

@@ -70,6 +70,7 @@ def max_diff(a: Tensor, b: Tensor) -> float:
 
 
 # ---- equal to the scalar engine -------------------------------------------------------------------
+@pytest.mark.slow
 def test_first_40_losses_equal_the_scalar_engine_and_the_reference(tmp_path):
     data = need(NAMES)
     for engine in ("scalar", "torch"):
@@ -92,7 +93,8 @@ CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("model,batch", CONFIGS.values(), ids=CONFIGS.keys())
+@pytest.mark.parametrize("model,batch", [pytest.param(*c, marks=[pytest.mark.slow] if c[1] > 5 else []) for c in
+                                         CONFIGS.values()], ids=CONFIGS.keys())  # batch 12: slow
 def test_gradients_equal_the_scalar_engine(model, batch):
     cfg, params, data = setup(model)
     seqs = data.batch(7, batch)
@@ -126,6 +128,7 @@ def test_packing_keeps_each_document_whole_and_apart():
             assert mask[r, 0, t].any()  # padding sees something too, so softmax has no empty row
 
 
+@pytest.mark.slow
 def test_adam_steps_equal_the_scalar_engine_on_batches():
     cfg, params, data = setup({**MODEL_DEFAULTS, "n_layer": 2})
     tcfg = TrainConfig(engine="torch")
@@ -162,6 +165,7 @@ def test_a_torch_checkpoint_samples_the_same_with_the_scalar_engine(tmp_path):
     assert sample_with("scalar", tmp_path) == torch_samples
 
 
+@pytest.mark.slow
 def test_a_scalar_checkpoint_resumes_in_torch(tmp_path):
     tcfg = TrainConfig(steps=8, samples=3)
     whole, _ = run_quietly(train, dict(MODEL_DEFAULTS), tcfg, None, str(tmp_path / "whole"))
@@ -279,6 +283,7 @@ def test_ema_is_the_moving_average_of_the_trained_weights():
     assert abs(averaging.eval_loss(seqs) - exact) < 1e-12
 
 
+@pytest.mark.slow
 def test_ema_runs_resume_exactly_and_samplers_read_the_average(tmp_path):
     tcfg = TrainConfig(engine="torch", steps=6, batch_size=2, ema=0.8, samples=0)
     train_whole_and_split(tcfg, tmp_path)

@@ -71,6 +71,7 @@ def test_adam_step_from_a_fresh_init_equals_a_scalar_train_step():
     assert result["adam"]["params"] == pytest.approx(_flat_export(engine, 0), rel=0, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_adam_step_from_a_checkpoint_uses_its_moments_and_step(tmp_path):
     out = tiny_run(tmp_path / "run", steps=8, stop_after=3)
     state = Run.load(out)
@@ -90,6 +91,7 @@ def _flat_export(engine, which):
 
 
 @pytest.mark.parametrize("engine_name", engines.available())
+@pytest.mark.slow
 def test_trace_reads_checkpoints_of_every_engine(tmp_path, engine_name, capsys):
     out = tiny_run(tmp_path / engine_name, engine=engine_name, steps=2)
     assert main(["trace", "ava", "--out", out, "--json", str(tmp_path / "t.json")]) == 0

@@ -9,13 +9,14 @@ import importlib
 import importlib.util
 
 from microgpt.errors import UsageError
+from microgpt.install import hint
 
 # engine name -> (module, the library it needs or None, how to install that library)
 ENGINES = {
     "scalar": ("microgpt.engines.scalar", None, None),
     "pure": ("microgpt.engines.pure", None, None),
-    "numpy": ("microgpt.engines.numpy", "numpy", "pip install 'microgpt[numpy]' (or: pip install numpy)"),
-    "torch": ("microgpt.engines.torch", "torch", "pip install 'microgpt[torch]' (or: pip install torch)"),
+    "numpy": ("microgpt.engines.numpy", "numpy", hint("numpy", "numpy")),
+    "torch": ("microgpt.engines.torch", "torch", hint("torch", "torch")),
 }
 
 

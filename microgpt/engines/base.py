@@ -16,6 +16,7 @@ from microgpt.tensor import Tensor
 
 class Engine:
     name = "base"
+    note = ""  # one line on how the engine runs here (torch: its CPU threads), printed before training
 
     def __init__(self, model_cfg, train_cfg, params: dict[str, Tensor]):
         raise NotImplementedError

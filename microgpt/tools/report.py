@@ -1,7 +1,7 @@
 """`microgpt report --out DIR`: writes DIR/report.html, one self-contained page (no network: every
 chart is a PNG inside the file) about the run saved in DIR.
 
-    pip install 'microgpt[report]'     # matplotlib draws the charts
+    pip install -e '.[report]'         # in a clone: matplotlib draws the charts
     microgpt report --out out [--docs emma,olivia] [--samples 20] [--loss-docs 200]
 
 It shows the training and validation loss (from DIR/metrics.jsonl), the learning-rate schedule,
@@ -22,11 +22,12 @@ from microgpt import metrics
 from microgpt.data import MAX_DATA_MB, add_max_data_argument
 from microgpt.engines.pure import FloatGPT, softmax
 from microgpt.errors import UsageError
+from microgpt.install import hint
 from microgpt.params import num_params, param_shapes
 from microgpt.run import Run
 from microgpt.sample import generate
 
-INSTALL = "pip install 'microgpt[report]' (or: pip install matplotlib)"
+INSTALL = hint("report", "matplotlib")
 
 
 def need_matplotlib():

@@ -1,0 +1,91 @@
+"""`microgpt train --config FILE.toml`: train's flags from a TOML file, checked as the command line's are.
+
+    # run.toml: keys are train's flags without the dashes, at the top or under their --help group
+    preset = "names"
+    [model]
+    n_layer = 2
+    [optimization]
+    steps = 500
+    lr_schedule = "cosine"
+
+    microgpt train --config run.toml --steps 100     # an explicit flag overrides the file
+
+Each key becomes the flag it names, placed before the command line's own flags: argparse then checks
+types and choices as usual, and the explicit flag, coming later, wins. An unknown key or table, or a
+value of the wrong kind, is a UsageError naming the file and the key.
+"""
+
+from microgpt.errors import UsageError
+
+KINDS = {int: "an integer", float: "a number", None: "a string"}  # an action's type -> what TOML must give
+
+
+def _fits(value, kind) -> bool:
+    if isinstance(value, bool):  # TOML's true/false are bools, never numbers
+        return False
+    return isinstance(value, {int: int, float: (int, float), None: str}[kind])
+
+
+def read_toml(path: str) -> dict:
+    try:
+        import tomllib  # Python 3.11 and later; the rest of microgpt runs on 3.10 too
+    except ImportError:
+        raise UsageError("--config needs Python 3.11 or later (tomllib); give the flags on the command line") from None
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"--config {path}: no such file") from None
+    except OSError as e:
+        raise UsageError(f"--config {path}: cannot read it ({e.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"--config {path} is not valid TOML: {e}") from None
+
+
+def config_argv(path: str, parser) -> list[str]:
+    """The flags FILE sets, as command-line words for `parser` (train's)."""
+    # argparse keeps each group's actions in _group_actions; the groups are --help's sections
+    groups = {group.title: group._group_actions for group in parser._action_groups}
+    groups.pop("positional arguments", None)  # train has none
+    top = [a for name in ("options", "optional arguments") for a in groups.pop(name, [])]  # ungrouped flags
+    every = top + [a for actions in groups.values() for a in actions]
+    words = []
+    for key, value in read_toml(path).items():
+        if isinstance(value, dict):  # a table: one of --help's groups
+            if key not in groups:
+                raise UsageError(f"--config {path}: unknown table [{key}]; the tables are "
+                                 f"{', '.join(f'[{g}]' for g in groups)}, or put the keys at the top")
+            words += _words(path, f"[{key}] ", value, groups[key], every)
+        else:
+            words += _words(path, "", {key: value}, every, every)
+    return words
+
+
+def _by_key(actions) -> dict:
+    """key -> action: each flag's name without the dashes, '-' as '_' (--n-layer: n_layer)."""
+    return {a.option_strings[-1].lstrip("-").replace("-", "_"): a for a in actions
+            if a.option_strings and a.dest not in ("help", "config")}
+
+
+def _words(path: str, where: str, table: dict, actions, every) -> list[str]:
+    by_key = _by_key(actions)
+    words = []
+    for key, value in table.items():
+        action = by_key.get(key.replace("-", "_"))
+        if action is None:
+            elsewhere = " (a flag of another group)" if key.replace("-", "_") in _by_key(every) else ""
+            raise UsageError(f"--config {path}: unknown key {where}{key}{elsewhere}; the keys are train's flags "
+                             f"without the dashes, under their --help group or at the top, e.g. n_layer = 4")
+        flag = action.option_strings[-1]
+        if action.nargs == 0:  # a switch: true turns it on
+            if not isinstance(value, bool):
+                raise UsageError(f"--config {path}: {where}{key} must be true or false (got {value!r})")
+            words += [flag] if value else []
+        elif action.choices and value not in action.choices:
+            raise UsageError(f"--config {path}: {where}{key} must be one of {', '.join(map(str, action.choices))} "
+                             f"(got {value!r})")
+        elif _fits(value, action.type):
+            words += [flag, str(value)]
+        else:
+            raise UsageError(f"--config {path}: {where}{key} must be {KINDS[action.type]} (got {value!r})")
+    return words

@@ -1,0 +1,92 @@
+"""The torch engine picks its CPU thread count on purpose and says so; `bench --threads` shows the cost.
+
+    python -m pytest -q tests/test_torch_threads.py
+"""
+
+import json
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="the torch engine needs torch: pip install torch")
+
+from microgpt import cli  # noqa: E402
+from microgpt.config import ModelConfig, TrainConfig  # noqa: E402
+from microgpt.engines.torch import SMALL_MODEL, choose_threads  # noqa: E402
+from microgpt.params import num_params  # noqa: E402
+from microgpt.run import Run  # noqa: E402
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """A machine with 4 cores, whatever its load is set to; OMP_NUM_THREADS unset."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+
+    def with_load(load):
+        monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    return with_load
+
+
+def test_a_small_model_gets_one_thread(machine):
+    machine(0.0)
+    assert num_params(ModelConfig(vocab_size=27)) < SMALL_MODEL  # the default model is small
+    assert choose_threads(0, SMALL_MODEL - 1)[0] == 1
+
+
+@pytest.mark.parametrize("load, threads", [(0.0, 4), (0.3, 4), (1.0, 3), (2.6, 1), (3.9, 1), (12.0, 1)])
+def test_a_large_model_gets_the_idle_cores(machine, load, threads):
+    machine(load)
+    chosen, why = choose_threads(0, SMALL_MODEL)
+    assert chosen == threads and "4 cores" in why and f"load {load:.1f}" in why
+
+
+def test_the_flag_and_the_environment_come_first(machine, monkeypatch):
+    machine(0.0)
+    assert choose_threads(3, 10) == (3, "--threads")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert choose_threads(0, SMALL_MODEL * 10) == (torch.get_num_threads(), "OMP_NUM_THREADS")
+
+
+def test_the_engine_sets_torch_to_its_choice(machine):
+    machine(0.0)
+    before = torch.get_num_threads()
+    try:
+        run = Run.fresh(ModelConfig(), TrainConfig(engine="torch", threads=2, steps=1))
+        engine = run.engine()
+        assert torch.get_num_threads() == 2 and engine.note == "torch: 2 CPU threads (--threads)"
+        run.engine(threads=0)  # the default model is small
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_train_says_what_it_chose(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        assert cli.main(["train", "--engine", "torch", "--steps", "2", "--samples", "0", "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(before)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if line.startswith("torch:")] == [
+        f"torch: 1 CPU thread (a model under {SMALL_MODEL:,} parameters; --threads N to choose)"]
+
+
+def test_threads_belong_to_the_torch_engine(capsys):
+    assert cli.main(["train", "--engine", "numpy", "--threads", "2", "--out", "unused"]) == 2
+    assert "--threads is not implemented by --engine numpy" in capsys.readouterr().err
+    assert cli.main(["train", "--engine", "torch", "--threads", "-1", "--out", "unused"]) == 2
+    assert "--threads must be >= 0" in capsys.readouterr().err
+
+
+def test_bench_runs_the_torch_rows_once_per_thread_count(capsys):
+    before = torch.get_num_threads()
+    try:
+        assert cli.main(["bench", "--engines", "torch", "--threads", "0,2", "--steps", "3", "--batched-steps", "2",
+                         "--batch-size", "4", "--rounds", "1", "--json"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["threads"], r["batch"]) for r in rows] == [(0, 1), (0, 4), (2, 1), (2, 4)]
+    assert rows[0]["final_loss"] == pytest.approx(rows[2]["final_loss"], abs=1e-9)  # threads change no result
