@@ -73,6 +73,7 @@ ENGINE_DTYPES = {
     "scalar": ("float64",),
     "pure": ("float64",),
     "numpy": ("float64", "float32"),
+    "compiled": ("float64", "float32"),
     "torch": ("float64", "float32", "bfloat16"),
 }
 # Training options only some engines implement: TrainConfig field -> (its "off" value, the engines that

@@ -15,6 +15,7 @@ ENGINES = {
     "scalar": ("microgpt.engines.scalar", None, None),
     "pure": ("microgpt.engines.pure", None, None),
     "numpy": ("microgpt.engines.numpy", "numpy", "pip install 'microgpt[numpy]' (or: pip install numpy)"),
+    "compiled": ("microgpt.engines.compiled", "numba", "pip install 'microgpt[compiled]' (or: pip install numba)"),
     "torch": ("microgpt.engines.torch", "torch", "pip install 'microgpt[torch]' (or: pip install torch)"),
 }
 
