@@ -21,9 +21,10 @@ import numpy as np
 from numba import njit, prange
 
 # Let the compiler reorder and fuse floating-point sums (so that they vectorize); keep NaN and inf
-# semantics (softmax's max and exp rely on them).
+# semantics (softmax's max and exp rely on them). error_model="numpy": a division by zero gives inf
+# as in NumPy, rather than Python's exception, whose check keeps every division loop scalar.
 FASTMATH = {"reassoc", "contract", "nsz"}
-JIT = dict(cache=True, fastmath=FASTMATH, nogil=True)
+JIT = dict(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
 
 # dims: what the kernels know of the model, an int64 array
 V_, C_, T_, L_, H_, K_ = range(6)      # vocab, n_embd, block_size, n_layer, n_head, chunks
@@ -35,27 +36,37 @@ EVAL, GRADS, TRAIN = 0, 1, 2
 
 
 # ---- the building blocks -------------------------------------------------------------------------
-@njit(**JIT)
-def linear(out, w, x):
-    """out (nout,) = w (nout, nin) @ x (nin,)."""
-    for o in range(w.shape[0]):
+# A matrix w (nout, nin) is the stretch flat[at:at + nout * nin] of a flat buffer, row-major: w[o, i] is
+# flat[at + o * nin + i]. Its shape is that of the vectors it maps, so it is not passed.
+# Inner loops index slices by their own loop counter: Numba wraps a negative index around, and an
+# index it cannot prove non-negative (at + i) makes that a per-element test that stops vectorization.
+@njit(inline="always", **JIT)
+def linear(out, flat, at, x):
+    """out (nout,) = w (nout, nin) @ x (nin,), w at `at` in flat."""
+    nin = x.shape[0]
+    for o in range(out.shape[0]):
+        w_o = flat[at + o * nin:at + (o + 1) * nin]    # (nin,) row o of w
         acc = out.dtype.type(0)
-        for i in range(w.shape[1]):
-            acc += w[o, i] * x[i]
+        for i in range(nin):
+            acc += w_o[i] * x[i]
         out[o] = acc
 
 
-@njit(**JIT)
-def linear_back(dx, dw, w, x, dy):
-    """For y = w x: dx (nin,) += w^T dy, dw (nout, nin) += dy x^T."""
-    for o in range(w.shape[0]):
-        d = dy[o]
-        for i in range(w.shape[1]):
-            dx[i] += d * w[o, i]
-            dw[o, i] += d * x[i]
+@njit(inline="always", **JIT)
+def linear_back(dx, grad, flat, at, x, dy):
+    """For y = w x, w at `at` in flat: dx (nin,) += w^T dy, and dw (nout, nin) += dy x^T into grad
+    (the same place in the flat gradient)."""
+    nin = x.shape[0]
+    for o in range(dy.shape[0]):
+        row = at + o * nin
+        w_o, dw_o, d = flat[row:row + nin], grad[row:row + nin], dy[o]   # (nin,) row o of w and of dw
+        for i in range(nin):     # two loops, not one: each vectorizes on its own
+            dx[i] += d * w_o[i]
+        for i in range(nin):
+            dw_o[i] += d * x[i]
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def rmsnorm(out, x, eps):
     """out (C,) = x * scale; returns scale = (mean(x^2) + eps)^-1/2."""
     ms = out.dtype.type(0)
@@ -68,7 +79,7 @@ def rmsnorm(out, x, eps):
     return scale
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def rmsnorm_back(dx, x, scale, dy):
     """For y = x s, s = (mean(x^2) + eps)^-1/2: dx (C,) += s dy - s^3 x (dy . x) / C."""
     dot = dx.dtype.type(0)
@@ -79,7 +90,7 @@ def rmsnorm_back(dx, x, scale, dy):
         dx[i] += scale * dy[i] - k * x[i]
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def softmax(p):
     """In place over p (n,); the max is subtracted so that exp() cannot overflow."""
     top = p[0]
@@ -93,22 +104,7 @@ def softmax(p):
         p[i] /= total
 
 
-# ---- the parameters and the work space, as views of flat buffers -----------------------------------
-@njit(**JIT)
-def param(flat, offsets, dims, index):
-    """Parameter `index` in params.py's order as a (rows, cols) view of `flat`: wte (V, C), wpe (T, C),
-    lm_head (V, C), then per layer attn_wq, wk, wv, wo (C, C), mlp_fc1 (4C, C), mlp_fc2 (C, 4C)."""
-    C = dims[C_]
-    if index < 3:
-        rows, cols = (dims[V_], dims[T_], dims[V_])[index], C
-    else:
-        kind = (index - 3) % 6
-        rows = 4 * C if kind == 4 else C
-        cols = 4 * C if kind == 5 else C
-    start = offsets[index]
-    return flat[start:start + rows * cols].reshape((rows, cols))
-
-
+# ---- the work space, cut into views -----------------------------------
 @njit(**JIT)
 def work_size(dims):
     """Floats of one chunk's work space (see carve)."""
@@ -169,43 +165,46 @@ def forward_position(p, offsets, dims, hyper, bufs, token_id, t):
     D = C // H
     eps = hyper[RMS_EPS]
     inv_sqrt_d = hyper.dtype.type(1) / np.sqrt(hyper.dtype.type(D))
-    wte, wpe = param(p, offsets, dims, 0), param(p, offsets, dims, 1)
+    tok_at, pos_at = offsets[0] + token_id * C, offsets[1] + t * C
+    tok_emb, pos_emb = p[tok_at:tok_at + C], p[pos_at:pos_at + C]      # (C,) wte[token_id], wpe[t]
     for i in range(C):
-        emb[t, i] = wte[token_id, i] + wpe[t, i]
+        emb[t, i] = tok_emb[i] + pos_emb[i]
     s_emb[t] = rmsnorm(xs[0, t], emb[t], eps)   # not redundant: the residual stream carries this normalized x
     for l in range(L):
         w = 3 + 6 * l
         # Attention: each head mixes the values of all positions so far, weighted by q.k
         s1[l, t] = rmsnorm(xn1[l, t], xs[l, t], eps)
-        linear(q[l, t], param(p, offsets, dims, w), xn1[l, t])
-        linear(k[l, t], param(p, offsets, dims, w + 1), xn1[l, t])
-        linear(v[l, t], param(p, offsets, dims, w + 2), xn1[l, t])
+        linear(q[l, t], p, offsets[w], xn1[l, t])
+        linear(k[l, t], p, offsets[w + 1], xn1[l, t])
+        linear(v[l, t], p, offsets[w + 2], xn1[l, t])
         for h in range(H):
             hs = h * D
             a = att[l, h, t, :t + 1]                   # (t + 1,) this query over every key so far
+            q_h, y_h = q[l, t, hs:hs + D], y[l, t, hs:hs + D]                 # (D,)
             for u in range(t + 1):
+                k_h = k[l, u, hs:hs + D]
                 score = a.dtype.type(0)
                 for j in range(D):
-                    score += q[l, t, hs + j] * k[l, u, hs + j]
+                    score += q_h[j] * k_h[j]
                 a[u] = score * inv_sqrt_d
             softmax(a)
-            for j in range(D):
-                acc = a.dtype.type(0)
-                for u in range(t + 1):
-                    acc += a[u] * v[l, u, hs + j]
-                y[l, t, hs + j] = acc
-        linear(xmid[l, t], param(p, offsets, dims, w + 3), y[l, t])
+            y_h[:] = 0
+            for u in range(t + 1):
+                v_h = v[l, u, hs:hs + D]
+                for j in range(D):
+                    y_h[j] += a[u] * v_h[j]
+        linear(xmid[l, t], p, offsets[w + 3], y[l, t])
         for i in range(C):
             xmid[l, t, i] += xs[l, t, i]               # residual
         # MLP: widen 4x, ReLU, narrow back
         s2[l, t] = rmsnorm(xn2[l, t], xmid[l, t], eps)
-        linear(hid[l, t], param(p, offsets, dims, w + 4), xn2[l, t])
+        linear(hid[l, t], p, offsets[w + 4], xn2[l, t])
         for i in range(4 * C):
             hid[l, t, i] = max(hid[l, t, i], hid.dtype.type(0))
-        linear(xs[l + 1, t], param(p, offsets, dims, w + 5), hid[l, t])
+        linear(xs[l + 1, t], p, offsets[w + 5], hid[l, t])
         for i in range(C):
             xs[l + 1, t, i] += xmid[l, t, i]           # residual
-    linear(probs[t], param(p, offsets, dims, 2), xs[L, t])
+    linear(probs[t], p, offsets[2], xs[L, t])
 
 
 @njit(**JIT)
@@ -240,51 +239,55 @@ def backward_doc(p, g, offsets, dims, bufs, seq, inv_n):
             dlogits[i] = probs[t, i] * inv_n
         dlogits[seq[t + 1]] -= inv_n
         dx[:] = 0
-        linear_back(dx, param(g, offsets, dims, 2), param(p, offsets, dims, 2), xs[L, t], dlogits)
+        linear_back(dx, g, p, offsets[2], xs[L, t], dlogits)
         for l in range(L - 1, -1, -1):
             w = 3 + 6 * l
             # MLP block: xs[l + 1] = fc2(relu(fc1(rmsnorm(xmid)))) + xmid; dx flows on through the residual
             dh[:] = 0
-            linear_back(dh, param(g, offsets, dims, w + 5), param(p, offsets, dims, w + 5), hid[l, t], dx)
+            linear_back(dh, g, p, offsets[w + 5], hid[l, t], dx)
             for i in range(4 * C):
                 if hid[l, t, i] <= 0:
                     dh[i] = 0                          # ReLU's gate
             dn[:] = 0
-            linear_back(dn, param(g, offsets, dims, w + 4), param(p, offsets, dims, w + 4), xn2[l, t], dh)
+            linear_back(dn, g, p, offsets[w + 4], xn2[l, t], dh)
             rmsnorm_back(dx, xmid[l, t], s2[l, t], dn)
             # Attention block: xmid = wo(y) + xs[l]
             dy[:] = 0
-            linear_back(dy, param(g, offsets, dims, w + 3), param(p, offsets, dims, w + 3), y[l, t], dx)
+            linear_back(dy, g, p, offsets[w + 3], y[l, t], dx)
             dq[:] = 0
             for h in range(H):
                 hs = h * D
                 a = att[l, h, t, :t + 1]               # (t + 1,)
+                dy_h, dq_h, q_h = dy[hs:hs + D], dq[hs:hs + D], q[l, t, hs:hs + D]   # (D,)
                 dot = dy.dtype.type(0)
                 for u in range(t + 1):                 # y_h = sum_u a[u] v_h[u]
+                    v_h, dv_h = v[l, u, hs:hs + D], dv[l, u, hs:hs + D]
                     dw = dy.dtype.type(0)
                     for j in range(D):
-                        dw += dy[hs + j] * v[l, u, hs + j]
-                        dv[l, u, hs + j] += a[u] * dy[hs + j]
+                        dw += dy_h[j] * v_h[j]
+                        dv_h[j] += a[u] * dy_h[j]
                     dweights[u] = dw
                     dot += a[u] * dw
                 for u in range(t + 1):                 # softmax: dscore_u = a_u (dw_u - a . dw); score = q.k / sqrt(D)
                     ds = a[u] * (dweights[u] - dot) * inv_sqrt_d
+                    k_h, dk_h = k[l, u, hs:hs + D], dk[l, u, hs:hs + D]
                     for j in range(D):
-                        dq[hs + j] += ds * k[l, u, hs + j]
-                        dk[l, u, hs + j] += ds * q[l, t, hs + j]
+                        dq_h[j] += ds * k_h[j]
+                        dk_h[j] += ds * q_h[j]
             # every later position has already added its share to this position's key and value
             dn[:] = 0
-            linear_back(dn, param(g, offsets, dims, w), param(p, offsets, dims, w), xn1[l, t], dq)
-            linear_back(dn, param(g, offsets, dims, w + 1), param(p, offsets, dims, w + 1), xn1[l, t], dk[l, t])
-            linear_back(dn, param(g, offsets, dims, w + 2), param(p, offsets, dims, w + 2), xn1[l, t], dv[l, t])
+            linear_back(dn, g, p, offsets[w], xn1[l, t], dq)
+            linear_back(dn, g, p, offsets[w + 1], xn1[l, t], dk[l, t])
+            linear_back(dn, g, p, offsets[w + 2], xn1[l, t], dv[l, t])
             rmsnorm_back(dx, xs[l, t], s1[l, t], dn)
         # xs[0] = rmsnorm(wte[token] + wpe[t]): the same gradient goes to the token's row and the position's
         dn[:] = 0
         rmsnorm_back(dn, emb[t], s_emb[t], dx)
-        gte, gpe = param(g, offsets, dims, 0), param(g, offsets, dims, 1)
+        tok_at, pos_at = offsets[0] + seq[t] * C, offsets[1] + t * C
+        dtok_emb, dpos_emb = g[tok_at:tok_at + C], g[pos_at:pos_at + C]
         for i in range(C):
-            gte[seq[t], i] += dn[i]
-            gpe[t, i] += dn[i]
+            dtok_emb[i] += dn[i]
+            dpos_emb[i] += dn[i]
 
 
 # ---- a batch: chunks of documents, then the gradient's sum and Adam ---------------------------------
@@ -317,23 +320,30 @@ def chunk_work(state, offsets, dims, hyper, tokens, starts, ws, doc_loss, mode, 
 
 
 @njit(**JIT)
+def adam(p, m, v, g, hyper):
+    """atomic.py's Adam with bias correction, p -= lr m_hat / (sqrt(v_hat) + eps), m_hat = m / c1 and
+    v_hat = v / c2, written as (lr sqrt(c2) / c1) m / (sqrt(v) + eps sqrt(c2)): the same number with
+    one division, not three (divisions and square roots are what this loop costs)."""
+    one, b1, b2 = hyper.dtype.type(1), hyper[BETA1], hyper[BETA2]
+    root_c2 = np.sqrt(hyper[C2])
+    step_size, eps = hyper[LR] * root_c2 / hyper[C1], hyper[EPS] * root_c2
+    for i in range(p.shape[0]):
+        m[i] = b1 * m[i] + (one - b1) * g[i]
+        v[i] = b2 * v[i] + (one - b2) * g[i] * g[i]
+        p[i] -= step_size * m[i] / (np.sqrt(v[i]) + eps)
+
+
+@njit(**JIT)
 def finish(state, hyper, mode, chunks, lo, hi):
     """Elements lo..hi: the chunks' gradients summed in chunk order into row 3, then (mode TRAIN)
-    atomic.py's Adam with bias correction on rows 0 (params), 1 (m) and 2 (v)."""
-    p, m, v, g = state[0], state[1], state[2], state[3]
-    lr, b1, b2, eps, c1, c2 = hyper[LR], hyper[BETA1], hyper[BETA2], hyper[EPS], hyper[C1], hyper[C2]
-    one = hyper.dtype.type(1)
+    Adam on rows 0 (params), 1 (m) and 2 (v)."""
+    g = state[3, lo:hi]
     for c in range(1, chunks):
-        gc = state[3 + c]
-        for i in range(lo, hi):
+        gc = state[3 + c, lo:hi]
+        for i in range(g.shape[0]):
             g[i] += gc[i]
     if mode == TRAIN:
-        for i in range(lo, hi):
-            m[i] = b1 * m[i] + (one - b1) * g[i]
-            v[i] = b2 * v[i] + (one - b2) * g[i] * g[i]
-            m_hat = m[i] / c1
-            v_hat = v[i] / c2
-            p[i] -= lr * m_hat / (np.sqrt(v_hat) + eps)
+        adam(state[0, lo:hi], state[1, lo:hi], state[2, lo:hi], g, hyper)
 
 
 @njit(**JIT)
