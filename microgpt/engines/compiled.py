@@ -20,15 +20,16 @@ The first call compiles the kernels (about a minute), and Numba caches the machi
 (__pycache__ beside the kernels), so later processes start in a second or two.
 """
 
-import numpy as np
-import numba
+# the numpy engine's dtypes; importing it first also keeps numpy's BLAS to one thread (see there)
+from microgpt.engines.numpy import DTYPES
 
-from microgpt.engines import base, compiled_kernels as k
-from microgpt.errors import UsageError
-from microgpt.params import param_shapes
-from microgpt.tensor import Tensor
+import numpy as np  # noqa: E402
+import numba  # noqa: E402
 
-DTYPES = {"float64": (np.float64, "F64"), "float32": (np.float32, "F32")}
+from microgpt.engines import base, compiled_kernels as k  # noqa: E402
+from microgpt.errors import UsageError  # noqa: E402
+from microgpt.params import param_shapes  # noqa: E402
+from microgpt.tensor import Tensor  # noqa: E402
 CHUNKS = 8   # the most chunks a batch is cut into: the most threads a step can use
 
 
