@@ -49,6 +49,7 @@ class Engine(base.Engine):
         self.work = np.zeros((CHUNKS, k.work_size(self.dims)), self.dtype)   # each chunk's activations
         self.hyper = np.zeros(k.HYPER_SIZE, self.dtype)
         self.hyper[[k.BETA1, k.BETA2, k.EPS, k.RMS_EPS]] = train_cfg.beta1, train_cfg.beta2, train_cfg.eps, 1e-5
+        self._one_doc = np.zeros(2, np.int64)   # starts of a batch of one: [0, its length]
         self._load(self.views(0), params)
 
     def views(self, row: int) -> dict[str, np.ndarray]:
@@ -58,8 +59,9 @@ class Engine(base.Engine):
 
     # ---- one compiled call per batch ---------------------------------------------------------
     def _call(self, seqs, mode: int) -> float:
-        if len(seqs) == 1:
-            tokens, starts = np.asarray(seqs[0], np.int64), np.array([0, len(seqs[0])], np.int64)
+        if len(seqs) == 1:   # the common case, kept short: this Python runs once per step
+            tokens, starts = np.array(seqs[0], np.int64), self._one_doc
+            starts[1] = len(seqs[0])
         else:
             tokens = np.fromiter((t for s in seqs for t in s), np.int64)
             starts = np.cumsum([0] + [len(s) for s in seqs], dtype=np.int64)
@@ -72,8 +74,8 @@ class Engine(base.Engine):
         return loss
 
     def train_step(self, seqs, step: int, lr: float) -> float:
-        t = self.tcfg
-        self.hyper[[k.LR, k.C1, k.C2]] = lr, 1 - t.beta1 ** (step + 1), 1 - t.beta2 ** (step + 1)
+        t, hyper = self.tcfg, self.hyper
+        hyper[k.LR], hyper[k.C1], hyper[k.C2] = lr, 1 - t.beta1 ** (step + 1), 1 - t.beta2 ** (step + 1)
         return self._call(seqs, k.TRAIN)
 
     def eval_loss(self, seqs) -> float:
