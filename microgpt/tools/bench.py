@@ -39,7 +39,7 @@ import time
 from dataclasses import replace
 
 from microgpt import engines
-from microgpt.config import MODEL_FIELDS, PRESETS, ModelConfig, TrainConfig
+from microgpt.config import ENGINE_DTYPES, MODEL_FIELDS, PRESETS, ModelConfig, TrainConfig
 from microgpt.data import EMBEDDED_NAMES
 from microgpt.errors import UsageError
 from microgpt.params import num_params
@@ -134,7 +134,7 @@ def rows_to_run(args) -> list[dict]:
                                                                dtype=dtype, threads=threads)
     rows = [row("scalar", 1, args.scalar_steps, "float64")] if "scalar" in names else []
     for name in names:
-        for dtype in ([] if name == "scalar" else args.dtype.split(",")):
+        for dtype in [d for d in args.dtype.split(",") if d in ENGINE_DTYPES[name] and name != "scalar"]:
             if name == "compiled":
                 rows.append(row(name, 1, args.steps, dtype, 1))
                 rows += [row(name, args.batch_size, args.batched_steps, dtype, n) for n in args.thread_counts]
@@ -193,7 +193,8 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="documents per step of the batched rows (default 256)")
     p.add_argument("--batched-steps", type=int, default=200, help="steps of the batched rows (default 200)")
     p.add_argument("--dtype", default="float64",
-                   help="dtype(s) of the non-scalar engines, comma-separated: float64,float32 (default float64)")
+                   help="dtype(s) of the non-scalar engines, comma-separated: float64,float32 (default float64); "
+                        "each engine runs those it has")
     p.add_argument("--threads", default=None,
                    help="thread counts of the compiled engine's batched rows, comma-separated (default: 1 and "
                         "every core)")
@@ -232,6 +233,7 @@ def run(args) -> int:
         else ModelConfig()
     rows = rows_to_run(args)
     if any(r["engine"] == "compiled" for r in rows):
+        engines.get("compiled")   # imported through the engine, which first keeps numpy's BLAS to one thread
         import numba
         args.thread_counts = [min(n, numba.config.NUMBA_NUM_THREADS) for n in args.thread_counts]
         for r in rows:
