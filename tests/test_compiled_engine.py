@@ -163,3 +163,27 @@ def test_malformed_batch_is_a_usage_error():
     for seqs in ([[4, 1, 2, 3, 0, 4]], [[4]], [[4, 7, 4]]):   # longer than the block; no target; token >= vocab
         with pytest.raises(UsageError, match="every sequence needs"):
             compiled.eval_loss(seqs)
+
+
+# ---- bench -----------------------------------------------------------------------------------------
+def test_bench_rows_and_ideal(capsys):
+    """The compiled rows, one batched row per thread count with the same loss, and the ideal column
+    from --peak: ideal time = FLOPs / peak, so halving the peak doubles it."""
+    argv = ["bench", "--engines", "compiled", "--steps", "3", "--batched-steps", "2", "--batch-size", "8",
+            "--rounds", "1", "--threads", "1,2", "--json"]
+    rows = {}
+    for peak in ("40", "20"):
+        assert cli.main(argv + ["--peak", peak]) == 0
+        rows[peak] = json.loads(capsys.readouterr().out)
+    got = [(r["engine"], r["batch"], r["threads"]) for r in rows["40"]]
+    assert got == [("compiled", 1, 1), ("compiled", 8, 1), ("compiled", 8, 2)]
+    assert rows["40"][1]["final_loss"] == rows["40"][2]["final_loss"]
+    for fast, slow in zip(rows["40"], rows["20"]):
+        assert slow["ideal_us_per_doc"] == pytest.approx(2 * fast["ideal_us_per_doc"])
+        assert fast["first_call_s"] > 0
+
+
+def test_bench_bad_peak_is_one_line(capsys):
+    assert cli.main(["bench", "--engines", "compiled", "--peak", "fast"]) == 2
+    assert capsys.readouterr().err.strip() == ("microgpt: error: --peak takes one core's GFLOP/s as "
+                                               "FLOAT64[,FLOAT32], e.g. 48,96 (got 'fast')")

@@ -3,7 +3,7 @@ and set against what this CPU's arithmetic allows.
 
     microgpt bench [--scalar-steps 50] [--steps 1000] [--batch-size 256] [--batched-steps 200]
                    [--dtype float64,float32] [--engines scalar,numpy,compiled] [--threads 1,2]
-                   [--preset names] [--peak 48,96] [--no-c-port] [--rounds 3] [--json]
+                   [--preset names] [--peak 48,96] [--rounds 3] [--json]
 
 Each row is a real `microgpt train` run (train.train, into a temporary directory, samples off) and
 its times are the `dt` column of that run's metrics.jsonl: the wall time of engine.train_step. The
@@ -21,7 +21,7 @@ BLAS, which reach close to a core's peak. `x ideal` = measured time / that ideal
 The first step of an engine in this process is timed apart ("first call"): for the compiled engine
 it is Numba compiling the kernels, or loading them from its disk cache when an earlier run compiled
 them. With a C compiler on the PATH the C port (ports/c/microgpt.c, built with cc -O2) gets a row
-too: its time per step is the difference between a long and a short run, divided by their steps.
+too (unless --engines leaves out `c`): its time per step is the difference between a long and a short run, divided by their steps.
 Progress goes to stderr, one line per row and round.
 """
 
@@ -124,7 +124,7 @@ def measure(model: ModelConfig, row: dict, data: str | None) -> tuple[list[float
 
 def rows_to_run(args) -> list[dict]:
     """Every row, scalar first: it is what the others compare to."""
-    names = args.engines.split(",") if args.engines else engines.available()
+    names = [n for n in args.engines.split(",") if n != "c"] if args.engines else engines.available()
     for name in names:
         if name not in engines.ENGINES:
             raise UsageError(f"unknown engine {name!r} in --engines; choose from: {', '.join(engines.ENGINES)}")
@@ -187,7 +187,8 @@ def table(results: list[dict]) -> str:
 
 # ---- the command line ----------------------------------------------------------------------------
 def add_arguments(p) -> None:
-    p.add_argument("--engines", help="comma-separated engines to run (default: every installed one)")
+    p.add_argument("--engines", help="comma-separated engines to run, and `c` for the C port (default: every "
+                                     "installed one, and the C port when there is a C compiler)")
     p.add_argument("--scalar-steps", type=int, default=50, help="steps for the scalar engine (default 50)")
     p.add_argument("--steps", type=int, default=1000, help="steps at batch 1 for the other engines (default 1000)")
     p.add_argument("--batch-size", type=int, default=256, help="documents per step of the batched rows (default 256)")
@@ -201,7 +202,6 @@ def add_arguments(p) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="time a preset's model shape (layers, width, heads, block) instead of atomic.py's")
     p.add_argument("--peak", help="one core's peak GFLOP/s, FLOAT64[,FLOAT32] (default: measured)")
-    p.add_argument("--no-c-port", action="store_true", help="leave out the C port's row")
     p.add_argument("--data", help="text file, one document per line (default: the embedded baby names)")
     p.add_argument("--rounds", type=int, default=3, help="times each row runs, the rows taking turns (default 3)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
@@ -264,15 +264,15 @@ def run(args) -> int:
         ideal_s = step_flops(model, batches) / (peak[row["dtype"]] * 1e9) if row["dtype"] in peak else None
         results.append(dict(row, rounds=args.rounds, ms_per_step=step_s * 1e3, us_per_doc=step_s / row["batch"] * 1e6,
                             ideal_us_per_doc=ideal_s / row["batch"] * 1e6 if ideal_s else None,
+                            peak_gflops=peak.get(row["dtype"]), first_call_s=first_call[row["engine"], row["dtype"]],
                             final_loss=losses[i]))
-    c_port = None if args.no_c_port or args.preset else c_port_row(args, model, probe, peak)
+    with_c_port = "c" in args.engines.split(",") if args.engines else True
+    c_port = c_port_row(args, model, probe, peak) if with_c_port and not args.preset else None
     if c_port:
         results.append(c_port)
 
     if args.json:
-        print(json.dumps({"results": results, "peak_gflops": peak, "peak_source": peak_source,
-                          "first_call_s": {f"{e} {d}": s for (e, d), s in first_call.items()},
-                          "load_average": os.getloadavg()}, indent=1))
+        print(json.dumps(results, indent=1))
         return 0
     print(table(results))
     print(f"peak GFLOP/s of one core: {', '.join(f'{d} {g:.1f}' for d, g in peak.items()) or '-'} ({peak_source}); "
@@ -305,4 +305,5 @@ def c_port_row(args, model, probe, peak) -> dict | None:
     batches = [probe.data.batch(s, 1) for s in range(args.steps)]
     ideal = step_flops(model, batches) / (peak["float64"] * 1e9) * 1e6 if "float64" in peak else None
     return dict(engine="C port", dtype="float64", batch=1, threads=1, steps=args.steps, rounds=args.rounds,
-                ms_per_step=step_s * 1e3, us_per_doc=step_s * 1e6, ideal_us_per_doc=ideal, final_loss=loss)
+                ms_per_step=step_s * 1e3, us_per_doc=step_s * 1e6, ideal_us_per_doc=ideal,
+                peak_gflops=peak.get("float64"), first_call_s=None, final_loss=loss)
