@@ -81,6 +81,7 @@ ENGINE_DTYPES = {
     "scalar": ("float64",),
     "pure": ("float64",),
     "numpy": ("float64", "float32"),
+    "compiled": ("float64", "float32"),
     "torch": ("float64", "float32", "bfloat16"),
 }
 DTYPES = tuple(dict.fromkeys(d for dtypes in ENGINE_DTYPES.values() for d in dtypes))  # every engine's, once

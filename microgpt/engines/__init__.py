@@ -16,6 +16,7 @@ ENGINES = {
     "scalar": ("microgpt.engines.scalar", None, None),
     "pure": ("microgpt.engines.pure", None, None),
     "numpy": ("microgpt.engines.numpy", "numpy", hint("numpy", "numpy")),
+    "compiled": ("microgpt.engines.compiled", "numba", hint("compiled", "numba")),
     "torch": ("microgpt.engines.torch", "torch", hint("torch", "torch")),
 }
 

@@ -1,0 +1,116 @@
+"""The compiled engine: atomic.py's loops, compiled with Numba, at the CPU's limit.
+
+    pip install -e '.[compiled]'          (Numba)
+    microgpt train --engine compiled [--dtype float32] [--batch-size 256]
+    NUMBA_NUM_THREADS=2 microgpt train --engine compiled --batch-size 256     (documents across 2 cores)
+
+The model is written as atomic.py writes it, plain loops over positions, layers, heads and rows, and
+its backward by hand (compiled_kernels.py); Numba compiles them to machine code. A whole training step
+for a batch (forward, backward, Adam) is one compiled call, with no Python in between.
+
+Memory. Parameters, Adam's moments and the gradients are rows of one flat (3 + chunks, P) buffer in
+params.py's order: row 0 the parameters, 1 and 2 Adam's m and v, 3 onwards one gradient per chunk of
+documents (row 3 ends up holding the batch's gradient). `views(row)` gives each parameter by name.
+
+Threads. A batch is cut into min(batch, CHUNKS) chunks of consecutive documents; the chunks run on
+Numba's threads (NUMBA_NUM_THREADS, default: every core) and their gradients are added in chunk order,
+so the numbers depend neither on thread timing nor on the thread count.
+
+The first call compiles the kernels (about a minute), and Numba caches the machine code on disk
+(__pycache__ beside the kernels), so later processes start in a second or two.
+"""
+
+# the numpy engine's dtypes; importing it first also keeps numpy's BLAS to one thread (see there)
+from microgpt.engines.numpy import DTYPES
+
+import numpy as np  # noqa: E402
+import numba  # noqa: E402
+
+from microgpt.engines import base, compiled_kernels as k  # noqa: E402
+from microgpt.errors import UsageError  # noqa: E402
+from microgpt.params import param_shapes  # noqa: E402
+from microgpt.tensor import Tensor  # noqa: E402
+CHUNKS = 8   # the most chunks a batch is cut into: the most threads a step can use
+
+
+class Engine(base.Engine):
+    name = "compiled"
+
+    def __init__(self, model_cfg, train_cfg, params: dict[str, Tensor]):
+        self.cfg, self.tcfg = model_cfg, train_cfg
+        self.dtype, self.tensor_dtype = DTYPES[train_cfg.dtype]
+        self.shapes = param_shapes(model_cfg)
+        sizes = [r * c for _, (r, c) in self.shapes]
+        self.offsets = np.cumsum([0] + sizes[:-1]).astype(np.int64)   # where each parameter starts
+        self.flat = np.zeros((3 + CHUNKS, sum(sizes)), self.dtype)   # params; m; v; a gradient per chunk
+        self.dims = np.zeros(6, np.int64)
+        self.dims[[k.V_, k.C_, k.T_, k.L_, k.H_, k.K_]] = (model_cfg.vocab_size, model_cfg.n_embd,
+                                                          model_cfg.block_size, model_cfg.n_layer, model_cfg.n_head, CHUNKS)
+        self.work = np.zeros((CHUNKS, k.work_size(self.dims)), self.dtype)   # each chunk's activations
+        self.hyper = np.zeros(k.HYPER_SIZE, self.dtype)
+        self.hyper[[k.BETA1, k.BETA2, k.EPS, k.RMS_EPS]] = train_cfg.beta1, train_cfg.beta2, train_cfg.eps, 1e-5
+        self._one_doc = np.zeros(2, np.int64)   # starts of a batch of one: [0, its length]
+        self._load(self.views(0), params)
+
+    def views(self, row: int) -> dict[str, np.ndarray]:
+        """Row `row` of the flat buffer as name -> (rows, cols) view, in params.py's order."""
+        return {name: self.flat[row, o:o + r * c].reshape(r, c)
+                for (name, (r, c)), o in zip(self.shapes, self.offsets)}
+
+    # ---- one compiled call per batch ---------------------------------------------------------
+    def _call(self, seqs, mode: int) -> float:
+        if len(seqs) == 1:   # the common case, kept short: this Python runs once per step
+            tokens, starts = np.array(seqs[0], np.int64), self._one_doc
+            starts[1] = len(seqs[0])
+        else:
+            tokens = np.fromiter((t for s in seqs for t in s), np.int64)
+            starts = np.cumsum([0] + [len(s) for s in seqs], dtype=np.int64)
+        chunks = min(len(seqs), CHUNKS)
+        step = k.step_parallel if chunks > 1 and numba.get_num_threads() > 1 else k.step_serial
+        loss = step(self.flat, self.offsets, self.dims, self.hyper, tokens, starts, self.work, mode, chunks)
+        if loss < 0:
+            raise UsageError(f"every sequence needs 2 to {self.cfg.block_size + 1} tokens, each below the vocab "
+                             f"size {self.cfg.vocab_size}: encode documents with the run's tokenizer")
+        return loss
+
+    def train_step(self, seqs, step: int, lr: float) -> float:
+        t, hyper = self.tcfg, self.hyper
+        hyper[k.LR], hyper[k.C1], hyper[k.C2] = lr, 1 - t.beta1 ** (step + 1), 1 - t.beta2 ** (step + 1)
+        return self._call(seqs, k.TRAIN)
+
+    def eval_loss(self, seqs) -> float:
+        return self._call(seqs, k.EVAL)
+
+    def loss_and_grads(self, seqs):
+        loss = self._call(seqs, k.GRADS)
+        return loss, self._tensors(self.views(3))
+
+    # ---- state -------------------------------------------------------------------------------
+    def _tensors(self, views) -> dict[str, Tensor]:
+        little = np.dtype(self.dtype).newbyteorder("<")
+        return {name: Tensor(tuple(a.shape), self.tensor_dtype, a.astype(little).tobytes())
+                for name, a in views.items()}
+
+    def _load(self, views, tensors) -> None:
+        for name, a in views.items():
+            t = tensors[name]
+            a[...] = np.frombuffer(t.data, dtype={"F64": "<f8", "F32": "<f4"}[t.dtype]).reshape(a.shape)
+
+    def weights(self) -> dict[str, Tensor]:
+        return self._tensors(self.views(0))
+
+    def state(self) -> dict[str, Tensor]:
+        return base.adam_state(self._tensors(self.views(1)), self._tensors(self.views(2)))
+
+    def load_state(self, state: dict[str, Tensor]) -> None:
+        names = [name for name, _ in self.shapes]
+        self._load(self.views(1), base.take(state, "adam.m.", names))
+        self._load(self.views(2), base.take(state, "adam.v.", names))
+
+    # ---- sampling ----------------------------------------------------------------------------
+    def new_cache(self):
+        """One chunk's work space: its keys and values are the KV cache."""
+        return np.zeros(self.work.shape[1], self.dtype)
+
+    def logits(self, cache, token_id: int, pos_id: int) -> list[float]:
+        return k.position_logits(self.flat[0], self.offsets, self.dims, self.hyper, cache, token_id, pos_id).tolist()

@@ -1,0 +1,189 @@
+"""The compiled engine computes the scalar engine's function: losses, gradients, logits, checkpoints.
+
+    python -m pytest -q tests/test_compiled_engine.py
+
+Every expected value comes from an independent computation: the scalar engine (atomic.py's Value
+autograd), `microgpt check` (finite differences and the scalar engine), the numpy engine, or the
+reference run's printed losses. Skipped when Numba is not installed. The first run compiles the
+kernels (a minute or two per dtype); Numba caches them on disk for the next.
+"""
+
+import json
+import random
+
+import pytest
+
+pytest.importorskip("numba", reason="the compiled engine needs numba: pip install 'microgpt[compiled]'")
+np = pytest.importorskip("numpy")
+
+from microgpt import cli, engines  # noqa: E402
+from microgpt.config import MODEL_FIELDS, ModelConfig, TrainConfig  # noqa: E402
+from microgpt.engines import compiled_kernels as kernels  # noqa: E402
+from microgpt.errors import UsageError  # noqa: E402
+from microgpt.params import init_tensors  # noqa: E402
+from test_numpy_engine import CUSTOM_TEXT, names_batch  # noqa: E402
+from tiny_run import train  # noqa: E402
+
+DEFAULT_MODEL = {k: getattr(ModelConfig(), k) for k in MODEL_FIELDS}
+FLOAT32_TOL = 2e-3   # float32 losses stay within this of float64's over the first 100 steps
+
+
+def train_losses(tmp_path, name, engine, model=None, data=None, stop_after=None, **tcfg):
+    """Per-step losses of a quiet training run into tmp_path/name."""
+    out = tmp_path / name
+    train(dict(model or DEFAULT_MODEL), TrainConfig(engine=engine, samples=0, **tcfg), data, str(out),
+          log_every=10**9, stop_after=stop_after)
+    with open(out / "metrics.jsonl") as f:
+        return [json.loads(line)["loss"] for line in f if '"loss"' in line]
+
+
+def engines_for(cfg, names, seed=0, dtype="float64"):
+    params = init_tensors(cfg, random.Random(seed))
+    return [engines.get(n)(cfg, TrainConfig(engine=n, dtype=dtype if n != "scalar" else "float64"), params)
+            for n in names]
+
+
+# ---- per-step losses against the scalar engine -------------------------------------------------
+# small configs: the scalar engine is slow
+@pytest.mark.parametrize("model,batch,seed", [
+    (DEFAULT_MODEL, 1, 42),                                                # the reference run's first 40 steps
+    ({"n_layer": 2, "n_embd": 8, "n_head": 2, "block_size": 8}, 3, 7),     # deeper, narrower, cut documents, a batch
+    ({"n_layer": 1, "n_embd": 20, "n_head": 5, "block_size": 8}, 1, 3),    # wider, five heads
+])
+def test_losses_equal_scalar_for_40_steps(tmp_path, model, batch, seed):
+    want = train_losses(tmp_path, "scalar", "scalar", model, seed=seed, batch_size=batch, stop_after=40)
+    got = train_losses(tmp_path, "compiled", "compiled", model, seed=seed, batch_size=batch, stop_after=40)
+    assert len(want) == len(got) == 40
+    assert max(abs(a - b) for a, b in zip(want, got)) <= 1e-9
+
+
+def test_losses_equal_scalar_on_own_file(tmp_path):
+    data = tmp_path / "docs.txt"
+    data.write_text(CUSTOM_TEXT, encoding="utf-8")   # punctuation, spaces, documents cut at the block
+    want = train_losses(tmp_path, "scalar", "scalar", data=str(data), seed=3, batch_size=2, stop_after=40)
+    got = train_losses(tmp_path, "compiled", "compiled", data=str(data), seed=3, batch_size=2, stop_after=40)
+    assert max(abs(a - b) for a, b in zip(want, got)) <= 1e-9
+
+
+def test_reproduces_reference_run(tmp_path, names_path, reference):
+    losses = train_losses(tmp_path, "ref", "compiled", data=names_path, seed=42, steps=1000)
+    want = reference["printed_losses_4dp"]
+    assert len(losses) == len(want) == 1000
+    bad = [(i + 1, got, ref) for i, (got, ref) in enumerate(zip(losses, want)) if f"{got:.4f}" != f"{ref:.4f}"]
+    assert not bad, f"steps differing from the reference: {bad[:5]}"
+
+
+def test_float32_tracks_float64(tmp_path):
+    f64 = train_losses(tmp_path, "f64", "compiled", seed=42, batch_size=4, stop_after=100)
+    f32 = train_losses(tmp_path, "f32", "compiled", seed=42, batch_size=4, dtype="float32", stop_after=100)
+    assert len(f64) == len(f32) == 100
+    assert max(abs(a - b) for a, b in zip(f64, f32)) <= FLOAT32_TOL
+
+
+# ---- gradients, logits ---------------------------------------------------------------------------
+def test_check_passes(capsys):
+    """`microgpt check`: finite differences of the engine's own loss, and the scalar engine's gradients."""
+    assert cli.main(["check", "--engines", "compiled", "--docs", "3"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.strip().startswith(("wte", "wpe", "lm_head", "layer"))]
+    assert rows and all(line.endswith("ok") for line in rows)
+
+
+def test_gradients_equal_scalar_per_tensor():
+    seqs, vocab = names_batch(8, 5, seed=4)
+    seqs = seqs[-3:]   # ends with long names, cut at the block
+    cfg = ModelConfig(vocab_size=vocab, n_layer=2, n_embd=12, n_head=3, block_size=8)
+    scalar, compiled = engines_for(cfg, ["scalar", "compiled"], seed=5)
+    want_loss, want = scalar.loss_and_grads(seqs)
+    got_loss, got = compiled.loss_and_grads(seqs)
+    assert abs(got_loss - want_loss) <= 1e-12
+    assert set(got) == set(want)
+    for name in want:
+        a, b = np.array(want[name].to_floats()), np.array(got[name].to_floats())
+        assert np.abs(a).max() > 1e-6, f"{name}: the reference gradient is all but zero"
+        assert np.abs(a - b).max() <= 1e-10 * np.abs(a).max(), name
+
+
+def test_logits_with_kv_cache_equal_scalar():
+    seqs, vocab = names_batch(16, 2, seed=5)
+    cfg = ModelConfig(vocab_size=vocab, n_layer=2)
+    scalar, compiled = engines_for(cfg, ["scalar", "compiled"], seed=9)
+    cs, cc = scalar.new_cache(), compiled.new_cache()
+    for pos, token in enumerate(seqs[0][:-1]):
+        want, got = scalar.logits(cs, token, pos), compiled.logits(cc, token, pos)
+        assert max(abs(a - b) for a, b in zip(want, got)) <= 1e-12
+
+
+# ---- threads: the same numbers, whoever computes them ----------------------------------------------
+def test_parallel_step_equals_serial_step_exactly():
+    """The chunks' gradients are added in chunk order, so threads change nothing, not even round-off."""
+    seqs, vocab = names_batch(16, 40, seed=6)
+    cfg = ModelConfig(vocab_size=vocab, n_layer=2)
+    a, b = engines_for(cfg, ["compiled", "compiled"], seed=2)
+    tokens = np.array([t for s in seqs for t in s], np.int64)
+    starts = np.cumsum([0] + [len(s) for s in seqs]).astype(np.int64)
+    for step in range(3):
+        a.hyper[[kernels.LR, kernels.C1, kernels.C2]] = 0.01, 1 - 0.85 ** (step + 1), 1 - 0.99 ** (step + 1)
+        b.hyper[:] = a.hyper
+        la = kernels.step_serial(a.flat, a.offsets, a.dims, a.hyper, tokens, starts, a.work, kernels.TRAIN, 8)
+        lb = kernels.step_parallel(b.flat, b.offsets, b.dims, b.hyper, tokens, starts, b.work, kernels.TRAIN, 8)
+        assert la == lb
+        assert np.array_equal(a.flat[:3], b.flat[:3])   # parameters and Adam's moments, bit for bit
+
+
+# ---- checkpoints move between engines --------------------------------------------------------------
+def test_resume_from_numpy_equals_numpy_throughout(tmp_path):
+    """A numpy checkpoint (weights and Adam's moments) resumed by the compiled engine trains on as numpy does."""
+    whole = train_losses(tmp_path, "numpy", "numpy", seed=1, steps=30, save_every=15)
+    out = tmp_path / "mixed"
+    train(dict(DEFAULT_MODEL), TrainConfig(engine="numpy", samples=0, seed=1, steps=30, save_every=15), None,
+          str(out), log_every=10**9, stop_after=15)
+    train(dict(DEFAULT_MODEL), TrainConfig(engine="compiled", samples=0), None, str(out), resume=True, log_every=10**9)
+    with open(out / "metrics.jsonl") as f:
+        mixed = [json.loads(line)["loss"] for line in f if '"loss"' in line]
+    assert len(mixed) == len(whole) == 30
+    assert max(abs(a - b) for a, b in zip(whole, mixed)) <= 1e-9
+
+
+def test_compiled_checkpoint_samples_identically_with_scalar(tmp_path, capsys):
+    out = tmp_path / "run"
+    train(dict(DEFAULT_MODEL), TrainConfig(engine="compiled", steps=100, samples=0), None, str(out), log_every=10**9)
+    capsys.readouterr()
+    printed = {}
+    for engine in ("scalar", "compiled"):
+        assert cli.main(["sample", "--out", str(out), "--engine", engine, "--seed", "7", "--num", "10"]) == 0
+        printed[engine] = capsys.readouterr().out
+    assert printed["scalar"] == printed["compiled"] and printed["scalar"].strip()
+
+
+# ---- bad input ------------------------------------------------------------------------------------
+def test_malformed_batch_is_a_usage_error():
+    cfg = ModelConfig(vocab_size=5, block_size=4)
+    (compiled,) = engines_for(cfg, ["compiled"])
+    for seqs in ([[4, 1, 2, 3, 0, 4]], [[4]], [[4, 7, 4]]):   # longer than the block; no target; token >= vocab
+        with pytest.raises(UsageError, match="every sequence needs"):
+            compiled.eval_loss(seqs)
+
+
+# ---- bench -----------------------------------------------------------------------------------------
+def test_bench_rows_and_ideal(capsys):
+    """The compiled rows, one batched row per thread count with the same loss, and the ideal column
+    from --peak: ideal time = FLOPs / peak, so halving the peak doubles it."""
+    argv = ["bench", "--engines", "compiled", "--steps", "3", "--batched-steps", "2", "--batch-size", "8",
+            "--rounds", "1", "--threads", "1,2", "--json"]
+    rows = {}
+    for peak in ("40", "20"):
+        assert cli.main(argv + ["--peak", peak]) == 0
+        rows[peak] = json.loads(capsys.readouterr().out)
+    got = [(r["engine"], r["batch"], r["threads"]) for r in rows["40"]]
+    assert got == [("compiled", 1, 1), ("compiled", 8, 1), ("compiled", 8, 2)]
+    assert rows["40"][1]["final_loss"] == rows["40"][2]["final_loss"]
+    for fast, slow in zip(rows["40"], rows["20"]):
+        assert slow["ideal_us_per_doc"] == pytest.approx(2 * fast["ideal_us_per_doc"])
+        assert fast["first_call_s"] > 0
+
+
+def test_bench_bad_peak_is_one_line(capsys):
+    assert cli.main(["bench", "--engines", "compiled", "--peak", "fast"]) == 2
+    assert capsys.readouterr().err.strip() == ("microgpt: error: --peak takes one core's GFLOP/s as "
+                                               "FLOAT64[,FLOAT32], e.g. 48,96 (got 'fast')")
