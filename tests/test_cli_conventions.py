@@ -92,7 +92,7 @@ def test_config_file_overrides_the_preset(tmp_path):
     ("n_layer = 1.5\n", "n_layer must be an integer"),
     ("lr = \"big\"\n", "lr must be a number"),
     ("compile = 1\n", "compile must be true or false"),
-    ("engine = \"jax\"\n", "engine must be one of scalar, pure, numpy, torch"),
+    ("engine = \"jax\"\n", f"engine must be one of {', '.join(ENGINE_DTYPES)}"),
     ("n_layer =\n", "is not valid TOML"),
     ("config = \"other.toml\"\n", "unknown key config"),
 ])

@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-pytest.importorskip("numba", reason="the compiled engine needs numba: pip install 'microgpt[compiled]'")
+pytest.importorskip("numba", reason="the compiled engine needs numba: pip install -e '.[compiled]'")
 np = pytest.importorskip("numpy")
 
 from microgpt import cli, engines  # noqa: E402

@@ -83,10 +83,10 @@ def test_threads_belong_to_the_torch_engine(capsys):
 def test_bench_runs_the_torch_rows_once_per_thread_count(capsys):
     before = torch.get_num_threads()
     try:
-        assert cli.main(["bench", "--engines", "torch", "--threads", "0,2", "--steps", "3", "--batched-steps", "2",
+        assert cli.main(["bench", "--engines", "torch", "--threads", "1,2", "--steps", "3", "--batched-steps", "2",
                          "--batch-size", "4", "--rounds", "1", "--json"]) == 0
     finally:
         torch.set_num_threads(before)
     rows = json.loads(capsys.readouterr().out)
-    assert [(r["threads"], r["batch"]) for r in rows] == [(0, 1), (0, 4), (2, 1), (2, 4)]
-    assert rows[0]["final_loss"] == pytest.approx(rows[2]["final_loss"], abs=1e-9)  # threads change no result
+    assert [(r["threads"], r["batch"]) for r in rows] == [(1, 1), (1, 4), (2, 4)]  # batched: once per count
+    assert rows[1]["final_loss"] == pytest.approx(rows[2]["final_loss"], abs=1e-9)  # threads change no result
