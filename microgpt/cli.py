@@ -26,6 +26,7 @@ COMMANDS = {
     "trace": ("microgpt.tools.trace", "print every intermediate of one training step on one document, as atomic.py computes it"),
     "report": ("microgpt.tools.report", "write DIR/report.html: loss curves, attention maps, embeddings, samples"),
     "bench": ("microgpt.tools.bench", "time the installed engines side by side on the default job"),
+    "export": ("microgpt.tools.export", "write a run's weights alone (FILE.safetensors) and config.json beside it"),
 }
 
 
@@ -52,7 +53,7 @@ def train_arguments(p) -> None:
     p.add_argument("--eval-every", type=int, help=f"steps between validation evaluations (default {d.eval_every})")
     p.add_argument("--save-every", type=int, help=f"steps between checkpoints (default {d.save_every})")
     p.add_argument("--samples", type=int, help=f"samples printed after training (default {d.samples})")
-    p.add_argument("--temperature", type=float, help=f"sampling temperature, > 0 (default {d.temperature})")
+    p.add_argument("--temperature", type=float, help=f"sampling temperature, >= 0; 0: greedy (default {d.temperature})")
     p.add_argument("--data-mode", choices=DATA_MODES, help="lines: one document per line (the default); stream: the "
                    "file as one character stream, random windows of --block-size + 1 from its first 90%%, the last "
                    "10%% held out for val loss (all engines)")
@@ -124,12 +125,16 @@ def train_command(args) -> int:
 def sample_arguments(p) -> None:
     p.add_argument("--out", default="out", help="directory holding the checkpoint (default out)")
     p.add_argument("--num", type=int, default=20, help="how many samples (default 20)")
-    p.add_argument("--temperature", type=float, help="sampling temperature, > 0 (default: the run's, 0.5)")
+    p.add_argument("--temperature", type=float, help="sampling temperature, >= 0; 0: always the most likely "
+                   "token (greedy) (default: the run's, 0.5)")
     p.add_argument("--top-k", type=int, help="sample only among the k most likely tokens (default: all)")
     p.add_argument("--prompt", default="", help="the start every sample continues (e.g. 'em')")
     p.add_argument("--seed", type=int, help="random seed (default: continue the run's own random stream, "
                    "which repeats the samples printed after training)")
     p.add_argument("--engine", help="engine to sample with (default: the one that trained it, else scalar)")
+    p.add_argument("--max-new-tokens", type=int, help="tokens drawn per sample; past the block size the context "
+                   "slides, keeping the last --block-size tokens (default: the block size for line data, "
+                   "less the prompt; 500 for stream data)")
 
 
 def sample_command(args) -> int:
@@ -139,15 +144,19 @@ def sample_command(args) -> int:
 
     run = Run.load(args.out)
     temperature = run.train.temperature if args.temperature is None else args.temperature
-    validate_sampling(temperature, args.top_k, args.prompt, run.model.block_size)
+    stream = run.train.data_mode == "stream"  # a stream's context slides, so its prompt may be any length
+    validate_sampling(temperature, args.top_k, "" if stream else args.prompt, run.model.block_size)
     if args.num < 0:
         raise UsageError(f"--num must be >= 0 (got {args.num})")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise UsageError(f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})")
     run.tokenizer.encode(args.prompt)  # a clear error for characters outside the vocabulary
     name = args.engine or (run.train.engine if engines.is_available(run.train.engine) else "scalar")
     engines.get(name)
     engine = run.engine(name, device="auto")  # sample on what is here, whichever device trained it
     rng = run.rng if args.seed is None else random.Random(args.seed)  # default: the run's own stream
-    print_samples(engine, run.tokenizer, run.model.block_size, rng, args.num, temperature, args.top_k, args.prompt)
+    print_samples(engine, run.tokenizer, run.model.block_size, rng, args.num, temperature, args.top_k, args.prompt,
+                  args.max_new_tokens, stream)
     return 0
 
 

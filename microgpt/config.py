@@ -170,8 +170,8 @@ def validate(model: ModelConfig, tcfg: TrainConfig, world: int = 1) -> None:
 
 
 def validate_sampling(temperature: float, top_k: int | None, prompt: str, block_size: int) -> None:
-    if temperature <= 0:
-        raise UsageError(f"--temperature must be > 0 (got {temperature}); try 0.5")
+    if temperature < 0:
+        raise UsageError(f"--temperature must be >= 0 (got {temperature}); try 0.5, or 0 for the most likely tokens")
     if top_k is not None and top_k < 1:
         raise UsageError(f"--top-k must be >= 1 (got {top_k}); leave it out to sample from all tokens")
     if len(prompt) >= block_size:

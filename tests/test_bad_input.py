@@ -30,7 +30,7 @@ CASES = {
     "zero steps": (["train", "--data", "{d}/docs.txt", "--steps", "0"], "--steps"),
     "negative steps": (["train", "--data", "{d}/docs.txt", "--steps", "-3"], "--steps"),
     "width not divisible by heads": (["train", "--data", "{d}/docs.txt", "--n-embd", "10", "--n-head", "4"], "divisible"),
-    "zero temperature": (["train", "--data", "{d}/docs.txt", "--temperature", "0"], "--temperature"),
+    "negative temperature": (["train", "--data", "{d}/docs.txt", "--temperature", "-0.5"], "--temperature"),
     "negative temperature in sample": (["sample", "--out", "{d}/ok", "--temperature", "-1"], "--temperature"),
     "unknown engine": (["train", "--data", "{d}/docs.txt", "--engine", "jax"], "unknown engine"),
     "unknown preset": (["train", "--data", "{d}/docs.txt", "--preset", "huge"], "unknown preset"),
