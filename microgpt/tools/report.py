@@ -8,8 +8,8 @@ It shows the training and validation loss (from DIR/metrics.jsonl), the learning
 each layer's and head's attention weights on a few documents, a 2-D map of the character
 embeddings, the next-character distribution after BOS, the loss at each position, samples, and the
 parameter count of every tensor. Samples and losses come from the run's own engine (else NumPy,
-else the pure engine); the attention maps from the pure engine (atomic.py's gpt() on plain floats,
-microgpt/engines/pure.py), which keeps every attention weight. A stream run (`--data-mode stream`)
+else the pure engine); the attention maps from the NumPy engine, which keeps every attention weight
+for them (matplotlib needs NumPy, so it is there). A stream run (`--data-mode stream`)
 gets the charts that fit it: no BOS charts, windows of its held-out text instead of documents, and
 its samples as blocks of text. Progress goes to stderr.
 """
@@ -23,7 +23,7 @@ import math
 import random
 
 from microgpt import engines
-from microgpt.engines.pure import FloatGPT, softmax
+from microgpt.engines.pure import softmax
 from microgpt.errors import UsageError
 from microgpt.params import num_params, param_shapes
 from microgpt.progress import WorkProgress
@@ -72,7 +72,7 @@ def label(tokenizer, t) -> str:
 
 
 # ---- the charts, each a function of plain data returning a figure ------------------------------
-def loss_chart(Figure, train_rows, val_rows):
+def loss_chart(Figure, train_rows, val_rows, held_out="held-out documents"):
     fig = Figure(figsize=(8, 3.6))
     ax = fig.add_subplot()
     steps = [r["step"] for r in train_rows]
@@ -85,7 +85,7 @@ def loss_chart(Figure, train_rows, val_rows):
         ax.plot(steps, smooth, color="tab:blue", linewidth=1.8, label=f"training loss (mean of last {window})")
     if val_rows:
         ax.plot([r["step"] for r in val_rows], [r["val_loss"] for r in val_rows], "o-", color="tab:orange",
-                label="validation loss (held-out documents)")
+                label=f"validation loss ({held_out})")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats per token)")
     ax.grid(alpha=0.3)
@@ -104,24 +104,27 @@ def lr_chart(Figure, train_rows):
     return fig
 
 
-def attention_chart(Figure, walk, cfg, tokenizer):
-    """One heatmap per layer and head: row = the position asking, column = the position attended to."""
-    n = len(walk.positions)
-    names = [label(tokenizer, at.token_id) for at in walk.positions]
-    fig = Figure(figsize=(1.8 + 2.1 * cfg.n_head, 0.4 + 2.1 * cfg.n_layer), layout="constrained")
-    axes = fig.subplots(cfg.n_layer, cfg.n_head, squeeze=False)
+def attention_chart(Figure, weights, tokens, cfg, tokenizer):
+    """One heatmap per layer and head: row = the position asking, column = the position attended to.
+    weights[pos][layer][head]: the weights of position pos over positions 0..pos."""
+    n = len(weights)
+    names = [label(tokenizer, t) for t in tokens[:n]]
+    fig = Figure(figsize=(1.8 + 2.1 * cfg.n_head, 0.6 + 2.2 * cfg.n_layer))  # a fixed layout: constrained
+    axes = fig.subplots(cfg.n_layer, cfg.n_head, squeeze=False,          # layout doubled the drawing time
+                        gridspec_kw={"wspace": 0.15, "hspace": 0.3, "left": 0.06, "right": 0.9})
     for li in range(cfg.n_layer):
         for h in range(cfg.n_head):
             grid = [[float("nan")] * n for _ in range(n)]  # the future is masked: nothing to show there
-            for at in walk.positions:
-                for t, w in enumerate(at.saved[li]["attn_weights"][h]):
-                    grid[at.pos_id][t] = w
+            for pos in range(n):
+                grid[pos][:pos + 1] = weights[pos][li][h]
             ax = axes[li][h]
             image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
             ax.set_title(f"layer {li}, head {h}", fontsize=9)
-            ax.set_xticks(range(n), names, fontsize=7)
-            ax.set_yticks(range(n), names, fontsize=7)
-            ax.get_xticklabels()[0].set_rotation(90)  # BOS: keeps clear of the next character
+            # the characters label the outer edges only: every panel has the same rows and columns
+            ax.set_xticks(range(n), names if li == cfg.n_layer - 1 else [], fontsize=7)
+            ax.set_yticks(range(n), names if h == 0 else [], fontsize=7)
+            if tokens[0] == tokenizer.bos and li == cfg.n_layer - 1:
+                ax.get_xticklabels()[0].set_rotation(90)  # BOS: keeps clear of the next character
     fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
     return fig
 
@@ -225,7 +228,7 @@ def build(out_dir: str, docs: list[str] | None = None, num_samples: int | None =
         held_out = state.train.val_docs > 0
         pool = state.docs[len(state.docs) - state.train.val_docs:] if held_out else state.docs
         pool = [state.encode(d) for d in pool[:loss_docs] if set(d) <= set(tok.chars)]
-    pieces = num_samples + (len(docs) if docs else 3) + 3 + bool(pool)
+    pieces = 1 + num_samples + 1 + (len(docs) if docs else 3) + 2 + bool(pool)  # as progress() is called below
     progress = WorkProgress("report", pieces)
 
     progress(f"loading the model into the {state.train.engine} engine")
@@ -242,27 +245,28 @@ def build(out_dir: str, docs: list[str] | None = None, num_samples: int | None =
         figures.append(("loss", "Loss", f"Training loss at each of {len(train_rows)} steps"
                         + (f" and validation loss at {len(val_rows)} evaluations." if val_rows else
                            "; no validation loss (train with --val-docs N to hold documents out)."),
-                        png(loss_chart(Figure, train_rows, val_rows))))
+                        png(loss_chart(Figure, train_rows, val_rows, "the last 10% of the text" if stream
+                                       else "held-out documents"))))
         figures.append(("lr", "Learning-rate schedule", lr_caption(state.train), png(lr_chart(Figure, train_rows))))
     if docs is None:
         docs = (state.docs[:3] if state.docs else [s[:ATTENTION_TOKENS] for s in samples if s][:3]) or ["a"]
-    gpt = FloatGPT(cfg, state.params)
+    numpy_engine = state.engine("numpy", dtype="float64")  # matplotlib brings numpy: it keeps the weights
     for i, doc in enumerate(docs):
         progress(f"attention on {doc[:20]!r}")
         tokens = tok.encode(doc[:cfg.block_size + 1]) if stream else state.encode(doc)
         if len(tokens) < 2:
             continue
-        walk = gpt.forward(tokens)
+        weights = numpy_engine.attention_weights(tokens[:-1])  # each position but the last predicts the next
         where = "a window of the held-out text" if stream else "the document"
         figures.append((f"attention-{i}", f'Attention on "{doc}"' if not stream else f"Attention on {where}",
                         "softmax(q . k / sqrt(head_dim)) for every layer and head: row = the position whose "
                         "query asks, column = the earlier position it reads (the cache); rows sum to 1."
                         + (f" The window: {doc!r}." if stream else ""),
-                        png(attention_chart(Figure, walk, cfg, tok))))
+                        png(attention_chart(Figure, weights, tokens, cfg, tok))))
     progress("embeddings")
     figures.append(("embeddings", "Character embeddings",
                     "Each row of wte, projected on its two principal directions; vowels in red.",
-                    png(embedding_chart(Figure, gpt.w["wte"], tok))))
+                    png(embedding_chart(Figure, state.params["wte"].rows(), tok))))
     progress("next character after BOS" if not stream else "(no BOS chart: a stream run never sees BOS)")
     if not stream:  # stream training never sees BOS, so what follows it says nothing about the model
         probs, _ = softmax(engine.logits(engine.new_cache(), tok.bos, 0))
