@@ -136,3 +136,19 @@ def read_safetensors(path: str) -> tuple[dict[str, Tensor], dict[str, str]]:
     except (struct.error, ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError):
         raise UsageError(corrupt) from None
     return tensors, metadata
+
+
+def move_aside(out_dir: str, also=("metrics.jsonl", "report.html")) -> str:
+    """Move the run in out_dir (its checkpoint, and the files named in `also` when present) into a new
+    folder out_dir/previous-<time>, so that a fresh run can start there with nothing lost. Returns it."""
+    import time
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    backup, n = os.path.join(out_dir, f"previous-{stamp}"), 1
+    while os.path.exists(backup):  # two in one second: previous-<time>-2, ...
+        n += 1
+        backup = os.path.join(out_dir, f"previous-{stamp}-{n}")
+    os.makedirs(backup)
+    for name in (FILENAME, *also):
+        if os.path.exists(os.path.join(out_dir, name)):
+            os.replace(os.path.join(out_dir, name), os.path.join(backup, name))
+    return backup

@@ -14,7 +14,7 @@ import random
 import sys
 
 from microgpt.config import (DATA_MODES, ENGINE_DTYPES, LR_SCHEDULES, OPTIMIZERS, PRESETS,
-                             ModelConfig, TrainConfig, resolve, resolve_resume, supported_by, validate,
+                             ModelConfig, TrainConfig, resolve, resolve_resume, scale_preset, supported_by, validate,
                              validate_sampling)
 from microgpt.errors import UsageError
 
@@ -83,6 +83,8 @@ def train_arguments(p) -> None:
                    help=f"torch.compile the model ({supported_by('compile')}; default off)")
     p.add_argument("--out", default="out", help="directory for the checkpoint and metrics.jsonl (default out)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--force", action="store_true", help="start a fresh run in an --out that holds one, after "
+                   "moving the old checkpoint and metrics into --out/previous-<time>/")
     p.add_argument("--log-every", type=int, default=1, help="print the loss every N steps (default 1)")
     p.add_argument("--stop-after", type=int, help="stop with a checkpoint after this many steps, before --steps; "
                    "continue later with --resume")
@@ -98,8 +100,10 @@ def train_command(args) -> int:
     if args.stop_after is not None and args.stop_after <= 0:
         raise UsageError(f"--stop-after must be a positive number of steps (got {args.stop_after})")
     flags = {k: v for k, v in vars(args).items() if k not in ("data", "preset", "out", "resume", "log_every",
-                                                               "stop_after", "command")}
+                                                               "stop_after", "command", "force")}
     rank, world = rank_and_world()
+    if args.resume and args.force:
+        raise UsageError("--resume continues the run in --out and --force starts a new one there; pass one of them")
     if args.resume:
         run = Run.load(args.out)
         run.train = resolve_resume(flags, run.model, run.train)
@@ -107,13 +111,18 @@ def train_command(args) -> int:
         run.read_data(args.data or run.data_info.get("path"))
     else:
         from microgpt import checkpoint
-        if checkpoint.exists(args.out):
-            raise UsageError(f"{args.out} already holds a checkpoint; pass --resume to continue it, "
-                             f"or choose another --out")
+        if checkpoint.exists(args.out) and not args.force:
+            raise UsageError(f"{args.out} already holds a checkpoint; pass --resume to continue it, --force to "
+                             f"start over (the old run is kept in {args.out}/previous-<time>/), or choose another --out")
         model, tcfg = resolve(flags, args.preset)
+        tcfg, notes = scale_preset(args.preset, flags, tcfg)
         validate(model, tcfg, world)
         engines.get(tcfg.engine)  # an unavailable engine is the first error, before the data is read
         run = Run.fresh(model, tcfg, args.data, world)
+        if checkpoint.exists(args.out) and rank == 0:  # --force, and the new run is ready to start
+            notes.append(f"--force: the previous run in {args.out} was moved to {checkpoint.move_aside(args.out)}")
+        if notes and rank == 0:
+            print("\n".join(notes), flush=True)
     quiet = rank != 0  # under torchrun only rank 0 prints
     with contextlib.redirect_stdout(open(os.devnull, "w")) if quiet else contextlib.nullcontext():
         print("\n".join(run.header()), flush=True)
