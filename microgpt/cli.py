@@ -123,6 +123,10 @@ def train_command(args) -> int:
             notes.append(f"--force: the previous run in {args.out} was moved to {checkpoint.move_aside(args.out)}")
         if notes and rank == 0:
             print("\n".join(notes), flush=True)
+        from microgpt.cost import gpu_preset_warning
+        warning = gpu_preset_warning(args.preset, run.model, run.train) if rank == 0 else None
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
     quiet = rank != 0  # under torchrun only rank 0 prints
     with contextlib.redirect_stdout(open(os.devnull, "w")) if quiet else contextlib.nullcontext():
         print("\n".join(run.header()), flush=True)

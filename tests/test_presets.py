@@ -87,3 +87,31 @@ def test_readme_train_commands_each_write_their_own_out():
         out = found.group(1) if found else "out"
         assert out not in seen, f"README: {command.strip()!r} reuses --out {out} of {seen[out]!r}"
         seen[out] = command.strip()
+
+
+def test_a_gpu_preset_on_a_cpu_warns_with_the_time_per_step():
+    torch = pytest.importorskip("torch", reason="the GPU presets train with the torch engine")
+    if torch.cuda.is_available() or torch.backends.mps.is_available():
+        pytest.skip("this machine has a GPU: the warning is for CPUs")
+    from dataclasses import replace
+    from microgpt.cost import gpu_preset_warning
+    model, tcfg = resolve({}, "shakespeare")
+    warning = gpu_preset_warning("shakespeare", replace(model, vocab_size=65), tcfg)
+    assert "s per step" in warning and "--preset shakespeare-cpu" in warning
+    model, tcfg = resolve({}, "shakespeare-cpu")
+    assert gpu_preset_warning("shakespeare-cpu", replace(model, vocab_size=65), tcfg) is None
+
+
+def test_flops_per_step_matches_torchs_own_count():
+    """torch's FlopCounterMode counts the matrix products of a real forward and backward pass."""
+    torch = pytest.importorskip("torch", reason="counts the torch module's FLOPs")
+    from torch.utils.flop_counter import FlopCounterMode
+    from microgpt.config import ModelConfig
+    from microgpt.cost import flops_per_step
+    from microgpt.engines.torch import GPT
+    model = ModelConfig(vocab_size=65, n_layer=2, n_embd=64, n_head=4, block_size=32)
+    idx = torch.randint(0, 65, (3, 32))
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):  # attention as plain products
+        GPT(model)(idx, targets=idx).backward()
+    assert flops_per_step(model, TrainConfig(batch_size=3)) == counter.get_total_flops()
