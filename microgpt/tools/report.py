@@ -325,8 +325,8 @@ h1 {{ font-size: 1.6em; }} h2 {{ font-size: 1.2em; border-bottom: 1px solid #ddd
 figure {{ margin: 0; }} img {{ max-width: 100%; height: auto; display: block; }}
 figcaption {{ color: #555; font-size: .9em; margin-top: .3em; }}
 table {{ border-collapse: collapse; }} td, th {{ padding: .15em .8em; text-align: left; border-bottom: 1px solid #eee; }}
-ol.samples {{ columns: 4; font-family: ui-monospace, monospace; }}
-ol.samples li {{ break-inside: avoid; overflow-wrap: anywhere; }}
+ol.samples {{ columns: 4; column-gap: 3.5em; font-family: ui-monospace, monospace; }}
+ol.samples li {{ break-inside: avoid; overflow-wrap: anywhere; }} /* the numbers sit in the column gap */
 pre.sample {{ white-space: pre-wrap; overflow-wrap: anywhere; background: #f6f6f6; padding: .6em; }}
 </style></head><body>
 <h1>microgpt report: {e(out_dir)}</h1>
