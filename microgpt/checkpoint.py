@@ -270,3 +270,19 @@ def read_safetensors(path: str) -> tuple[dict[str, Tensor], dict[str, str]]:
     with open_regular(path) as f:
         entries, metadata, data_start = read_header(f, path)
         return read_tensors(f, entries, list(entries), data_start), metadata
+
+
+def move_aside(out_dir: str, also=("metrics.jsonl", "report.html")) -> str:
+    """Move the run in out_dir (its checkpoint, and the files named in `also` when present) into a new
+    folder out_dir/previous-<time>, so that a fresh run can start there with nothing lost. Returns it."""
+    import time
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    backup, n = os.path.join(out_dir, f"previous-{stamp}"), 1
+    while os.path.exists(backup):  # two in one second: previous-<time>-2, ...
+        n += 1
+        backup = os.path.join(out_dir, f"previous-{stamp}-{n}")
+    os.makedirs(backup)
+    for name in (FILENAME, *also):
+        if os.path.exists(os.path.join(out_dir, name)):
+            os.replace(os.path.join(out_dir, name), os.path.join(backup, name))
+    return backup

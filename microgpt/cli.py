@@ -15,7 +15,8 @@ import sys
 
 from microgpt import __version__
 from microgpt.config import (DATA_MODES, DEVICES, DTYPES, ENGINE_DTYPES, LR_SCHEDULES, OPTIMIZERS, PRESETS,
-                             ModelConfig, TrainConfig, resolve, resolve_resume, supported_by, validate,
+                             ModelConfig, TrainConfig, resolve, resolve_resume, scale_preset,
+                             supported_by, validate,
                              validate_sampling)
 from microgpt.data import add_max_data_argument
 from microgpt.configfile import config_argv
@@ -32,6 +33,7 @@ COMMANDS = {
     "report": ("microgpt.tools.report", "write DIR/report.html: loss curves, attention maps, embeddings, samples"),
     "bench": ("microgpt.tools.bench", "time the installed engines side by side on the default job"),
     "web": ("microgpt.tools.web", "serve the browser page (Pyodide runs this package: train, sample, look inside)"),
+    "export": ("microgpt.tools.export", "write a run's weights alone (FILE.safetensors) and config.json beside it"),
 }
 
 
@@ -87,10 +89,12 @@ def train_arguments(p) -> None:
     evals = p.add_argument_group("evaluation")
     evals.add_argument("--eval-every", type=int, help=f"steps between validation evaluations (default {d.eval_every})")
     evals.add_argument("--samples", type=int, help=f"samples printed after training (default {d.samples})")
-    evals.add_argument("--temperature", type=float, help=f"sampling temperature, > 0 (default {d.temperature})")
+    evals.add_argument("--temperature", type=float, help=f"sampling temperature, >= 0; 0: greedy (default {d.temperature})")
     output = p.add_argument_group("output")
     output.add_argument("--out", default="out", help="directory for the checkpoint and metrics.jsonl (default out)")
     output.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    output.add_argument("--force", action="store_true", help="start a fresh run in an --out that holds one, after "
+                        "moving the old checkpoint and metrics into --out/previous-<time>/")
     output.add_argument("--log-every", type=int, default=1, help="print the loss every N steps (default 1)")
     output.add_argument("--save-every", type=int, help=f"steps between checkpoints (default {d.save_every})")
     output.add_argument("--stop-after", type=int, help="stop with a checkpoint after this many steps, before --steps; "
@@ -119,15 +123,18 @@ def train_command(args) -> int:
     if args.stop_after is not None and args.stop_after <= 0:
         raise UsageError(f"--stop-after must be a positive number of steps (got {args.stop_after})")
     flags = {k: v for k, v in vars(args).items() if k not in ("data", "preset", "out", "resume", "log_every",
-                                                               "stop_after", "command", "config", "log", "max_data_mb")}
+                                                               "stop_after", "command", "config", "log", "max_data_mb", "force")}
     if args.log == "tensorboard":
         summary_writer()  # a missing library is the first error, before any work
     rank, world = rank_and_world()
+    if args.resume and args.force:
+        raise UsageError("--resume continues the run in --out and --force starts a new one there; pass one of them")
     check_out_dir(args.out)
     if args.resume and not checkpoint.exists(args.out):
         Run.load(args.out)  # its error: no checkpoint there, and how to make one
     if not args.resume:
         model, tcfg = resolve(flags, args.preset)
+        tcfg, notes = scale_preset(args.preset, flags, tcfg)
         validate(model, tcfg, world)
         engines.get(tcfg.engine)  # an unavailable engine is the first error, before the data is read
     # one training run per directory (rank 0 holds the lock for all of a torchrun job's processes)
@@ -149,10 +156,18 @@ def train_command(args) -> int:
             engines.get(run.train.engine)  # an unavailable engine is the first error, before any work
             run.read_data(args.data, args.max_data_mb)
         else:
-            if checkpoint.exists(args.out):
-                raise UsageError(f"{args.out} already holds a checkpoint; pass --resume to continue it, "
-                                 f"or choose another --out")
+            if checkpoint.exists(args.out) and not args.force:
+                raise UsageError(f"{args.out} already holds a checkpoint; pass --resume to continue it, --force to "
+                                 f"start over (the old run is kept in {args.out}/previous-<time>/), or choose another --out")
             run = Run.fresh(model, tcfg, args.data, world, args.max_data_mb)
+            if checkpoint.exists(args.out) and rank == 0:  # --force, and the new run is ready to start
+                notes.append(f"--force: the previous run in {args.out} was moved to {checkpoint.move_aside(args.out)}")
+            if notes and rank == 0:
+                print("\n".join(notes), flush=True)
+            from microgpt.cost import gpu_preset_warning
+            warning = gpu_preset_warning(args.preset, run.model, run.train) if rank == 0 else None
+            if warning:
+                print(warning, file=sys.stderr, flush=True)
         quiet = rank != 0  # under torchrun only rank 0 prints
         with contextlib.redirect_stdout(open(os.devnull, "w")) if quiet else contextlib.nullcontext():
             print("\n".join(run.header() + ([note] if note else [])), flush=True)
@@ -164,13 +179,17 @@ def train_command(args) -> int:
 def sample_arguments(p) -> None:
     p.add_argument("--out", default="out", help="directory holding the checkpoint (default out)")
     p.add_argument("--num", type=int, default=20, help="how many samples (default 20)")
-    p.add_argument("--temperature", type=float, help="sampling temperature, > 0 (default: the run's, 0.5)")
+    p.add_argument("--temperature", type=float, help="sampling temperature, >= 0; 0: always the most likely "
+                   "token (greedy) (default: the run's, 0.5)")
     p.add_argument("--top-k", type=int, help="sample only among the k most likely tokens (default: all)")
     p.add_argument("--prompt", default="", help="the start every sample continues (e.g. 'em')")
     p.add_argument("--seed", type=int, help="random seed (default: continue the run's own random stream, "
                    "which repeats the samples printed after training)")
     p.add_argument("--engine", choices=ENGINE_DTYPES, help="engine to sample with (default: the one that trained it, "
                    "else scalar)")
+    p.add_argument("--max-new-tokens", type=int, help="tokens drawn per sample; past the block size the context "
+                   "slides, keeping the last --block-size tokens (default: the block size for line data, "
+                   "less the prompt; 500 for stream data)")
 
 
 def sample_command(args) -> int:
@@ -180,15 +199,19 @@ def sample_command(args) -> int:
 
     run = Run.load(args.out, with_state=False)
     temperature = run.train.temperature if args.temperature is None else args.temperature
-    validate_sampling(temperature, args.top_k, args.prompt, run.model.block_size)
+    stream = run.train.data_mode == "stream"  # a stream's context slides, so its prompt may be any length
+    validate_sampling(temperature, args.top_k, "" if stream else args.prompt, run.model.block_size)
     if args.num < 0:
         raise UsageError(f"--num must be >= 0 (got {args.num})")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise UsageError(f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})")
     run.tokenizer.encode(args.prompt)  # a clear error for characters outside the vocabulary
     name = args.engine or (run.train.engine if engines.is_available(run.train.engine) else "scalar")
     engines.get(name)
     engine = run.engine(name, device="auto")  # sample on what is here, whichever device trained it
     rng = run.rng if args.seed is None else random.Random(args.seed)  # default: the run's own stream
-    print_samples(engine, run.tokenizer, run.model.block_size, rng, args.num, temperature, args.top_k, args.prompt)
+    print_samples(engine, run.tokenizer, run.model.block_size, rng, args.num, temperature, args.top_k, args.prompt,
+                  args.max_new_tokens, stream)
     return 0
 
 

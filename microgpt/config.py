@@ -223,8 +223,8 @@ _TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "tru
 def validate_sampling(temperature: float, top_k: int | None, prompt: str, block_size: int) -> None:
     if not math.isfinite(temperature):
         raise UsageError(f"--temperature must be a finite number (got {temperature}); try 0.5")
-    if temperature <= 0:
-        raise UsageError(f"--temperature must be > 0 (got {temperature}); try 0.5")
+    if temperature < 0:
+        raise UsageError(f"--temperature must be >= 0 (got {temperature}); try 0.5, or 0 for the most likely tokens")
     if top_k is not None and top_k < 1:
         raise UsageError(f"--top-k must be >= 1 (got {top_k}); leave it out to sample from all tokens")
     if len(prompt) >= block_size:
@@ -268,6 +268,26 @@ def resolve(flags: dict, preset: str | None = None) -> tuple[ModelConfig, TrainC
         values.update(PRESETS[preset])
     values.update({k: v for k, v in flags.items() if k in values and v is not None})
     return from_dict(ModelConfig, values), from_dict(TrainConfig, values)
+
+
+def scale_preset(preset: str | None, flags: dict, tcfg: TrainConfig) -> tuple[TrainConfig, list[str]]:
+    """A preset's warmup and EMA are sized for its own step count. With a shorter --steps they shrink
+    by the same factor (the warmup stays the same share of the run; the EMA averages over the same
+    share of it), unless given explicitly. Returns the config and a note saying what changed."""
+    full = PRESETS.get(preset or "", {}).get("steps")
+    if full is None or flags.get("steps") is None or tcfg.steps >= full:
+        return tcfg, []
+    ratio, changes = tcfg.steps / full, {}
+    if flags.get("warmup_steps") is None and tcfg.warmup_steps:
+        changes["warmup_steps"] = min(tcfg.steps - 1, round(tcfg.warmup_steps * ratio))
+    if flags.get("ema") is None and tcfg.ema:
+        horizon = ratio / (1 - tcfg.ema)  # the steps the average spans, scaled
+        changes["ema"] = round(1 - 1 / horizon, 4) if horizon > 1 else 0.0
+    if not changes:
+        return tcfg, []
+    said = ", ".join(f"{flag(k)} {getattr(tcfg, k)} -> {v}" for k, v in changes.items())
+    return replace(tcfg, **changes), [f"note: --steps {tcfg.steps} is shorter than the {preset} preset's {full}, "
+                                      f"so its schedule shrinks with it: {said} (give them to choose otherwise)"]
 
 
 def resolve_resume(flags: dict, model: ModelConfig, tcfg: TrainConfig) -> TrainConfig:

@@ -105,3 +105,36 @@ def make_progress(total_steps: int, log_every: int = 1, stream=None):
         except ImportError:
             pass
     return PlainProgress(total_steps, log_every, stream)
+
+
+class WorkProgress:
+    """Progress of a long command other than training (report, check), on stderr so that stdout keeps
+    only the command's output: a tqdm bar on a terminal, else one line as each piece of work starts,
+
+        report [3/9] sample 2 of 3
+
+    Call it with what starts next; close() when all is done."""
+
+    def __init__(self, command: str, total: int, stream=None):
+        self.command, self.total, self.started = command, max(1, total), 0
+        self.stream = stream or sys.stderr
+        self.bar = None
+        if is_terminal(self.stream):
+            try:
+                from tqdm import tqdm
+                self.bar = tqdm(total=self.total, file=self.stream, leave=False, dynamic_ncols=True,
+                                bar_format="{desc} |{bar}| {n_fmt}/{total_fmt} [{elapsed}]")
+            except ImportError:
+                pass
+
+    def __call__(self, what: str) -> None:
+        self.started += 1
+        if self.bar is None:
+            print(f"{self.command} [{self.started}/{self.total}] {what}", file=self.stream, flush=True)
+        else:
+            self.bar.n = self.started - 1  # pieces finished
+            self.bar.set_description_str(f"{self.command}: {what}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

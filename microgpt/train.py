@@ -203,7 +203,7 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
     if tcfg.samples and rank == 0:
         print("--- samples ---")
         summary["samples"] = print_samples(engine, run.tokenizer, run.model.block_size, run.rng,
-                                           tcfg.samples, tcfg.temperature)
+                                           tcfg.samples, tcfg.temperature, stream=tcfg.data_mode == "stream")
     if rank == 0:
         print(f"checkpoint: {checkpoint.path_in(out_dir)}", flush=True)
     return summary

@@ -87,3 +87,40 @@ def test_report_without_a_checkpoint_is_a_one_line_error(tmp_path, capsys):
     pytest.importorskip("matplotlib", reason="microgpt report needs matplotlib: pip install matplotlib")
     assert main(["report", "--out", str(tmp_path / "none")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_the_attention_the_numpy_engine_records_is_the_pure_engines(tmp_path):
+    pytest.importorskip("numpy", reason="the report's attention maps come from the NumPy engine")
+    from microgpt.engines.pure import FloatGPT
+    from microgpt.run import Run
+    state = Run.load(tiny_run(tmp_path / "run", steps=2))
+    tokens = state.encode("olivia")
+    walk = FloatGPT(state.model, state.params).forward(tokens)  # atomic.py's arithmetic, independent of numpy
+    got = state.engine("numpy", dtype="float64").attention_weights(tokens[:-1])
+    for at, weights in zip(walk.positions, got, strict=True):
+        for li in range(state.model.n_layer):
+            for h in range(state.model.n_head):
+                assert weights[li][h] == pytest.approx(at.saved[li]["attn_weights"][h], abs=1e-12)
+
+
+def test_a_stream_run_gets_the_charts_that_fit_it(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="microgpt report needs matplotlib: pip install 'microgpt[report]'")
+    import io
+    from contextlib import redirect_stdout
+    from microgpt.config import TrainConfig
+    from tiny_run import TINY, train
+    text = tmp_path / "text.txt"
+    text.write_text("".join(f"to be or not to be, line {i % 7}\n" for i in range(80)))
+    tcfg = TrainConfig(steps=4, batch_size=2, data_mode="stream", samples=0, eval_every=2, lr_schedule="cosine",
+                       warmup_steps=1, min_lr=0.001)
+    with redirect_stdout(io.StringIO()):
+        train(dict(TINY), tcfg, str(text), str(tmp_path / "run"))
+    assert main(["report", "--out", str(tmp_path / "run"), "--samples", "2", "--loss-docs", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "report [1/" in err  # progress, on stderr when it is no terminal
+    page = open(tmp_path / "run" / "report.html", encoding="utf-8").read()
+    assert list(images(page)) == ["loss", "lr", "attention-0", "attention-1", "attention-2", "embeddings",
+                                  "loss-by-position"]  # no BOS chart
+    assert "cosine decay from 0.01 to 0.001" in page and "linear warmup over 1 steps" in page
+    assert "mean over step 4 of 4" in page and "(the last evaluation)" in page
+    assert page.count('<pre class="sample">') == 2 and "<ol class=\"samples\">" not in page

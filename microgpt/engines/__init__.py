@@ -53,3 +53,9 @@ def get(name: str):
     if importlib.util.find_spec(module) is None:
         raise UsageError(f"engine {name!r} is not part of this version of microgpt; use --engine scalar")
     return importlib.import_module(module).Engine
+
+
+def best_available(preferred: str) -> str:
+    """`preferred` when it is installed, else numpy, else pure: the fastest way to run a model here
+    (every engine computes the same function)."""
+    return next(name for name in (preferred, "numpy", "pure") if is_available(name))

@@ -61,6 +61,11 @@ class Engine:
         """Next-token logits at one position; appends that position's keys and values to the cache."""
         raise NotImplementedError
 
+    def forward_logits(self, cache, token_ids: list[int], start_pos: int = 0) -> list[list[float]]:
+        """The logits at each of several consecutive positions from start_pos on, appending them all to
+        the cache: what `logits` gives one position at a time (an engine may do it in one pass)."""
+        return [self.logits(cache, t, start_pos + i) for i, t in enumerate(token_ids)]
+
 
 def checked_train_step(engine: Engine, seqs: list[list[int]], step: int, lr: float) -> float:
     """engine.train_step, with the float errors of a diverging run in the pure-Python engines (exp

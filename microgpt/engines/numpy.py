@@ -322,6 +322,7 @@ class _LayerWeights:
 # ---- the engine -------------------------------------------------------------------------------
 class Engine(base.Engine):
     name = "numpy"
+    _seen = None  # while attention_weights() runs: each layer's attention weights, position by position
 
     def __init__(self, model_cfg, train_cfg, params: dict[str, Tensor]):
         self.cfg, self.tcfg = model_cfg, train_cfg
@@ -509,6 +510,8 @@ class Engine(base.Engine):
             v = values[l, :pos_id + 1].reshape(pos_id + 1, H, D).transpose(1, 0, 2)    # (H, T, D)
             att = q @ k.swapaxes(-1, -2) / D ** 0.5                                    # (H, 1, T)
             attention_softmax(att)
+            if self._seen is not None:
+                self._seen.append(att[:, 0].copy())                                    # (H, T)
             y = (att @ v).reshape(1, C)                                                # heads side by side
             out = new(C)
             matmul_forward(out, y, lw.o)
@@ -522,3 +525,16 @@ class Engine(base.Engine):
         logits = new(self.cfg.vocab_size)
         matmul_forward(logits, x, w.lm_head)
         return logits[0].tolist()
+
+    def attention_weights(self, token_ids: list[int]) -> list[list[list[list[float]]]]:
+        """[position][layer][head] -> that head's weights over positions 0..position, as `logits`
+        computes them position by position (the report draws them)."""
+        self._seen, cache = [], self.new_cache()
+        try:
+            for pos, token_id in enumerate(token_ids):
+                self.logits(cache, token_id, pos)
+            seen = self._seen
+        finally:
+            self._seen = None
+        L = self.cfg.n_layer
+        return [[seen[p * L + l].tolist() for l in range(L)] for p in range(len(token_ids))]

@@ -64,61 +64,53 @@ class Dropout(nn.Dropout):
         return x * (keep.to(x.dtype) / (1 - self.p))
 
 
-class CausalSelfAttention(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, dropout: float, attn_dropout: float):
+class Block(nn.Module):
+    """One transformer layer: attention, then the MLP, each on the rmsnorm of the residual stream.
+    Its parameters (attn_wq, attn_wk, attn_wv, attn_wo, mlp_fc1, mlp_fc2) are registered by GPT under
+    params.py's names, so that the module's state_dict() keys are the checkpoint's."""
+
+    def __init__(self, n_head: int, dropout: float, attn_dropout: float):
         super().__init__()
         self.n_head, self.attn_dropout = n_head, attn_dropout
-        self.wq = nn.Linear(n_embd, n_embd, bias=False)
-        self.wk = nn.Linear(n_embd, n_embd, bias=False)
-        self.wv = nn.Linear(n_embd, n_embd, bias=False)
-        self.wo = nn.Linear(n_embd, n_embd, bias=False)
-        self.resid_drop = Dropout(dropout)
+        self.resid_drop, self.mlp_drop = Dropout(dropout), Dropout(dropout)
 
-    def forward(self, x, mask=None, cache=None):
+    def attention(self, x, mask=None, cache=None):
         B, T, C = x.shape
         heads = lambda t: t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        q, k, v = heads(self.wq(x)), heads(self.wk(x)), heads(self.wv(x))  # (B, nh, T, hs)
-        if cache is not None:  # sampling: one new position attends to every cached one and itself
+        q, k, v = (heads(F.linear(x, w)) for w in (self.attn_wq, self.attn_wk, self.attn_wv))  # (B, nh, T, hs)
+        if cache is not None:  # sampling: the new positions attend to every cached one and to each other
             if cache:
                 k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)  # (B, nh, t, hs)
             cache[:] = [k, v]
         dropout = self.attn_dropout if self.training else 0.0  # on the attention weights
-        causal = mask is None and cache is None  # packed rows bring their own mask; a cache sees all it has
+        # causal among the positions given; packed rows bring their own mask; one new position sees the whole cache
+        causal = mask is None and (cache is None or k.size(2) == T)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): the heads side by side again
-        return self.resid_drop(self.wo(y))  # (B, T, C)
-
-
-class MLP(nn.Module):
-    def __init__(self, n_embd: int, dropout: float):
-        super().__init__()
-        self.fc1 = nn.Linear(n_embd, 4 * n_embd, bias=False)
-        self.fc2 = nn.Linear(4 * n_embd, n_embd, bias=False)
-        self.drop = Dropout(dropout)
-
-    def forward(self, x):
-        return self.drop(self.fc2(F.relu(self.fc1(x))))  # (B, T, 4C) inside, (B, T, C) out
-
-
-class Block(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, dropout: float, attn_dropout: float):
-        super().__init__()
-        self.attn = CausalSelfAttention(n_embd, n_head, dropout, attn_dropout)
-        self.mlp = MLP(n_embd, dropout)
+        return self.resid_drop(F.linear(y, self.attn_wo))  # (B, T, C)
 
     def forward(self, x, mask=None, cache=None):
-        x = x + self.attn(rmsnorm(x), mask, cache)  # (B, T, C)
-        return x + self.mlp(rmsnorm(x))  # (B, T, C)
+        x = x + self.attention(rmsnorm(x), mask, cache)  # (B, T, C)
+        hidden = F.relu(F.linear(rmsnorm(x), self.mlp_fc1))  # (B, T, 4C)
+        return x + self.mlp_drop(F.linear(hidden, self.mlp_fc2))  # (B, T, C)
 
 
 class GPT(nn.Module):
+    """atomic.py's GPT as a module whose parameters carry params.py's names: state_dict() has the keys
+    wte, wpe, lm_head, layer0.attn_wq, ..., exactly the tensors of a checkpoint or an export, so
+    `GPT(cfg).load_state_dict(safetensors.torch.load_file(path))` loads one (README, "Export").
+    The weights start at zero; the engine (or load_state_dict) fills them."""
+
     def __init__(self, cfg, dropout: float = 0.0, attn_dropout: float | None = None):
         super().__init__()
         attn_dropout = dropout if attn_dropout is None else attn_dropout
-        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
-        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        self.layers = nn.ModuleList(Block(cfg.n_embd, cfg.n_head, dropout, attn_dropout) for _ in range(cfg.n_layer))
+        self.cfg = cfg
+        for i in range(cfg.n_layer):
+            self.add_module(f"layer{i}", Block(cfg.n_head, dropout, attn_dropout))
+        self.layers = [getattr(self, f"layer{i}") for i in range(cfg.n_layer)]
+        for name, shape in param_shapes(cfg):  # "layer0.attn_wq" -> parameter attn_wq of module layer0
+            owner, _, leaf = name.rpartition(".")
+            (getattr(self, owner) if owner else self).register_parameter(leaf, nn.Parameter(torch.zeros(shape)))
         self.drop = Dropout(dropout)
 
     def forward(self, idx, targets=None, pos=None, mask=None, caches=None, start_pos: int = 0):
@@ -129,22 +121,27 @@ class GPT(nn.Module):
         B, T = idx.shape
         if pos is None:
             pos = torch.arange(start_pos, start_pos + T, device=idx.device)  # (T,)
-        x = self.drop(rmsnorm(self.wte(idx) + self.wpe(pos)))  # (B, T, C)
+        x = self.drop(rmsnorm(F.embedding(idx, self.wte) + F.embedding(pos, self.wpe)))  # (B, T, C)
         for i, block in enumerate(self.layers):
             x = block(x, mask, None if caches is None else caches[i])  # (B, T, C)
-        logits = self.lm_head(x)  # (B, T, vocab)
+        logits = F.linear(x, self.lm_head)  # (B, T, vocab)
         if targets is None:
             return logits
         return F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T), ignore_index=-1, reduction="sum")
 
+    # ---- sampling, the interface of engines/base.py, so that sample.generate drives the module itself ----
+    def new_cache(self):
+        return [[] for _ in self.layers]  # per layer: [keys, values], each (1, nh, t, hs)
 
-def module_name(name: str) -> str:
-    """params.py's parameter name -> this module's: 'layer0.attn_wq' -> 'layers.0.attn.wq.weight'."""
-    if not name.startswith("layer"):
-        return f"{name}.weight"  # wte, wpe, lm_head
-    layer, rest = name.split(".")
-    block, part = rest.split("_")  # attn_wq -> attn, wq
-    return f"layers.{layer[len('layer'):]}.{block}.{part}.weight"
+    @torch.no_grad()
+    def forward_logits(self, cache, token_ids: list[int], start_pos: int = 0) -> list[list[float]]:
+        """The logits at each of these positions, in one forward pass; appends them all to the cache.
+        (Dropout follows the module's mode: call .eval() first.)"""
+        idx = torch.tensor([token_ids], device=self.wte.device)  # (1, T)
+        return self(idx, caches=cache, start_pos=start_pos)[0].double().tolist()  # (T, vocab)
+
+    def logits(self, cache, token_id: int, pos_id: int) -> list[float]:
+        return self.forward_logits(cache, [token_id], pos_id)[0]
 
 
 # ---- batches -----------------------------------------------------------------------------------
@@ -264,8 +261,7 @@ class Engine(base.Engine):
 
         self.model = GPT(model_cfg, t.dropout, t.attn_dropout).to(device=self.device, dtype=self.dtype)
         self.shapes = param_shapes(model_cfg)
-        by_name = dict(self.model.named_parameters())
-        self.params = {name: by_name[module_name(name)] for name, _ in self.shapes}  # params.py's order
+        self.params = dict(self.model.named_parameters())  # params.py's names, in its order
         with torch.no_grad():
             for name, p in self.params.items():
                 p.copy_(to_torch(params[name], self.dtype, self.device))
@@ -273,8 +269,7 @@ class Engine(base.Engine):
         self.eval_model = self.model  # what is evaluated, sampled and saved as the model
         if t.ema:  # an exponential moving average of the trained weights, updated after each step
             self.eval_model = copy.deepcopy(self.model).requires_grad_(False)
-            by_name = dict(self.eval_model.named_parameters())
-            self.averaged = {name: by_name[module_name(name)] for name in self.params}
+            self.averaged = dict(self.eval_model.named_parameters())
 
         self.train_model = torch.compile(self.model) if t.compile else self.model
         if self.world > 1:
@@ -407,12 +402,12 @@ class Engine(base.Engine):
 
     # ---- sampling ------------------------------------------------------------------------------
     def new_cache(self):
-        return [[] for _ in range(self.cfg.n_layer)]  # per layer: [keys, values], each (1, nh, t, hs)
+        return self.eval_model.new_cache()
 
-    @torch.no_grad()
-    def logits(self, cache, token_id: int, pos_id: int) -> list[float]:
+    def forward_logits(self, cache, token_ids: list[int], start_pos: int = 0) -> list[list[float]]:
         self.eval_model.eval()
-        idx = torch.tensor([[token_id]], device=self.device)  # (1, 1)
         with self._autocast():
-            logits = self.eval_model(idx, caches=cache, start_pos=pos_id)  # (1, 1, vocab)
-        return logits[0, -1].double().tolist()
+            return self.eval_model.forward_logits(cache, token_ids, start_pos)
+
+    def logits(self, cache, token_id: int, pos_id: int) -> list[float]:
+        return self.forward_logits(cache, [token_id], pos_id)[0]

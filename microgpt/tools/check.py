@@ -20,6 +20,7 @@ from microgpt.config import MODEL_FIELDS, ModelConfig, TrainConfig
 from microgpt.data import add_max_data_argument
 from microgpt.errors import UsageError
 from microgpt.params import num_params, param_shapes
+from microgpt.progress import WorkProgress
 from microgpt.run import Run
 from microgpt.tensor import Tensor
 # an error passes when max|a - b| <= atol + rtol * max|b| over the tensor (b: the reference)
@@ -59,7 +60,7 @@ def error(a: list[float], b: list[float], tol) -> tuple[float, float, bool]:
     return abs_err, abs_err / scale if scale else 0.0, abs_err <= tol[0] + tol[1] * scale
 
 
-def check_config(label, state, seqs, names, fd_count, h, rng) -> bool:
+def check_config(label, state, seqs, names, fd_count, h, rng, progress) -> bool:
     cfg, tcfg = state.model, replace(state.train, dtype="float64")
     shapes = param_shapes(cfg)
     print(f"== {label}: n_layer {cfg.n_layer}, n_embd {cfg.n_embd}, n_head {cfg.n_head}, "
@@ -67,11 +68,13 @@ def check_config(label, state, seqs, names, fd_count, h, rng) -> bool:
     docs = ", ".join(repr(state.tokenizer.decode(s)) for s in seqs)
     print(f"batch: {docs} ({len(seqs)} sequences, {sum(len(s) - 1 for s in seqs)} predicted tokens)")
 
+    progress(f"{label}: the scalar engine's gradients")
     ref_loss, ref = engines.get("scalar")(cfg, tcfg, state.params).loss_and_grads(seqs)
     ref = {name: ref[name].to_floats() for name, _ in shapes}
     picks = {name: fd_entries(ref[name], fd_count, rng) for name, _ in shapes}
     ok = True
     for engine_name in names:
+        progress(f"{label}: engine {engine_name}, {fd_count} finite differences per tensor")
         engine_cls = engines.get(engine_name)
         loss, grads = engine_cls(cfg, tcfg, state.params).loss_and_grads(seqs)
         loss_ok = abs(float(loss) - ref_loss) <= SCALAR_TOL[0] + SCALAR_TOL[1] * abs(ref_loss)
@@ -129,12 +132,14 @@ def run(args) -> int:
     print(f"tolerance: max|a - b| <= {FD_TOL[0]:g} + {FD_TOL[1]:g} * max|b| against finite differences, "
           f"<= {SCALAR_TOL[0]:g} + {SCALAR_TOL[1]:g} * max|b| against scalar; rel = max|a - b| / max|b|\n")
     ok = True
+    progress = WorkProgress("check", len(configs) * (1 + len(names)))  # on stderr: the tables keep stdout
     for label, overrides in configs:
         state = Run.fresh(ModelConfig(**overrides), TrainConfig(seed=args.seed), args.data, max_data_mb=args.max_data_mb)
         if args.docs > len(state.docs):
             raise UsageError(f"--docs {args.docs} is more than the {len(state.docs)} documents in the data")
         seqs = [state.encode(d) for d in state.docs[:args.docs]]
-        ok &= check_config(label, state, seqs, names, args.fd_entries, args.h, rng)
+        ok &= check_config(label, state, seqs, names, args.fd_entries, args.h, rng, progress)
+    progress.close()
     print("check passed: every gradient within tolerance" if ok else
           "check FAILED: errors above the tolerance, in the rows marked FAIL above")
     return 0 if ok else 1

@@ -7,8 +7,11 @@ chart is a PNG inside the file) about the run saved in DIR.
 It shows the training and validation loss (from DIR/metrics.jsonl), the learning-rate schedule,
 each layer's and head's attention weights on a few documents, a 2-D map of the character
 embeddings, the next-character distribution after BOS, the loss at each position, samples, and the
-parameter count of every tensor. The model is run by the pure engine (atomic.py's gpt() on
-plain floats, microgpt/engines/pure.py), so checkpoints from every engine give the same report.
+parameter count of every tensor. Samples and losses come from the run's own engine (else NumPy,
+else the pure engine); the attention maps from the NumPy engine, which keeps every attention weight
+for them (matplotlib needs NumPy, so it is there). A stream run (`--data-mode stream`)
+gets the charts that fit it: no BOS charts, windows of its held-out text instead of documents, and
+its samples as blocks of text. Progress goes to stderr.
 """
 
 import base64
@@ -16,16 +19,21 @@ import contextlib
 import html
 import io
 import os
+import math
 import random
 
-from microgpt import metrics
+from microgpt import engines, metrics
 from microgpt.data import MAX_DATA_MB, add_max_data_argument
-from microgpt.engines.pure import FloatGPT, softmax
+from microgpt.engines.pure import softmax
 from microgpt.errors import UsageError
 from microgpt.install import hint
 from microgpt.params import num_params, param_shapes
+from microgpt.progress import WorkProgress
 from microgpt.run import Run
 from microgpt.sample import generate
+
+ATTENTION_TOKENS = 24     # a stream run's attention maps show windows this long (a map per layer and head)
+STREAM_SAMPLES = 3        # samples listed for a stream run (each is 500 characters)
 
 INSTALL = hint("report", "matplotlib")
 
@@ -57,12 +65,15 @@ def png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+SHOWN = {"\n": "\\n", " ": "\u2423"}  # characters a chart cannot show as themselves: newline, space
+
+
 def label(tokenizer, t) -> str:
-    return "BOS" if t == tokenizer.bos else tokenizer.chars[t]
+    return "BOS" if t == tokenizer.bos else SHOWN.get(tokenizer.chars[t], tokenizer.chars[t])
 
 
 # ---- the charts, each a function of plain data returning a figure ------------------------------
-def loss_chart(Figure, train_rows, val_rows):
+def loss_chart(Figure, train_rows, val_rows, held_out="held-out documents"):
     fig = Figure(figsize=(8, 3.6))
     ax = fig.add_subplot()
     steps = [r["step"] for r in train_rows]
@@ -75,7 +86,7 @@ def loss_chart(Figure, train_rows, val_rows):
         ax.plot(steps, smooth, color="tab:blue", linewidth=1.8, label=f"training loss (mean of last {window})")
     if val_rows:
         ax.plot([r["step"] for r in val_rows], [r["val_loss"] for r in val_rows], "o-", color="tab:orange",
-                label="validation loss (held-out documents)")
+                label=f"validation loss ({held_out})")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats per token)")
     ax.grid(alpha=0.3)
@@ -94,24 +105,27 @@ def lr_chart(Figure, train_rows):
     return fig
 
 
-def attention_chart(Figure, walk, cfg, tokenizer):
-    """One heatmap per layer and head: row = the position asking, column = the position attended to."""
-    n = len(walk.positions)
-    names = [label(tokenizer, at.token_id) for at in walk.positions]
-    fig = Figure(figsize=(1.8 + 2.1 * cfg.n_head, 0.4 + 2.1 * cfg.n_layer), layout="constrained")
-    axes = fig.subplots(cfg.n_layer, cfg.n_head, squeeze=False)
+def attention_chart(Figure, weights, tokens, cfg, tokenizer):
+    """One heatmap per layer and head: row = the position asking, column = the position attended to.
+    weights[pos][layer][head]: the weights of position pos over positions 0..pos."""
+    n = len(weights)
+    names = [label(tokenizer, t) for t in tokens[:n]]
+    fig = Figure(figsize=(1.8 + 2.1 * cfg.n_head, 0.6 + 2.2 * cfg.n_layer))  # a fixed layout: constrained
+    axes = fig.subplots(cfg.n_layer, cfg.n_head, squeeze=False,          # layout doubled the drawing time
+                        gridspec_kw={"wspace": 0.15, "hspace": 0.3, "left": 0.06, "right": 0.9})
     for li in range(cfg.n_layer):
         for h in range(cfg.n_head):
             grid = [[float("nan")] * n for _ in range(n)]  # the future is masked: nothing to show there
-            for at in walk.positions:
-                for t, w in enumerate(at.saved[li]["attn_weights"][h]):
-                    grid[at.pos_id][t] = w
+            for pos in range(n):
+                grid[pos][:pos + 1] = weights[pos][li][h]
             ax = axes[li][h]
             image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
             ax.set_title(f"layer {li}, head {h}", fontsize=9)
-            ax.set_xticks(range(n), names, fontsize=7)
-            ax.set_yticks(range(n), names, fontsize=7)
-            ax.get_xticklabels()[0].set_rotation(90)  # BOS: keeps clear of the next character
+            # the characters label the outer edges only: every panel has the same rows and columns
+            ax.set_xticks(range(n), names if li == cfg.n_layer - 1 else [], fontsize=7)
+            ax.set_yticks(range(n), names if h == 0 else [], fontsize=7)
+            if tokens[0] == tokenizer.bos and li == cfg.n_layer - 1:
+                ax.get_xticklabels()[0].set_rotation(90)  # BOS: keeps clear of the next character
     fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
     return fig
 
@@ -148,7 +162,7 @@ def next_char_chart(Figure, probs, tokenizer):
     return fig
 
 
-def position_chart(Figure, per_position, what):
+def position_chart(Figure, per_position, what, xlabel):
     fig = Figure(figsize=(8, 3))
     ax = fig.add_subplot()
     xs = [p for p, losses in enumerate(per_position) if losses]
@@ -158,66 +172,122 @@ def position_chart(Figure, per_position, what):
     ax2.set_ylabel(f"{what} reaching it", color="tab:gray")
     ax.set_zorder(ax2.get_zorder() + 1)
     ax.patch.set_visible(False)
-    ax.set_xlabel("position (0 predicts the first character from BOS)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("mean loss (nats)")
     ax.grid(alpha=0.3)
     return fig
 
 
+# ---- what the charts say about the run ---------------------------------------------------------
+def lr_caption(tcfg) -> str:
+    """The schedule the run used, in words (config.lr_at computes it)."""
+    if tcfg.lr_schedule == "linear" and not tcfg.warmup_steps and not tcfg.min_lr:
+        return "lr_t = lr * (1 - step / num_steps), as atomic.py decays it."
+    warmup = f"linear warmup over {tcfg.warmup_steps} steps to {tcfg.lr:g}, then " if tcfg.warmup_steps else ""
+    shape = "cosine" if tcfg.lr_schedule == "cosine" else "linear"
+    return f"The lr at each step: {warmup}{shape} decay from {tcfg.lr:g} to {tcfg.min_lr:g} at step {tcfg.steps}."
+
+
+def final_training_loss(train_rows) -> tuple[str, str]:
+    """(label, value): the mean over the last tenth of the steps (at most 50), saying which steps."""
+    last = train_rows[-max(1, min(50, len(train_rows) // 10)):]
+    mean = sum(r["loss"] for r in last) / len(last)
+    steps = f"step {last[0]['step']}" if len(last) == 1 else f"steps {last[0]['step']}-{last[-1]['step']}"
+    return "final training loss", f"{mean:.4f} (mean over {steps} of {train_rows[-1]['step']})"
+
+
+def position_losses(engine, seqs, block_size: int) -> list[list[float]]:
+    """-log p(next token) at each position of each sequence, per position, from the engine's logits."""
+    per_position = [[] for _ in range(block_size)]
+    for seq in seqs:
+        for pos, row in enumerate(engine.forward_logits(engine.new_cache(), seq[:-1])):
+            probs, _ = softmax(row)
+            per_position[pos].append(-math.log(probs[seq[pos + 1]]))
+    return per_position
+
+
 # ---- the page ---------------------------------------------------------------------------------
-def build(out_dir: str, docs: list[str] | None = None, num_samples: int = 20, seed: int | None = None,
-          loss_docs: int = 200, data_path: str | None = None, max_data_mb: float = MAX_DATA_MB) -> str:
+def build(out_dir: str, docs: list[str] | None = None, num_samples: int | None = None, seed: int | None = None,
+          loss_docs: int = 200, data_path: str | None = None,
+          max_data_mb: float = MAX_DATA_MB) -> str:
     """Write out_dir/report.html and return its path."""
     Figure = need_matplotlib()
     state = Run.load(out_dir, with_state=False)
     cfg, tok = state.model, state.tokenizer
-    gpt = FloatGPT(cfg, state.params)
+    stream = state.train.data_mode == "stream"
+    num_samples = (STREAM_SAMPLES if stream else 20) if num_samples is None else num_samples
     train_rows, val_rows = read_metrics(out_dir)
     if data_path is not None:  # the run's documents, from --data (never from a path in the checkpoint)
         state.read_data(data_path, max_data_mb)
     elif not state.data_name():  # ... or the embedded names, when the run trained on them
         with contextlib.suppress(UsageError):
             state.read_data(None)
-    run_docs = state.docs
+    if docs is None and stream and state.data is not None:  # windows of the held-out text
+        docs = [tok.decode(w[:ATTENTION_TOKENS + 1]) for w in state.data.val[:3]]
+    pool = []  # the sequences of the loss-by-position chart
+    if stream and state.data is not None:
+        pool = state.data.val[:loss_docs]
+    elif state.docs:
+        held_out = state.train.val_docs > 0
+        pool = state.docs[len(state.docs) - state.train.val_docs:] if held_out else state.docs
+        pool = [state.encode(d) for d in pool[:loss_docs] if set(d) <= set(tok.chars)]
+    pieces = 1 + num_samples + 1 + (len(docs) if docs else 3) + 2 + bool(pool)  # as progress() is called below
+    progress = WorkProgress("report", pieces)
+
+    progress(f"loading the model into the {state.train.engine} engine")
+    engine = state.engine(engines.best_available(state.train.engine), device="auto")
     rng = random.Random(state.train.seed if seed is None else seed)
-    samples = [generate(gpt, tok, cfg.block_size, rng, state.train.temperature) for _ in range(num_samples)]
+    samples = []
+    for i in range(num_samples):
+        progress(f"sample {i + 1} of {num_samples}")
+        samples.append(generate(engine, tok, cfg.block_size, rng, state.train.temperature, stream=stream))
 
     figures = []  # (id, title, caption, data URI)
+    progress("loss and lr charts")
     if train_rows:
         figures.append(("loss", "Loss", f"Training loss at each of {len(train_rows)} steps"
                         + (f" and validation loss at {len(val_rows)} evaluations." if val_rows else
                            "; no validation loss (train with --val-docs N to hold documents out)."),
-                        png(loss_chart(Figure, train_rows, val_rows))))
-        figures.append(("lr", "Learning-rate schedule", "lr_t = lr * (1 - step / num_steps), as atomic.py decays it.",
-                        png(lr_chart(Figure, train_rows))))
+                        png(loss_chart(Figure, train_rows, val_rows, "the last 10% of the text" if stream
+                                       else "held-out documents"))))
+        figures.append(("lr", "Learning-rate schedule", lr_caption(state.train), png(lr_chart(Figure, train_rows))))
     if docs is None:
-        docs = (run_docs[:3] if run_docs else [s for s in samples if s][:3]) or ["a"]
+        docs = (state.docs[:3] if state.docs else [s[:ATTENTION_TOKENS] for s in samples if s][:3]) or ["a"]
+    numpy_engine = state.engine("numpy", dtype="float64")  # matplotlib brings numpy: it keeps the weights
     for i, doc in enumerate(docs):
-        walk = gpt.forward(state.encode(doc))
-        figures.append((f"attention-{i}", f'Attention on "{doc}"',
+        progress(f"attention on {doc[:20]!r}")
+        tokens = tok.encode(doc[:cfg.block_size + 1]) if stream else state.encode(doc)
+        if len(tokens) < 2:
+            continue
+        weights = numpy_engine.attention_weights(tokens[:-1])  # each position but the last predicts the next
+        where = "a window of the held-out text" if stream else "the document"
+        figures.append((f"attention-{i}", f'Attention on "{doc}"' if not stream else f"Attention on {where}",
                         "softmax(q . k / sqrt(head_dim)) for every layer and head: row = the position whose "
-                        "query asks, column = the earlier position it reads (the cache); rows sum to 1.",
-                        png(attention_chart(Figure, walk, cfg, tok))))
+                        "query asks, column = the earlier position it reads (the cache); rows sum to 1."
+                        + (f" The window: {doc!r}." if stream else ""),
+                        png(attention_chart(Figure, weights, tokens, cfg, tok))))
+    progress("embeddings")
     figures.append(("embeddings", "Character embeddings",
                     "Each row of wte, projected on its two principal directions; vowels in red.",
-                    png(embedding_chart(Figure, gpt.w["wte"], tok))))
-    first = gpt.step(tok.bos, 0, *gpt.new_cache())
-    probs, _ = softmax(first.logits)
-    figures.append(("after-bos", "Next character after BOS", "softmax(logits) at position 0, where the input is BOS.",
-                    png(next_char_chart(Figure, probs, tok))))
-    if run_docs:
-        held_out = state.train.val_docs > 0
-        pool = run_docs[len(run_docs) - state.train.val_docs:] if held_out else run_docs
-        pool = [d for d in pool[:loss_docs] if set(d) <= set(tok.chars)]
-        per_position = [[] for _ in range(cfg.block_size)]
-        for doc in pool:
-            for at in gpt.forward(state.encode(doc)).positions:
-                per_position[at.pos_id].append(at.loss_t)
-        what = f"{'held-out' if held_out else 'training'} documents"
+                    png(embedding_chart(Figure, state.params["wte"].rows(), tok))))
+    progress("next character after BOS" if not stream else "(no BOS chart: a stream run never sees BOS)")
+    if not stream:  # stream training never sees BOS, so what follows it says nothing about the model
+        probs, _ = softmax(engine.logits(engine.new_cache(), tok.bos, 0))
+        figures.append(("after-bos", "Next character after BOS", "softmax(logits) at position 0, where the input is BOS.",
+                        png(next_char_chart(Figure, probs, tok))))
+    if pool:
+        progress(f"loss by position over {len(pool)} {'windows' if stream else 'documents'}")
+        per_position = position_losses(engine, pool, cfg.block_size)
+        if stream:
+            what, xlabel = "held-out windows", "position in the window (0 predicts the 2nd character from the 1st)"
+        else:
+            what = f"{'held-out' if state.train.val_docs > 0 else 'training'} documents"
+            xlabel = "position (0 predicts the first character from BOS)"
         figures.append(("loss-by-position", "Loss by position",
                         f"Mean -log p(next character) at each position over {len(pool)} {what}; "
-                        f"grey bars: how many documents reach that position.",
-                        png(position_chart(Figure, per_position, what))))
+                        f"grey bars: how many {'windows' if stream else 'documents'} reach that position.",
+                        png(position_chart(Figure, per_position, what, xlabel))))
+    progress.close()
 
     path = os.path.join(out_dir, "report.html")
     tmp = path + ".tmp"
@@ -233,11 +303,10 @@ def page(out_dir, state, train_rows, val_rows, figures, samples) -> str:
                 f"{cfg.n_head}, block_size {cfg.block_size}, vocab {cfg.vocab_size}"),
                ("parameters", f"{num_params(cfg):,}")]
     if train_rows:
-        last = train_rows[-min(50, len(train_rows)):]
-        summary.append(("final training loss", f"{sum(r['loss'] for r in last) / len(last):.4f} "
-                        f"(mean of the last {len(last)} steps)"))
+        summary.append(final_training_loss(train_rows))
     if val_rows:
-        summary.append(("final validation loss", f"{val_rows[-1]['val_loss']:.4f} at step {val_rows[-1]['step']}"))
+        summary.append(("final validation loss", f"{val_rows[-1]['val_loss']:.4f} at step {val_rows[-1]['step']} "
+                        f"(the last evaluation)"))
     if not train_rows:
         summary.append(("metrics", "no metrics.jsonl in this directory: no loss curves"))
     rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in summary)
@@ -247,7 +316,10 @@ def page(out_dir, state, train_rows, val_rows, figures, samples) -> str:
     total = num_params(cfg)
     counts = "".join(f"<tr><td>{e(name)}</td><td>{r} &times; {c}</td><td>{r * c:,}</td><td>{r * c / total:.1%}</td></tr>"
                      for name, (r, c) in param_shapes(cfg))
-    sample_items = "".join(f"<li>{e(s) or '<i>(empty)</i>'}</li>" for s in samples)
+    if state.train.data_mode == "stream":  # blocks of text, line breaks kept
+        sample_list = "".join(f'<pre class="sample">{e(s)}</pre>' for s in samples)
+    else:
+        sample_list = '<ol class="samples">' + "".join(f"<li>{e(s) or '<i>(empty)</i>'}</li>" for s in samples) + "</ol>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>microgpt report: {e(out_dir)}</title>
 <style>
@@ -256,13 +328,15 @@ h1 {{ font-size: 1.6em; }} h2 {{ font-size: 1.2em; border-bottom: 1px solid #ddd
 figure {{ margin: 0; }} img {{ max-width: 100%; height: auto; display: block; }}
 figcaption {{ color: #555; font-size: .9em; margin-top: .3em; }}
 table {{ border-collapse: collapse; }} td, th {{ padding: .15em .8em; text-align: left; border-bottom: 1px solid #eee; }}
-ol.samples {{ columns: 4; font-family: ui-monospace, monospace; }}
+ol.samples {{ columns: 4; column-gap: 3.5em; font-family: ui-monospace, monospace; }}
+ol.samples li {{ break-inside: avoid; overflow-wrap: anywhere; }} /* the numbers sit in the column gap */
+pre.sample {{ white-space: pre-wrap; overflow-wrap: anywhere; background: #f6f6f6; padding: .6em; }}
 </style></head><body>
 <h1>microgpt report: {e(out_dir)}</h1>
 <table class="summary">{rows}</table>
 {charts}
 <section id="samples"><h2>Samples</h2><p>{len(samples)} samples at temperature {state.train.temperature}, drawn as
-<code>microgpt sample</code> draws them.</p><ol class="samples">{sample_items}</ol></section>
+<code>microgpt sample</code> draws them.</p>{sample_list}</section>
 <section id="params"><h2>Parameters per tensor</h2><table class="params">
 <tr><th>tensor</th><th>shape</th><th>count</th><th>share</th></tr>{counts}
 <tr><th>total</th><td></td><th>{total:,}</th><td>100%</td></tr></table></section>
@@ -275,7 +349,7 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default="out", help="the run's directory; report.html is written there (default out)")
     p.add_argument("--docs", help="comma-separated documents for the attention maps (default: the first three "
                    "training documents)")
-    p.add_argument("--samples", type=int, default=20, help="samples listed (default 20)")
+    p.add_argument("--samples", type=int, help=f"samples listed (default 20; {STREAM_SAMPLES} for a stream run)")
     p.add_argument("--seed", type=int, help="seed for the samples (default: the run's seed)")
     p.add_argument("--loss-docs", type=int, default=200, help="documents averaged for the loss by position (default 200)")
     p.add_argument("--data", help="the run's data file, for the attention maps and the loss by position "
@@ -285,7 +359,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    if args.samples < 0 or args.loss_docs < 1:
+    if (args.samples is not None and args.samples < 0) or args.loss_docs < 1:
         raise UsageError("--samples must be >= 0 and --loss-docs >= 1")
     docs = [d.strip() for d in args.docs.split(",") if d.strip()] if args.docs else None
     print(f"wrote {build(args.out, docs, args.samples, args.seed, args.loss_docs, args.data, args.max_data_mb)}")

@@ -1,0 +1,117 @@
+"""Presets that shrink with --steps, `train --force`, and README command blocks that run in order.
+
+    python -m pytest -q tests/test_presets.py
+"""
+
+import hashlib
+import os
+import re
+
+import pytest
+
+from microgpt import cli
+from microgpt.config import PRESETS, TrainConfig, resolve, scale_preset
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+
+
+def preset(name, **flags):
+    flags = {"steps": None, "warmup_steps": None, "ema": None, **flags}
+    _, tcfg = resolve(flags, name)
+    return scale_preset(name, flags, tcfg)
+
+
+def test_a_shorter_run_scales_warmup_and_ema_by_its_share_of_the_preset():
+    full = PRESETS["names"]
+    tcfg, notes = preset("names", steps=50)
+    share = 50 / full["steps"]
+    assert tcfg.warmup_steps == round(full["warmup_steps"] * share)  # 200 * 50/6000 = 1.67 -> 2
+    # the average spans 1 / (1 - ema) steps: 1000 for the preset, 1000 * 50/6000 = 8.33 here
+    assert tcfg.ema == pytest.approx(1 - 1 / (share / (1 - full["ema"])), abs=1e-4)
+    assert len(notes) == 1 and "--warmup-steps 200 -> 2" in notes[0] and "--ema 0.999 -> 0.88" in notes[0]
+
+
+def test_explicit_flags_and_full_length_runs_are_left_alone():
+    tcfg, notes = preset("names", steps=50, warmup_steps=10, ema=0.9)
+    assert (tcfg.warmup_steps, tcfg.ema, notes) == (10, 0.9, [])
+    tcfg, notes = preset("names", steps=PRESETS["names"]["steps"] * 2)
+    assert (tcfg.warmup_steps, tcfg.ema, notes) == (PRESETS["names"]["warmup_steps"], PRESETS["names"]["ema"], [])
+    assert scale_preset(None, {"steps": 5}, TrainConfig(steps=5)) == (TrainConfig(steps=5), [])
+
+
+def test_a_short_names_preset_run_trains(tmp_path, capsys):
+    pytest.importorskip("torch", reason="the names preset trains with the torch engine")
+    out = str(tmp_path / "run")
+    assert cli.main(["train", "--preset", "names", "--steps", "3", "--samples", "0", "--out", out]) == 0
+    printed = capsys.readouterr().out
+    assert "note: --steps 3 is shorter than the names preset's 6000" in printed and "val loss" in printed
+
+
+def digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_force_starts_over_and_keeps_the_old_run(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    tiny = ["train", "--n-embd", "8", "--n-head", "2", "--block-size", "8", "--steps", "2", "--samples", "0",
+            "--out", out]
+    assert cli.main(tiny) == 0
+    old = {name: digest(os.path.join(out, name)) for name in ("checkpoint.safetensors", "metrics.jsonl")}
+    assert cli.main(tiny + ["--seed", "7"]) == 2 and "--force" in capsys.readouterr().err
+    assert cli.main(tiny + ["--seed", "7", "--force"]) == 0
+    moved = re.search(r"was moved to (\S+)", capsys.readouterr().out).group(1)
+    assert os.path.dirname(moved) == out and os.path.basename(moved).startswith("previous-")
+    assert {name: digest(os.path.join(moved, name)) for name in old} == old  # nothing lost
+    assert digest(os.path.join(out, "checkpoint.safetensors")) != old["checkpoint.safetensors"]
+    assert cli.main(tiny + ["--force", "--resume"]) == 2
+
+
+def test_readme_train_commands_each_write_their_own_out():
+    """Run in order as written, no `train` block may find its --out already taken (unless it resumes)."""
+    with open(README, encoding="utf-8") as f:
+        lines, in_block = [], False
+        for line in f:
+            if line.startswith("```"):
+                in_block = not in_block
+            elif in_block:
+                lines.append(line)
+    seen = {}
+    for line in lines:
+        command = line.split("#")[0]
+        if not re.search(r"microgpt train\b", command) or "--help" in command:
+            continue
+        if "--resume" in command or "--force" in command:
+            continue
+        found = re.search(r"--out (\S+)", command)
+        out = found.group(1) if found else "out"
+        assert out not in seen, f"README: {command.strip()!r} reuses --out {out} of {seen[out]!r}"
+        seen[out] = command.strip()
+
+
+def test_a_gpu_preset_on_a_cpu_warns_with_the_time_per_step():
+    torch = pytest.importorskip("torch", reason="the GPU presets train with the torch engine")
+    if torch.cuda.is_available() or torch.backends.mps.is_available():
+        pytest.skip("this machine has a GPU: the warning is for CPUs")
+    from dataclasses import replace
+    from microgpt.cost import gpu_preset_warning
+    model, tcfg = resolve({}, "shakespeare")
+    warning = gpu_preset_warning("shakespeare", replace(model, vocab_size=65), tcfg)
+    assert "s per step" in warning and "--preset shakespeare-cpu" in warning
+    model, tcfg = resolve({}, "shakespeare-cpu")
+    assert gpu_preset_warning("shakespeare-cpu", replace(model, vocab_size=65), tcfg) is None
+
+
+def test_flops_per_step_matches_torchs_own_count():
+    """torch's FlopCounterMode counts the matrix products of a real forward and backward pass."""
+    torch = pytest.importorskip("torch", reason="counts the torch module's FLOPs")
+    from torch.utils.flop_counter import FlopCounterMode
+    from microgpt.config import ModelConfig
+    from microgpt.cost import flops_per_step
+    from microgpt.engines.torch import GPT
+    model = ModelConfig(vocab_size=65, n_layer=2, n_embd=64, n_head=4, block_size=32)
+    idx = torch.randint(0, 65, (3, 32))
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):  # attention as plain products
+        GPT(model)(idx, targets=idx).backward()
+    assert flops_per_step(model, TrainConfig(batch_size=3)) == counter.get_total_flops()
