@@ -104,7 +104,7 @@ def test_the_attention_the_numpy_engine_records_is_the_pure_engines(tmp_path):
 
 
 def test_a_stream_run_gets_the_charts_that_fit_it(tmp_path, capsys):
-    pytest.importorskip("matplotlib", reason="microgpt report needs matplotlib: pip install 'microgpt[report]'")
+    pytest.importorskip("matplotlib", reason="microgpt report needs matplotlib: pip install -e '.[report]'")
     import io
     from contextlib import redirect_stdout
     from microgpt.config import TrainConfig
