@@ -115,7 +115,8 @@ def test_a_stream_run_gets_the_charts_that_fit_it(tmp_path, capsys):
                        warmup_steps=1, min_lr=0.001)
     with redirect_stdout(io.StringIO()):
         train(dict(TINY), tcfg, str(text), str(tmp_path / "run"))
-    assert main(["report", "--out", str(tmp_path / "run"), "--samples", "2", "--loss-docs", "3"]) == 0
+    assert main(["report", "--out", str(tmp_path / "run"), "--samples", "2", "--loss-docs", "3",
+                 "--data", str(text)]) == 0  # the run's text: a checkpoint names its file, never opens it
     err = capsys.readouterr().err
     assert "report [1/" in err  # progress, on stderr when it is no terminal
     page = open(tmp_path / "run" / "report.html", encoding="utf-8").read()
