@@ -230,7 +230,7 @@ CATALOG = {
         "init std inf": ([*T, "--init-std", "inf"], "--init-std must be a finite number"),
         "check h nan": (["check", "--h", "nan"], "--h"),
         "check h inf": (["check", "--h", "inf"], "--h"),
-        "zero temperature": ([*T, "--temperature", "0"], "--temperature"),
+        "negative temperature": ([*T, "--temperature", "-0.5"], "--temperature"),
         "zero steps": ([*T, "--steps", "0"], "--steps"),
         "negative steps": ([*T, "--steps", "-3"], "--steps"),
         "width not divisible by heads": ([*T, "--n-embd", "10", "--n-head", "4"], "divisible"),

@@ -288,7 +288,7 @@ def test_torn_metrics_line_is_skipped_with_one_warning(tmp_path, reference):
     with open(out / "metrics.jsonl", "ab") as f:
         f.write(b'{"step": 9, "lo')
     report = run_cli("report", "--out", out, timeout=120)
-    lines = [line for line in report.stderr.splitlines() if line.strip()]
+    lines = [line for line in report.stderr.splitlines() if line.strip() and not line.startswith("report [")]
     assert report.returncode == 0 and len(lines) == 1 and "skipped 1 unreadable line " in lines[0], report.stderr
 
 

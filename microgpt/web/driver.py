@@ -38,7 +38,9 @@ MAX_PARAMS = 500_000                     # a model the page trains (Python float
 RUN_DIR, UPLOAD_DIR, DATA_DIR = "/microgpt/run", "/microgpt/upload", "/microgpt/data"
 PAGE_ONLY = {"sample_every": 100}        # settings the command line does not have, and their defaults
 NOT_IN_PAGE = ("data", "preset", "out", "resume", "compile")  # train flags the page has no use for
-DROPPED = ("stopped after step",)       # train.py's hint to resume from a shell, after each chunk
+# train.py's lines about its shell run, printed around each chunk: the hint to resume, the step it resumes
+# from, where the checkpoint is (the page has Download for that)
+DROPPED = ("stopped after step", "resuming from step", "checkpoint: ")
 
 
 class Session:
