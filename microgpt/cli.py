@@ -26,6 +26,8 @@ COMMANDS = {
     "trace": ("microgpt.tools.trace", "print every intermediate of one training step on one document, as atomic.py computes it"),
     "report": ("microgpt.tools.report", "write DIR/report.html: loss curves, attention maps, embeddings, samples"),
     "bench": ("microgpt.tools.bench", "time the installed engines side by side on the default job"),
+    "vectors": ("microgpt.tools.vectors", "write the conformance vectors: every stage of the reference, for ports"),
+    "conform": ("microgpt.tools.conform", "check a port against the vectors and name its first divergence"),
 }
 
 
