@@ -68,8 +68,6 @@ def main(atomic_path: str, dump_path: str, config_dir: str, stop_after: str | No
             for name, value in rows(g["state_dict"], lambda p: float(p.grad)).items():
                 dump[f"grad.{name}"] = value
         elif line == at_step:
-            if stop_after is not None and len(losses) == int(stop_after):
-                raise Stop
             losses.append(g["loss"].data)
             if g["step"] == 0:
                 flat_m, flat_v, offset = g["m"], g["v"], 0
@@ -81,6 +79,8 @@ def main(atomic_path: str, dump_path: str, config_dir: str, stop_after: str | No
                         dump[f"adam.{key}.{name}"] = [chunk[r * cols:(r + 1) * cols] for r in range(len(mat))]
                     dump[f"adam.param.{name}"] = [[p.data for p in row] for row in mat]
                     offset += size
+            if stop_after is not None and len(losses) >= int(stop_after):
+                raise Stop
         elif line == at_sample:
             samples.append("".join(g["sample"]))
         return on_line
