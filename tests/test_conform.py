@@ -20,6 +20,9 @@ import pytest
 from conform_fixtures import ATOMIC, atomic_dump, edited_atomic
 from conftest import REPO, run_cli
 from microgpt import engines
+from microgpt.checkpoint import write_safetensors
+from microgpt.tensor import Tensor
+from microgpt.tools.vectors import flatten, shape_of
 
 C_SOURCE = os.path.join(REPO, "ports", "c", "microgpt.c")
 SLOW = pytest.mark.skipif(not os.environ.get("MICROGPT_SLOW_TESTS"),
@@ -76,6 +79,24 @@ def test_mutant_is_caught_at_its_stage_with_its_cause(block8_vectors, tmp_path, 
     assert report["likely_cause"] and cause in report["likely_cause"], report
     order = [s["stage"] for s in report["stages"]]
     assert all(stages(report)[s] == "pass" for s in order[:order.index(stage)]), report
+
+
+def test_a_safetensors_dump_reads_as_its_json(block8_vectors, atomic_block8_dump, tmp_path):
+    """The same dump as a safetensors file: tensors under the same names (tokens concatenated), the config
+    and the samples in its metadata."""
+    with open(atomic_block8_dump, encoding="utf-8") as f:
+        dump = json.load(f)
+    tensors = {}
+    for name, value in dump.items():
+        if name == "tokens":
+            value = [t for seq in value for t in seq]
+        if name not in ("config", "samples"):
+            tensors[name] = Tensor.from_floats(shape_of(value), flatten(value))
+    path = tmp_path / "dump.safetensors"
+    write_safetensors(str(path), tensors, {"config": dump["config"], "samples": json.dumps(dump["samples"])})
+    report = conform(block8_vectors, "--dump", path)
+    assert report["ok"], report
+    assert set(stages(report).values()) == {"pass"}
 
 
 def test_text_report_names_the_divergence(block8_vectors, tmp_path):

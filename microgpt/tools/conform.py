@@ -257,9 +257,9 @@ def load_dump(path: str) -> dict:
     if not os.path.isfile(path):
         raise UsageError(f"--dump {path}: no such file; write the port's dump first (README, 'Porting microgpt')")
     with open(path, "rb") as f:
-        head = f.read(1)
+        head = f.read(9)
     out = {}
-    if head in (b"{", b" ", b"\n"):
+    if head[8:9] != b"{":  # not safetensors (8 bytes of header length, then the JSON header): JSON
         try:
             with open(path, encoding="utf-8") as f:
                 raw = json.load(f)

@@ -34,6 +34,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 
 from microgpt import __version__
@@ -156,12 +157,10 @@ def data_file(out: str, name: str, data) -> str | None:
         return None
     path = os.path.join(out, name, "input.txt")
     if data == "unicode":
-        text = "\n".join(UNICODE_NAMES) + "\n"
+        with open(path, "w", encoding="utf-8", newline="\n") as f:
+            f.write("\n".join(UNICODE_NAMES) + "\n")
     else:
-        with open(data, encoding="utf-8") as f:
-            text = f.read()
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
+        shutil.copyfile(data, path)  # byte for byte: the file the port reads
     return path
 
 
