@@ -281,7 +281,7 @@ def load_dump(path: str) -> dict:
         if "samples" in meta:
             out["samples"] = json.loads(meta["samples"])
         if "tokens" in out:  # the sequences concatenated: [BOS ... BOS][BOS ... BOS]...
-            flat, bos, seqs = [int(x) for x in out["tokens"][0]], None, []
+            flat, seqs = [int(x) for x in out["tokens"][0]], []
             bos = flat[0] if flat else None
             for tok in flat:
                 if not seqs or (seqs[-1][-1] == bos and len(seqs[-1]) > 1):
