@@ -1,6 +1,6 @@
 """`microgpt vectors --out DIR`: the conformance vectors, every stage of the reference for a port to match.
 
-    microgpt vectors --out vectors                      # all configs (about 7 minutes: the scalar engine)
+    microgpt vectors --out vectors                      # all configs (minutes: the scalar engine; wide is most of it)
     microgpt vectors --out vectors --configs unicode    # some of them
 
 For each config (CONFIGS) it writes DIR/<config>/:
