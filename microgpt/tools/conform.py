@@ -139,6 +139,9 @@ def same_line(got: str, want: str, loss: float | None) -> bool:
 
 
 def stream(cmd: list[str], data_path: str | None, vdir: str, timeout: float, log) -> Report:
+    if shutil.which(cmd[0]) is None:  # before any vectors are written
+        raise UsageError(f"cannot run {cmd[0]!r}: not found or not executable; give the port's command after --, "
+                         f"e.g. microgpt conform -- ./microgpt")
     config = "default" if data_path is None else f"data-{fingerprint(read_text(data_path))[:12]}"
     spec = None if data_path is None else ({}, 42, 1000, os.path.abspath(data_path))
     v = vec.ensure(vdir, config, spec, log)
