@@ -34,6 +34,8 @@ COMMANDS = {
     "bench": ("microgpt.tools.bench", "time the installed engines side by side on the default job"),
     "web": ("microgpt.tools.web", "serve the browser page (Pyodide runs this package: train, sample, look inside)"),
     "export": ("microgpt.tools.export", "write a run's weights alone (FILE.safetensors) and config.json beside it"),
+    "vectors": ("microgpt.tools.vectors", "write the conformance vectors: every stage of the reference, for ports"),
+    "conform": ("microgpt.tools.conform", "check a port against the vectors and name its first divergence"),
 }
 
 

@@ -47,3 +47,6 @@ def parse_run(stdout: str) -> dict:
         elif line.startswith("sample "):
             out["samples"].append(line.split(": ", 1)[1] if ": " in line else "")
     return out
+
+
+from conform_fixtures import atomic_block8_dump, block8_vectors  # noqa: E402,F401  (session fixtures)
