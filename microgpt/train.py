@@ -24,6 +24,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 
 from microgpt import checkpoint, durable
@@ -138,8 +139,8 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
         raise UsageError(f"the checkpoint was trained by {run.data_info.get('world', 1)} processes and this run "
                          f"has {world}; resume with the same number (torchrun --nproc_per_node)")
     engine = run.engine(with_state=run.step > 0)
-    if engine.note:
-        print(engine.note, flush=True)
+    if engine.note:  # on stderr: stdout keeps atomic.py's format (ports and `microgpt conform` read it)
+        print(engine.note, file=sys.stderr, flush=True)
     if run.step and rank == 0:
         print(f"resuming from step {run.step} of {tcfg.steps}", flush=True)
 

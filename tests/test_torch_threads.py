@@ -68,7 +68,7 @@ def test_train_says_what_it_chose(tmp_path, capsys, monkeypatch):
         assert cli.main(["train", "--engine", "torch", "--steps", "2", "--samples", "0", "--out", str(tmp_path)]) == 0
     finally:
         torch.set_num_threads(before)
-    lines = capsys.readouterr().out.splitlines()
+    lines = capsys.readouterr().err.splitlines()  # stdout keeps atomic.py's format
     assert [line for line in lines if line.startswith("torch:")] == [
         f"torch: 1 CPU thread (a model under {SMALL_MODEL:,} parameters; --threads N to choose)"]
 

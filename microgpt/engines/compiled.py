@@ -21,7 +21,9 @@ The first call compiles the kernels (about a minute), and Numba caches the machi
 """
 
 # the numpy engine's dtypes; importing it first also keeps numpy's BLAS to one thread (see there)
-from microgpt.engines.numpy import DTYPES
+from microgpt.engines import numpy as numpy_engine
+
+DTYPES = numpy_engine.DTYPES
 
 import numpy as np  # noqa: E402
 import numba  # noqa: E402
@@ -30,6 +32,7 @@ from microgpt.engines import base, compiled_kernels as k  # noqa: E402
 from microgpt.errors import UsageError  # noqa: E402
 from microgpt.params import param_shapes  # noqa: E402
 from microgpt.tensor import Tensor  # noqa: E402
+
 CHUNKS = 8   # the most chunks a batch is cut into: the most threads a step can use
 
 
@@ -86,15 +89,9 @@ class Engine(base.Engine):
         return loss, self._tensors(self.views(3))
 
     # ---- state -------------------------------------------------------------------------------
-    def _tensors(self, views) -> dict[str, Tensor]:
-        little = np.dtype(self.dtype).newbyteorder("<")
-        return {name: Tensor(tuple(a.shape), self.tensor_dtype, a.astype(little).tobytes())
-                for name, a in views.items()}
-
-    def _load(self, views, tensors) -> None:
-        for name, a in views.items():
-            t = tensors[name]
-            a[...] = np.frombuffer(t.data, dtype={"F64": "<f8", "F32": "<f4"}[t.dtype]).reshape(a.shape)
+    # the numpy engine's: views of self.dtype <-> the checkpoint's little-endian tensors
+    _tensors = numpy_engine.Engine._tensors
+    _load = numpy_engine.Engine._load
 
     def weights(self) -> dict[str, Tensor]:
         return self._tensors(self.views(0))

@@ -30,7 +30,7 @@ import threading
 import time
 
 from microgpt.checkpoint import read_safetensors
-from microgpt.data import EMBEDDED_NAMES, fingerprint, read_text
+from microgpt.data import EMBEDDED_NAMES, read_data_file, read_text
 from microgpt.errors import UsageError
 from microgpt.tools import vectors as vec
 from microgpt.tools.variants import Simulation, for_stage
@@ -142,7 +142,7 @@ def stream(cmd: list[str], data_path: str | None, vdir: str, timeout: float, log
     if shutil.which(cmd[0]) is None:  # before any vectors are written
         raise UsageError(f"cannot run {cmd[0]!r}: not found or not executable; give the port's command after --, "
                          f"e.g. microgpt conform -- ./microgpt")
-    config = "default" if data_path is None else f"data-{fingerprint(read_text(data_path))[:12]}"
+    config = "default" if data_path is None else f"data-{read_data_file(data_path)[1][:12]}"
     spec = None if data_path is None else ({}, 42, 1000, os.path.abspath(data_path))
     v = vec.ensure(vdir, config, spec, log)
     printed, losses = v["losses"]["printed"], v["losses"]["losses"]
