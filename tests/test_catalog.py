@@ -26,6 +26,8 @@ from microgpt.config import ModelConfig
 from microgpt.params import param_shapes
 from microgpt.tensor import Tensor
 
+pytestmark = pytest.mark.slow  # minutes of subprocesses: scripts/test.sh --fast leaves this module out
+
 resource = pytest.importorskip("resource", reason="the memory bound needs resource.setrlimit (POSIX)")
 
 MEMORY_LIMIT = 2**30  # bytes of address space for each child: far below what a blow-up would take

@@ -24,6 +24,8 @@ from microgpt.params import init_tensors  # noqa: E402
 from test_numpy_engine import CUSTOM_TEXT, names_batch  # noqa: E402
 from tiny_run import train  # noqa: E402
 
+pytestmark = pytest.mark.slow  # minutes of subprocesses: scripts/test.sh --fast leaves this module out
+
 DEFAULT_MODEL = {k: getattr(ModelConfig(), k) for k in MODEL_FIELDS}
 FLOAT32_TOL = 1e-5   # float32 losses stay within this of float64's over the first 100 steps (measured: 2e-7)
 

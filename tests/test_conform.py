@@ -26,6 +26,8 @@ from microgpt.checkpoint import write_safetensors
 from microgpt.tensor import Tensor
 from microgpt.tools.vectors import flatten, shape_of
 
+pytestmark = pytest.mark.slow  # minutes of subprocesses: scripts/test.sh --fast leaves this module out
+
 C_SOURCE = os.path.join(REPO, "ports", "c", "microgpt.c")
 SLOW = pytest.mark.skipif(not os.environ.get("MICROGPT_SLOW_TESTS"),
                           reason="a full 1000-step run of a Python port (about a minute, or the default config's "

@@ -24,6 +24,8 @@ from conftest import REPO, run_cli
 from microgpt import checkpoint
 from microgpt.run import Run
 
+pytestmark = pytest.mark.slow  # minutes of subprocesses: scripts/test.sh --fast leaves this module out
+
 STEPS = 150
 FLAGS = ["--engine", "numpy", "--n-layer", "1", "--n-embd", "16", "--block-size", "16", "--steps", str(STEPS),
          "--val-docs", "20", "--eval-every", "50", "--samples", "0"]

@@ -18,6 +18,8 @@ from conftest import run_cli
 from microgpt import __version__
 from microgpt.checkpoint import read_safetensors
 
+pytestmark = pytest.mark.slow  # minutes of subprocesses: scripts/test.sh --fast leaves this module out
+
 SLOW = pytest.mark.skipif(not os.environ.get("MICROGPT_SLOW_TESTS"),
                           reason="writes and checks the non-ASCII config (a few minutes); set MICROGPT_SLOW_TESTS=1")
 

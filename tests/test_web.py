@@ -25,6 +25,8 @@ import pytest
 from conftest import NAMES, REPO, parse_run, run_cli
 from microgpt.tools import web
 
+pytestmark = pytest.mark.slow  # minutes of subprocesses: scripts/test.sh --fast leaves this module out
+
 CHROMIUM = "/usr/bin/chromium"
 LOCAL_ONLY = ("127.0.0.1", "localhost")
 TIMEOUT_MS = 240_000
