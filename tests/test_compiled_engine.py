@@ -22,7 +22,7 @@ from microgpt.engines import compiled_kernels as kernels  # noqa: E402
 from microgpt.errors import UsageError  # noqa: E402
 from microgpt.params import init_tensors  # noqa: E402
 from test_numpy_engine import CUSTOM_TEXT, names_batch  # noqa: E402
-from tiny_run import train  # noqa: E402
+from tiny_run import samples_by_engine, train  # noqa: E402
 
 pytestmark = pytest.mark.slow  # minutes of subprocesses: scripts/test.sh --fast leaves this module out
 
@@ -148,13 +148,7 @@ def test_resume_from_numpy_equals_numpy_throughout(tmp_path):
 
 
 def test_compiled_checkpoint_samples_identically_with_scalar(tmp_path, capsys):
-    out = tmp_path / "run"
-    train(dict(DEFAULT_MODEL), TrainConfig(engine="compiled", steps=100, samples=0), None, str(out), log_every=10**9)
-    capsys.readouterr()
-    printed = {}
-    for engine in ("scalar", "compiled"):
-        assert cli.main(["sample", "--out", str(out), "--engine", engine, "--seed", "7", "--num", "10"]) == 0
-        printed[engine] = capsys.readouterr().out
+    printed = samples_by_engine(tmp_path / "run", "compiled", ("scalar", "compiled"), capsys)
     assert printed["scalar"] == printed["compiled"] and printed["scalar"].strip()
 
 

@@ -20,7 +20,7 @@ from microgpt.errors import UsageError  # noqa: E402
 from microgpt.params import init_params, param_shapes  # noqa: E402
 from microgpt.config import MODEL_FIELDS  # noqa: E402
 from microgpt.run import Run  # noqa: E402
-from tiny_run import train  # noqa: E402
+from tiny_run import samples_by_engine, train  # noqa: E402
 
 DEFAULT_MODEL = {k: getattr(ModelConfig(), k) for k in MODEL_FIELDS}
 CUSTOM_TEXT = "the quick brown fox\njumps over\nthe lazy dog!\n" + "\n".join(
@@ -143,13 +143,7 @@ def test_logits_with_kv_cache_equal_scalar():
 
 
 def test_numpy_checkpoint_samples_identically_with_scalar(tmp_path, capsys):
-    out = tmp_path / "run"
-    train(dict(DEFAULT_MODEL), TrainConfig(engine="numpy", steps=100, samples=0), None, str(out), log_every=10**9)
-    capsys.readouterr()
-    printed = {}
-    for engine in ("scalar", "numpy"):
-        assert cli.main(["sample", "--out", str(out), "--engine", engine, "--seed", "7", "--num", "10"]) == 0
-        printed[engine] = capsys.readouterr().out
+    printed = samples_by_engine(tmp_path / "run", "numpy", ("scalar", "numpy"), capsys)
     assert printed["scalar"].count("sample ") == 10
     assert printed["numpy"] == printed["scalar"]
 

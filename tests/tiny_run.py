@@ -33,3 +33,17 @@ def tiny_run(out_dir, engine: str = "scalar", steps: int = 6, stop_after: int | 
     tcfg = TrainConfig(steps=steps, val_docs=4, eval_every=3, samples=0, engine=engine)
     train(dict(TINY), tcfg, None, str(out_dir), stop_after=stop_after)
     return str(out_dir)
+
+
+def samples_by_engine(out_dir, trained_by: str, engines: tuple[str, ...], capsys) -> dict[str, str]:
+    """Train the default model 100 steps with `trained_by`, then what `microgpt sample --seed 7 --num 10`
+    prints from that checkpoint with each of `engines` (capsys: pytest's fixture, to read the prints)."""
+    from microgpt import cli
+    train({}, TrainConfig(engine=trained_by, steps=100, samples=0), None, str(out_dir),
+          log_every=10**9)
+    capsys.readouterr()
+    printed = {}
+    for engine in engines:
+        assert cli.main(["sample", "--out", str(out_dir), "--engine", engine, "--seed", "7", "--num", "10"]) == 0
+        printed[engine] = capsys.readouterr().out
+    return printed
