@@ -124,6 +124,9 @@ def train_command(args) -> int:
 
     if args.stop_after is not None and args.stop_after <= 0:
         raise UsageError(f"--stop-after must be a positive number of steps (got {args.stop_after})")
+    if args.log_every <= 0:
+        raise UsageError(f"--log-every must be a positive number of steps (got {args.log_every}); "
+                         f"a large one prints less, e.g. --log-every 100")
     flags = {k: v for k, v in vars(args).items() if k not in ("data", "preset", "out", "resume", "log_every",
                                                                "stop_after", "command", "config", "log", "max_data_mb", "force")}
     if args.log == "tensorboard":

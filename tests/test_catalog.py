@@ -242,6 +242,7 @@ CATALOG = {
         "zero batch size": ([*T, "--batch-size", "0"], "--batch-size"),
         "warmup as long as the run": ([*T, "--warmup-steps", "2"], "--warmup-steps"),
         "stop after zero steps": ([*T, "--stop-after", "0"], "--stop-after"),
+        "log every zero steps": ([*T, "--log-every", "0"], "--log-every must be a positive"),
         "dropout on the scalar engine": ([*T, "--dropout", "0.1"], "--dropout"),
     },
     "sizes": {
@@ -342,6 +343,8 @@ CATALOG = {
         "check with --engines ,": (["check", "--engines", ","], "--engines is empty"),
         "bench with empty --engines": (["bench", "--engines", ""], "--engines is empty"),
         "bench with an unknown engine": (["bench", "--engines", "jax"], "unknown engine"),
+        "bench with an unknown dtype": (["bench", "--engines", "numpy", "--dtype", "float16"], "unknown dtype"),
+        "bench with a dtype no engine runs": (["bench", "--engines", "pure", "--dtype", "float32"], "pure runs float64"),
         "check with zero docs": (["check", "--docs", "0"], "--docs"),
         "trace a missing checkpoint": (["trace", "emma", "--out", "{d}/none"], "no checkpoint"),
         "report a missing checkpoint": (["report", "--out", "{d}/none"], "no checkpoint"),

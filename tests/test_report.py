@@ -125,3 +125,16 @@ def test_a_stream_run_gets_the_charts_that_fit_it(tmp_path, capsys):
     assert "cosine decay from 0.01 to 0.001" in page and "linear warmup over 1 steps" in page
     assert "mean over step 4 of 4" in page and "(the last evaluation)" in page
     assert page.count('<pre class="sample">') == 2 and "<ol class=\"samples\">" not in page
+    assert "The BOS row is left out" in page
+
+
+def test_the_embedding_chart_of_a_stream_run_leaves_out_bos():
+    pytest.importorskip("matplotlib", reason="microgpt report needs matplotlib: pip install -e '.[report]'")
+    from matplotlib.figure import Figure
+    from microgpt.data import Tokenizer
+    from microgpt.tools.report import embedding_chart
+    tok = Tokenizer.from_docs(["abc", "cab"])
+    wte = [[float(i), float(i * i % 5), 1.0 / (i + 1)] for i in range(tok.vocab_size)]
+    shown = lambda fig: sorted(t.get_text() for t in fig.axes[0].texts)
+    assert shown(embedding_chart(Figure, wte, tok)) == ["BOS", "a", "b", "c"]
+    assert shown(embedding_chart(Figure, wte, tok, with_bos=False)) == ["a", "b", "c"]

@@ -39,7 +39,7 @@ import time
 from dataclasses import replace
 
 from microgpt import engines
-from microgpt.config import ENGINE_DTYPES, MODEL_FIELDS, PRESETS, ModelConfig, TrainConfig
+from microgpt.config import DTYPES, ENGINE_DTYPES, MODEL_FIELDS, PRESETS, ModelConfig, TrainConfig
 from microgpt.data import EMBEDDED_NAMES
 from microgpt.errors import UsageError
 from microgpt.params import num_params
@@ -131,16 +131,23 @@ def rows_to_run(args) -> list[dict]:
             raise UsageError(f"unknown engine {name!r} in --engines; choose from: {', '.join(engines.ENGINES)}")
         if not engines.is_available(name):
             engines.get(name)  # raises the error that says what to install
+    dtypes = [d.strip() for d in args.dtype.split(",")]
+    for dtype in dtypes:
+        if dtype not in DTYPES:
+            raise UsageError(f"unknown dtype {dtype!r} in --dtype; choose from: {', '.join(DTYPES)}")
     row = lambda engine, batch, steps, dtype, threads=None: dict(engine=engine, batch=batch, steps=steps,
                                                                dtype=dtype, threads=threads)
     rows = [row("scalar", 1, args.scalar_steps, "float64")] if "scalar" in names else []
     for name in names:
-        for dtype in [d for d in args.dtype.split(",") if d in ENGINE_DTYPES[name] and name != "scalar"]:
+        for dtype in [d for d in dtypes if d in ENGINE_DTYPES[name] and name != "scalar"]:
             if name in ("compiled", "torch"):  # the batched row once per thread count
                 rows.append(row(name, 1, args.steps, dtype, 1))
                 rows += [row(name, args.batch_size, args.batched_steps, dtype, n) for n in args.thread_counts]
             else:
                 rows += [row(name, 1, args.steps, dtype), row(name, args.batch_size, args.batched_steps, dtype)]
+    if not rows and "c" not in engines.from_flag(args.engines):
+        raise UsageError(f"no engine in --engines {args.engines} runs --dtype {args.dtype}: "
+                         + "; ".join(f"{n} runs {', '.join(ENGINE_DTYPES[n])}" for n in names))
     return rows
 
 

@@ -130,10 +130,12 @@ def attention_chart(Figure, weights, tokens, cfg, tokenizer):
     return fig
 
 
-def embedding_chart(Figure, wte, tokenizer):
-    """The rows of wte projected on their two main directions (PCA by SVD)."""
+def embedding_chart(Figure, wte, tokenizer, with_bos=True):
+    """The rows of wte projected on their two main directions (PCA by SVD); with_bos=False leaves out
+    BOS's row (a stream run never trains it, so it is only its initial noise)."""
     import numpy as np  # matplotlib depends on numpy, so it is there whenever matplotlib is
-    x = np.array(wte)                                   # (vocab, n_embd)
+    shown = [i for i in range(len(wte)) if with_bos or i != tokenizer.bos]
+    x = np.array([wte[i] for i in shown])               # (shown, n_embd)
     x = x - x.mean(axis=0)
     _, s, vt = np.linalg.svd(x, full_matrices=False)
     xy = x @ vt[:2].T                                   # (vocab, 2)
@@ -141,9 +143,9 @@ def embedding_chart(Figure, wte, tokenizer):
     fig = Figure(figsize=(6, 5))
     ax = fig.add_subplot()
     ax.scatter(xy[:, 0], xy[:, 1], s=10, color="tab:gray")
-    for i in range(len(xy)):
-        vowel = label(tokenizer, i).lower() in "aeiouy"
-        ax.annotate(label(tokenizer, i), xy[i], fontsize=11, ha="center", va="bottom",
+    for i, t in enumerate(shown):
+        vowel = label(tokenizer, t).lower() in "aeiouy"
+        ax.annotate(label(tokenizer, t), xy[i], fontsize=11, ha="center", va="bottom",
                     color="tab:red" if vowel else "tab:blue")
     ax.set_xlabel(f"first principal direction ({share[0]:.0%} of the variance)")
     ax.set_ylabel(f"second ({share[1] if len(share) > 1 else 0:.0%})")
@@ -246,7 +248,7 @@ def build(out_dir: str, docs: list[str] | None = None, num_samples: int | None =
     progress("loss and lr charts")
     if train_rows:
         figures.append(("loss", "Loss", f"Training loss at each of {len(train_rows)} steps"
-                        + (f" and validation loss at {len(val_rows)} evaluations." if val_rows else
+                        + (f" and validation loss at {len(val_rows)} evaluation{'s' if len(val_rows) > 1 else ''}." if val_rows else
                            "; no validation loss (train with --val-docs N to hold documents out)."),
                         png(loss_chart(Figure, train_rows, val_rows, "the last 10% of the text" if stream
                                        else "held-out documents"))))
@@ -268,8 +270,9 @@ def build(out_dir: str, docs: list[str] | None = None, num_samples: int | None =
                         png(attention_chart(Figure, weights, tokens, cfg, tok))))
     progress("embeddings")
     figures.append(("embeddings", "Character embeddings",
-                    "Each row of wte, projected on its two principal directions; vowels in red.",
-                    png(embedding_chart(Figure, state.params["wte"].rows(), tok))))
+                    "Each row of wte, projected on its two principal directions; vowels in red."
+                    + (" The BOS row is left out: stream training never sees BOS." if stream else ""),
+                    png(embedding_chart(Figure, state.params["wte"].rows(), tok, with_bos=not stream))))
     progress("next character after BOS" if not stream else "(no BOS chart: a stream run never sees BOS)")
     if not stream:  # stream training never sees BOS, so what follows it says nothing about the model
         probs, _ = softmax(engine.logits(engine.new_cache(), tok.bos, 0))
