@@ -331,18 +331,18 @@ def check_batch(tokens, starts, dims):
 
 
 @njit(**JIT)
-def chunk_work(state, offsets, dims, hyper, tokens, starts, ws, doc_loss, mode, inv_n, chunk, chunks):
-    """Chunk `chunk` of `chunks`: its documents' forward (and backward into gradient row 3 + chunk)."""
+def chunk_work(p, g, ws, offsets, dims, hyper, tokens, starts, doc_loss, mode, inv_n, chunk, chunks):
+    """Chunk `chunk` of `chunks`: its documents' forward with parameters p, and (mode GRADS or TRAIN)
+    their backward into the gradient g; ws is the chunk's work space."""
     B = starts.shape[0] - 1
-    g = state[3 + chunk]
     if mode != EVAL:
         g[:] = 0
-    bufs = carve(ws[chunk], dims)
+    bufs = carve(ws, dims)
     for b in range(chunk * B // chunks, (chunk + 1) * B // chunks):
         seq = tokens[starts[b]:starts[b + 1]]
-        doc_loss[b] = forward_doc(state[0], offsets, dims, hyper, bufs, seq)
+        doc_loss[b] = forward_doc(p, offsets, dims, hyper, bufs, seq)
         if mode != EVAL:
-            backward_doc(state[0], g, offsets, dims, bufs, seq, inv_n)
+            backward_doc(p, g, offsets, dims, bufs, seq, inv_n)
 
 
 @njit(**JIT)
@@ -390,7 +390,8 @@ def step_serial(state, offsets, dims, hyper, tokens, starts, ws, mode, chunks):
     inv_n = 1.0 / (tokens.shape[0] - B)
     doc_loss = np.empty(B)
     for c in range(chunks):
-        chunk_work(state, offsets, dims, hyper, tokens, starts, ws, doc_loss, mode, hyper.dtype.type(inv_n), c, chunks)
+        chunk_work(state[0], state[3 + c], ws[c], offsets, dims, hyper, tokens, starts, doc_loss, mode,
+                   hyper.dtype.type(inv_n), c, chunks)
     if mode != EVAL:
         finish(state, hyper, mode, chunks, 0, state.shape[1])
     return mean_loss(doc_loss, inv_n)
@@ -405,7 +406,16 @@ def step_parallel(state, offsets, dims, hyper, tokens, starts, ws, mode, chunks)
     inv_n = 1.0 / (tokens.shape[0] - B)
     doc_loss = np.empty(B)
     for c in prange(chunks):
-        chunk_work(state, offsets, dims, hyper, tokens, starts, ws, doc_loss, mode, hyper.dtype.type(inv_n), c, chunks)
+        # Each thread works on arrays of its own: every view of an array (and these loops make millions)
+        # counts references on its parent, atomically, so threads viewing one shared array would fight
+        # over that counter's cache line. Copies cost O(P) a chunk; the chunk's documents cost far more.
+        p, g, w = state[0].copy(), np.empty_like(state[0]), ws[c].copy()
+        losses = np.zeros(B)
+        chunk_work(p, g, w, offsets.copy(), dims.copy(), hyper.copy(), tokens.copy(), starts.copy(), losses, mode,
+                   hyper.dtype.type(inv_n), c, chunks)
+        state[3 + c, :] = g
+        for b in range(c * B // chunks, (c + 1) * B // chunks):
+            doc_loss[b] = losses[b]
     if mode != EVAL:
         P = state.shape[1]
         for s in prange(chunks):
