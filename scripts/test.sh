@@ -33,4 +33,6 @@ else
   echo "warning: npm not found; tests/test_web.py will skip (install Node.js, then: npm ci --prefix web)" >&2
 fi
 echo "testing with $("$python" -c 'import sys; print(sys.prefix)')" >&2
-"$python" -m pytest -q ${marks[@]+"${marks[@]}"} "$@"
+# One pytest-xdist worker per core, the work spread as tests/xdist_plan.py says; MICROGPT_TEST_WORKERS=0
+# runs every test in this one process instead.
+"$python" -m pytest -q -n "${MICROGPT_TEST_WORKERS:-auto}" ${marks[@]+"${marks[@]}"} "$@"
