@@ -4,7 +4,7 @@
 # Uses the active virtual environment if there is one ($VIRTUAL_ENV), else makes ./.venv (once, with
 # `python3 -m venv`; PYTHON=... picks another interpreter) and uses it, so nothing is installed into the
 # system's Python. Into it: requirements-test.txt (NumPy, PyTorch pinned to the CPU build: a plain
-# `torch` would pull a multi-GB CUDA build; matplotlib, tqdm, tensorboardX, pytest). As root with
+# `torch` would pull a multi-GB CUDA build; matplotlib, tqdm, tensorboardX, pytest, pytest-xdist). As root with
 # apt-get, also Debian's chromium for the browser tests of the HTML report and the web page (else they
 # skip, saying why); by npm, the pinned Pyodide for the page (web/package-lock.json). --fast leaves out the tests marked slow (`-m "not slow"`): the edit-test loop, under 2 minutes;
 # CI (.ci/run) runs them all.
@@ -33,4 +33,6 @@ else
   echo "warning: npm not found; tests/test_web.py will skip (install Node.js, then: npm ci --prefix web)" >&2
 fi
 echo "testing with $("$python" -c 'import sys; print(sys.prefix)')" >&2
-"$python" -m pytest -q ${marks[@]+"${marks[@]}"} "$@"
+# One pytest-xdist worker per core, the work spread as tests/xdist_plan.py says; MICROGPT_TEST_WORKERS=0
+# runs every test in this one process instead.
+"$python" -m pytest -q -n "${MICROGPT_TEST_WORKERS:-auto}" ${marks[@]+"${marks[@]}"} "$@"

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+import xdist_plan
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO), "shared")
 NAMES = os.path.join(SHARED, "data", "names.txt")
@@ -26,6 +28,21 @@ def reference():
         pytest.skip(f"reference run not found at {REFERENCE} (the ../shared folder beside the repo)")
     with open(REFERENCE) as f:
         return json.load(f)
+
+
+def pytest_collection_modifyitems(items):
+    """In a pytest-xdist worker, the order tests/xdist_plan.py hands the work out in; a plain run keeps
+    the files' order."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        xdist_plan.order(items)
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: unknown, and unused, without it
+def pytest_xdist_make_scheduler(config, log):
+    """With -n and the default --dist load: tests/xdist_plan.py's grouping; any other --dist is xdist's own."""
+    if config.getoption("dist") == "load":
+        return xdist_plan.make_scheduler(config, log)
+    return None
 
 
 def run_cli(*args, cwd=None, timeout=600):

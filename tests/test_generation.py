@@ -35,12 +35,18 @@ def stream_run(tmp_path_factory):
 
 
 def greedy_without_cache(engine, tokens, block_size, new_tokens):
-    """nanoGPT's loop: each token the argmax of a fresh forward pass over the last block_size tokens."""
-    tokens = list(tokens)
+    """nanoGPT's loop: each token the argmax of a fresh forward pass over the last block_size tokens.
+
+    No KV cache is kept between tokens. The next token is a function of the window alone, so a window
+    seen before (greedy text soon repeats itself) gets the token its pass gave then, without the pass."""
+    tokens, next_of = list(tokens), {}
     for _ in range(new_tokens):
-        window, cache = tokens[-block_size:], engine.new_cache()
-        logits = [engine.logits(cache, t, pos) for pos, t in enumerate(window)][-1]
-        tokens.append(max(range(len(logits)), key=lambda i: logits[i]))
+        window = tuple(tokens[-block_size:])
+        if window not in next_of:
+            cache = engine.new_cache()
+            logits = [engine.logits(cache, t, pos) for pos, t in enumerate(window)][-1]
+            next_of[window] = max(range(len(logits)), key=lambda i: logits[i])
+        tokens.append(next_of[window])
     return tokens
 
 

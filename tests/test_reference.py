@@ -9,35 +9,74 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
-from conftest import REPO, parse_run, run_cli
+from conftest import REPO, parse_run
 
 ATOMIC = os.path.join(REPO, "microgpt", "atomic.py")
 pytestmark = pytest.mark.slow  # scripts/test.sh --fast leaves this module out
 
 
+def side_by_side(*jobs: tuple[list, object], timeout: float = 1800) -> list[subprocess.CompletedProcess]:
+    """Run each (argv, cwd) job as a subprocess, all at once (a 2-core machine runs two 1000-step runs in
+    the time of one), and wait for them all; each must exit 0. Their outputs go to temporary files (a pipe
+    nobody reads yet could fill and stall its writer); PYTHONPATH finds the package."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    files = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in jobs]
+    procs = [subprocess.Popen([str(a) for a in argv], cwd=cwd, env=env, stdout=out, stderr=err)
+             for (argv, cwd), (out, err) in zip(jobs, files)]
+    try:
+        for p in procs:
+            p.wait(timeout=timeout)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    results = [subprocess.CompletedProcess(p.args, p.returncode, read(out), read(err))
+               for p, (out, err) in zip(procs, files)]
+    for result in results:
+        assert result.returncode == 0, result.stderr
+    return results
+
+
+def read(file) -> str:
+    """All of a temporary file's text; closes it."""
+    with file:
+        file.seek(0)
+        return file.read()
+
+
+def train_command(*args) -> list:
+    return [sys.executable, "-m", "microgpt", "train", *args]
+
+
 @pytest.fixture(scope="module")
-def atomic_on_names(tmp_path_factory):
+def names_runs(tmp_path_factory) -> dict[str, dict]:
+    """The two reference runs on names.txt, seed 42, 1000 steps, side by side: atomic.py itself (reading
+    it as input.txt, as the reference run did) and `microgpt train --engine scalar`."""
     from conftest import NAMES
     if not os.path.exists(NAMES):
         pytest.skip(f"reference data not found at {NAMES}")
     d = tmp_path_factory.mktemp("atomic")
-    shutil.copy(NAMES, d / "input.txt")  # read as input.txt, as the reference run did
-    out = subprocess.run([sys.executable, ATOMIC], cwd=d, capture_output=True, text=True, check=True)
-    return parse_run(out.stdout)
+    shutil.copy(NAMES, d / "input.txt")
+    atomic, package = side_by_side(
+        ([sys.executable, ATOMIC], d),
+        (train_command("--engine", "scalar", "--data", NAMES, "--seed", 42, "--steps", 1000, "--out", d / "run"),
+         REPO))
+    return {"atomic": parse_run(atomic.stdout), "package": parse_run(package.stdout)}
 
 
-@pytest.fixture(scope="module")
-def package_on_names(tmp_path_factory):
-    from conftest import NAMES
-    if not os.path.exists(NAMES):
-        pytest.skip(f"reference data not found at {NAMES}")
-    d = tmp_path_factory.mktemp("pkg")
-    out = run_cli("train", "--engine", "scalar", "--data", NAMES, "--seed", 42, "--steps", 1000, "--out", d / "run")
-    assert out.returncode == 0, out.stderr
-    return parse_run(out.stdout)
+@pytest.fixture
+def atomic_on_names(names_runs):
+    return names_runs["atomic"]
+
+
+@pytest.fixture
+def package_on_names(names_runs):
+    return names_runs["package"]
 
 
 def check_against_reference(run, reference):
@@ -63,15 +102,13 @@ def test_package_samples_equal_atomic(atomic_on_names, package_on_names):
     assert package_on_names["samples"] == atomic_on_names["samples"]
 
 
-def run_atomic_with_seed(input_text: str, seed: int, cwd) -> dict:
-    """atomic.py's own main(), on another input.txt and with random.seed(42) redirected to `seed`."""
-    (cwd / "input.txt").write_text(input_text, encoding="utf-8")
+def atomic_with_seed_command(seed: int) -> list:
+    """atomic.py's own main() (on input.txt in its working directory), random.seed(42) redirected to `seed`."""
     code = ("import random, runpy, sys\n"
             "seed = random.seed\n"
             f"random.seed = lambda _ignored: seed({seed})\n"
             f"runpy.run_path({ATOMIC!r}, run_name='__main__')\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=True)
-    return parse_run(out.stdout)
+    return [sys.executable, "-c", code]
 
 
 def test_package_equals_atomic_on_other_file_and_seed(tmp_path):
@@ -82,12 +119,13 @@ def test_package_equals_atomic_on_other_file_and_seed(tmp_path):
     docs = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4))).strip() or "a" for _ in range(40)]
     docs.append("x" * 20)  # longer than the block: both cut it the same way
     text = "\n\n".join(docs) + "\n  \n"
-    atomic = run_atomic_with_seed(text, 7, tmp_path)
+    (tmp_path / "input.txt").write_text(text, encoding="utf-8")
     data = tmp_path / "docs.txt"
     data.write_text(text, encoding="utf-8")
-    out = run_cli("train", "--data", data, "--seed", 7, "--steps", 1000, "--out", tmp_path / "run")
-    assert out.returncode == 0, out.stderr
-    pkg = parse_run(out.stdout)
+    atomic_out, out = side_by_side((atomic_with_seed_command(7), tmp_path),
+                                   (train_command("--data", data, "--seed", 7, "--steps", 1000,
+                                                  "--out", tmp_path / "run"), REPO))
+    atomic, pkg = parse_run(atomic_out.stdout), parse_run(out.stdout)
     assert (pkg["num_docs"], pkg["vocab_size"], pkg["num_params"]) == \
            (atomic["num_docs"], atomic["vocab_size"], atomic["num_params"])
     assert pkg["losses"] == atomic["losses"]

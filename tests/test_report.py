@@ -110,7 +110,8 @@ def test_a_stream_run_gets_the_charts_that_fit_it(tmp_path, capsys):
     from microgpt.config import TrainConfig
     from tiny_run import TINY, train
     text = tmp_path / "text.txt"
-    text.write_text("".join(f"to be or not to be, line {i % 7}\n" for i in range(80)))
+    # 24 lines, 648 characters: the held-out tail is 8 windows, each evaluated by the scalar engine
+    text.write_text("".join(f"to be or not to be, line {i % 7}\n" for i in range(24)))
     tcfg = TrainConfig(steps=4, batch_size=2, data_mode="stream", samples=0, eval_every=2, lr_schedule="cosine",
                        warmup_steps=1, min_lr=0.001)
     with redirect_stdout(io.StringIO()):
