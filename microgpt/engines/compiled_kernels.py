@@ -330,6 +330,12 @@ def check_batch(tokens, starts, dims):
     return True
 
 
+@njit(inline="always", **JIT)
+def chunk_docs(B, chunk, chunks):
+    """The documents [lo, hi) of chunk `chunk` of `chunks`, in a batch of B."""
+    return chunk * B // chunks, (chunk + 1) * B // chunks
+
+
 @njit(**JIT)
 def chunk_work(p, g, ws, offsets, dims, hyper, tokens, starts, doc_loss, mode, inv_n, chunk, chunks):
     """Chunk `chunk` of `chunks`: its documents' forward with parameters p, and (mode GRADS or TRAIN)
@@ -338,7 +344,8 @@ def chunk_work(p, g, ws, offsets, dims, hyper, tokens, starts, doc_loss, mode, i
     if mode != EVAL:
         g[:] = 0
     bufs = carve(ws, dims)
-    for b in range(chunk * B // chunks, (chunk + 1) * B // chunks):
+    lo, hi = chunk_docs(B, chunk, chunks)
+    for b in range(lo, hi):
         seq = tokens[starts[b]:starts[b + 1]]
         doc_loss[b] = forward_doc(p, offsets, dims, hyper, bufs, seq)
         if mode != EVAL:
@@ -414,8 +421,8 @@ def step_parallel(state, offsets, dims, hyper, tokens, starts, ws, mode, chunks)
         chunk_work(p, g, w, offsets.copy(), dims.copy(), hyper.copy(), tokens.copy(), starts.copy(), losses, mode,
                    hyper.dtype.type(inv_n), c, chunks)
         state[3 + c, :] = g
-        for b in range(c * B // chunks, (c + 1) * B // chunks):
-            doc_loss[b] = losses[b]
+        lo, hi = chunk_docs(B, c, chunks)
+        doc_loss[lo:hi] = losses[lo:hi]
     if mode != EVAL:
         P = state.shape[1]
         for s in prange(chunks):

@@ -125,7 +125,8 @@ def measure(model: ModelConfig, row: dict, data: str | None) -> tuple[list[float
 
 def rows_to_run(args) -> list[dict]:
     """Every row, scalar first: it is what the others compare to."""
-    names = [n for n in engines.from_flag(args.engines) if n != "c"]
+    named = engines.from_flag(args.engines)
+    names = [n for n in named if n != "c"]
     for name in names:
         if name not in engines.ENGINES:
             raise UsageError(f"unknown engine {name!r} in --engines; choose from: {', '.join(engines.ENGINES)}")
@@ -145,7 +146,7 @@ def rows_to_run(args) -> list[dict]:
                 rows += [row(name, args.batch_size, args.batched_steps, dtype, n) for n in args.thread_counts]
             else:
                 rows += [row(name, 1, args.steps, dtype), row(name, args.batch_size, args.batched_steps, dtype)]
-    if not rows and "c" not in engines.from_flag(args.engines):
+    if not rows and "c" not in named:
         raise UsageError(f"no engine in --engines {args.engines} runs --dtype {args.dtype}: "
                          + "; ".join(f"{n} runs {', '.join(ENGINE_DTYPES[n])}" for n in names))
     return rows
