@@ -18,7 +18,7 @@ np = pytest.importorskip("numpy")
 
 from microgpt import cli, engines  # noqa: E402
 from microgpt.config import MODEL_FIELDS, ModelConfig, TrainConfig  # noqa: E402
-from microgpt.engines import compiled_kernels as kernels  # noqa: E402
+from microgpt.engines import compiled as compiled_engine, compiled_kernels as kernels  # noqa: E402
 from microgpt.errors import UsageError  # noqa: E402
 from microgpt.params import init_tensors  # noqa: E402
 from test_numpy_engine import CUSTOM_TEXT, names_batch  # noqa: E402
@@ -91,9 +91,13 @@ def test_check_passes(capsys):
     assert rows and all(line.endswith("ok") for line in rows)
 
 
-def test_gradients_equal_scalar_per_tensor():
-    seqs, vocab = names_batch(8, 5, seed=4)
-    seqs = seqs[-3:]   # ends with long names, cut at the block
+# A layer runs over a tile of whole documents at once. 26 documents make 8 chunks of 3 or 4; tiles of 8
+# rows hold one document each, tiles of 20 hold two and leave the next for a new tile, and tiles of 64 hold
+# a whole chunk.
+@pytest.mark.parametrize("tile_rows", [8, 20, 64])
+def test_gradients_equal_scalar_per_tensor(monkeypatch, tile_rows):
+    monkeypatch.setattr(compiled_engine, "TILE_ROWS", tile_rows)
+    seqs, vocab = names_batch(8, 26, seed=4)   # ends with long names, cut at the block
     cfg = ModelConfig(vocab_size=vocab, n_layer=2, n_embd=12, n_head=3, block_size=8)
     scalar, compiled = engines_for(cfg, ["scalar", "compiled"], seed=5)
     want_loss, want = scalar.loss_and_grads(seqs)
@@ -127,8 +131,8 @@ def test_parallel_step_equals_serial_step_exactly():
     for step in range(3):
         a.hyper[[kernels.LR, kernels.C1, kernels.C2]] = 0.01, 1 - 0.85 ** (step + 1), 1 - 0.99 ** (step + 1)
         b.hyper[:] = a.hyper
-        la = kernels.step_serial(a.flat, a.offsets, a.dims, a.hyper, tokens, starts, a.work, kernels.TRAIN, 8)
-        lb = kernels.step_parallel(b.flat, b.offsets, b.dims, b.hyper, tokens, starts, b.work, kernels.TRAIN, 8)
+        la = kernels.step_serial(a.flat, a.offsets, a.dims, a.hyper, tokens, starts, a.work, a.ints, kernels.TRAIN, 8)
+        lb = kernels.step_parallel(b.flat, b.offsets, b.dims, b.hyper, tokens, starts, b.work, b.ints, kernels.TRAIN, 8)
         assert la == lb
         assert np.array_equal(a.flat[:3], b.flat[:3])   # parameters and Adam's moments, bit for bit
 

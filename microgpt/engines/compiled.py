@@ -34,6 +34,7 @@ from microgpt.params import param_shapes  # noqa: E402
 from microgpt.tensor import Tensor  # noqa: E402
 
 CHUNKS = 8   # the most chunks a batch is cut into: the most threads a step can use
+TILE_ROWS = 64   # positions a layer runs over at once (whole documents; at least block_size)
 
 
 class Engine(base.Engine):
@@ -46,10 +47,12 @@ class Engine(base.Engine):
         sizes = [r * c for _, (r, c) in self.shapes]
         self.offsets = np.cumsum([0] + sizes[:-1]).astype(np.int64)   # where each parameter starts
         self.flat = np.zeros((3 + CHUNKS, sum(sizes)), self.dtype)   # params; m; v; a gradient per chunk
-        self.dims = np.zeros(6, np.int64)
-        self.dims[[k.V_, k.C_, k.T_, k.L_, k.H_, k.K_]] = (model_cfg.vocab_size, model_cfg.n_embd,
-                                                          model_cfg.block_size, model_cfg.n_layer, model_cfg.n_head, CHUNKS)
+        self.dims = np.zeros(7, np.int64)
+        rows = max(TILE_ROWS, model_cfg.block_size)
+        self.dims[[k.V_, k.C_, k.T_, k.L_, k.H_, k.K_, k.R_]] = (
+            model_cfg.vocab_size, model_cfg.n_embd, model_cfg.block_size, model_cfg.n_layer, model_cfg.n_head, CHUNKS, rows)
         self.work = np.zeros((CHUNKS, k.work_size(self.dims)), self.dtype)   # each chunk's activations
+        self.ints = np.zeros((CHUNKS, 4, rows), np.int64)   # each chunk's tile: token, position, ... per row
         self.hyper = np.zeros(k.HYPER_SIZE, self.dtype)
         self.hyper[[k.BETA1, k.BETA2, k.EPS, k.RMS_EPS]] = train_cfg.beta1, train_cfg.beta2, train_cfg.eps, 1e-5
         self._one_doc = np.zeros(2, np.int64)   # starts of a batch of one: [0, its length]
@@ -70,7 +73,7 @@ class Engine(base.Engine):
             starts = np.cumsum([0] + [len(s) for s in seqs], dtype=np.int64)
         chunks = min(len(seqs), CHUNKS)
         step = k.step_parallel if chunks > 1 and numba.get_num_threads() > 1 else k.step_serial
-        loss = step(self.flat, self.offsets, self.dims, self.hyper, tokens, starts, self.work, mode, chunks)
+        loss = step(self.flat, self.offsets, self.dims, self.hyper, tokens, starts, self.work, self.ints, mode, chunks)
         if loss < 0:
             raise UsageError(f"every sequence needs 2 to {self.cfg.block_size + 1} tokens, each below the vocab "
                              f"size {self.cfg.vocab_size}: encode documents with the run's tokenizer")
@@ -107,7 +110,7 @@ class Engine(base.Engine):
     # ---- sampling ----------------------------------------------------------------------------
     def new_cache(self):
         """One chunk's work space: its keys and values are the KV cache."""
-        return np.zeros(self.work.shape[1], self.dtype)
+        return np.zeros(self.work.shape[1], self.dtype), np.zeros(self.ints.shape[1:], np.int64)
 
     def logits(self, cache, token_id: int, pos_id: int) -> list[float]:
-        return k.position_logits(self.flat[0], self.offsets, self.dims, self.hyper, cache, token_id, pos_id).tolist()
+        return k.position_logits(self.flat[0], self.offsets, self.dims, self.hyper, *cache, token_id, pos_id).tolist()

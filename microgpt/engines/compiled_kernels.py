@@ -23,11 +23,11 @@ from numba import njit, prange
 # Let the compiler reorder and fuse floating-point sums (so that they vectorize); keep NaN and inf
 # semantics (softmax's max and exp rely on them). error_model="numpy": a division by zero gives inf
 # as in NumPy, rather than Python's exception, whose check keeps every division loop scalar.
-FASTMATH = {"reassoc", "contract", "nsz"}
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 JIT = dict(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
 
 # dims: what the kernels know of the model, an int64 array
-V_, C_, T_, L_, H_, K_ = range(6)      # vocab, n_embd, block_size, n_layer, n_head, chunks
+V_, C_, T_, L_, H_, K_, R_ = range(7)  # vocab, n_embd, block_size, n_layer, n_head, chunks, rows a tile
 # hyper: the step's constants, in the engine's dtype
 LR, BETA1, BETA2, EPS, C1, C2, RMS_EPS = range(7)
 HYPER_SIZE = 7
@@ -36,60 +36,112 @@ EVAL, GRADS, TRAIN = 0, 1, 2
 
 
 # ---- the building blocks -------------------------------------------------------------------------
-# A matrix w (nout, nin) is the stretch flat[at:at + nout * nin] of a flat buffer, row-major: w[o, i] is
-# flat[at + o * nin + i]. Its shape is that of the vectors it maps, so it is not passed.
+# A layer runs over a tile of rows at once (a row: one position of one document), so each weight is
+# read once per tile, not once per position. A matrix w (nout, nin) is the stretch flat[at:at + nout * nin]
+# of a flat buffer, row-major: w[o, i] is flat[at + o * nin + i].
 # Inner loops index slices by their own loop counter: Numba wraps a negative index around, and an
 # index it cannot prove non-negative (at + i) makes that a per-element test that stops vectorization.
 @njit(inline="always", **JIT)
-def linear(out, flat, at, x):
-    """out (nout,) = w (nout, nin) @ x (nin,), w at `at` in flat."""
-    nin, nout = x.shape[0], out.shape[0]
-    o = 0
-    while o + 4 <= nout:   # four rows at a time: four independent sums keep the adder busy
-        w0 = flat[at + o * nin:at + (o + 1) * nin]     # (nin,) rows o..o+3 of w
-        w1 = flat[at + (o + 1) * nin:at + (o + 2) * nin]
-        w2 = flat[at + (o + 2) * nin:at + (o + 3) * nin]
-        w3 = flat[at + (o + 3) * nin:at + (o + 4) * nin]
-        a0 = a1 = a2 = a3 = out.dtype.type(0)
-        for i in range(nin):
-            a0 += w0[i] * x[i]
-            a1 += w1[i] * x[i]
-            a2 += w2[i] * x[i]
-            a3 += w3[i] * x[i]
-        out[o], out[o + 1], out[o + 2], out[o + 3] = a0, a1, a2, a3
-        o += 4
-    for o in range(o, nout):
-        w_o = flat[at + o * nin:at + (o + 1) * nin]    # (nin,) row o of w
-        acc = out.dtype.type(0)
-        for i in range(nin):
-            acc += w_o[i] * x[i]
-        out[o] = acc
+def matrix(flat, at, nout, nin):
+    """The (nout, nin) matrix at `at` in flat, a view."""
+    return flat[at:at + nout * nin].reshape((nout, nin))
 
 
 @njit(inline="always", **JIT)
-def linear_back(dx, grad, flat, at, x, dy):
-    """For y = w x, w at `at` in flat: dx (nin,) += w^T dy, and dw (nout, nin) += dy x^T into grad
-    (the same place in the flat gradient)."""
-    nin, nout = x.shape[0], dy.shape[0]
-    for o in range(nout):
-        row = at + o * nin
-        dw_o, d = grad[row:row + nin], dy[o]            # (nin,) row o of dw
-        for i in range(nin):
-            dw_o[i] += d * x[i]
+def store4(out_r, o, s0, s1, s2, s3, accumulate):
+    """out_r[o:o + 4] = (s0, s1, s2, s3), or +=, leaving out what lies past the end of out_r."""
+    n = out_r.shape[0]
+    for j, s in enumerate((s0, s1, s2, s3)):
+        if o + j < n:
+            out_r[o + j] = out_r[o + j] + s if accumulate else s
+
+
+@njit(inline="always", **JIT)
+def matmul_nt(out, a, w, accumulate):
+    """out (R, O) = a (R, I) @ w (O, I)^T, or += when accumulate: every output is a dot product over I.
+    Two rows of a meet four rows of w at a time: eight independent sums keep the adders busy, and each
+    load feeds two or four of them."""
+    R, I, O = a.shape[0], a.shape[1], w.shape[0]
+    zero = out.dtype.type(0)
+    r = 0
+    while r < R:
+        a0, a1 = a[r], a[min(r + 1, R - 1)]            # (I,) rows r and r + 1 (r again when R is odd)
+        o = 0
+        while o < O:
+            w0, w1 = w[o], w[min(o + 1, O - 1)]        # (I,) rows o..o+3 of w (the last again at the edge)
+            w2, w3 = w[min(o + 2, O - 1)], w[min(o + 3, O - 1)]
+            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
+            for i in range(I):
+                s00 += a0[i] * w0[i]
+                s01 += a0[i] * w1[i]
+                s02 += a0[i] * w2[i]
+                s03 += a0[i] * w3[i]
+                s10 += a1[i] * w0[i]
+                s11 += a1[i] * w1[i]
+                s12 += a1[i] * w2[i]
+                s13 += a1[i] * w3[i]
+            store4(out[r], o, s00, s01, s02, s03, accumulate)
+            if r + 1 < R:
+                store4(out[r + 1], o, s10, s11, s12, s13, accumulate)
+            o += 4
+        r += 2
+
+
+@njit(inline="always", **JIT)
+def matmul_nn(out, d, w, accumulate):
+    """out (R, I) = d (R, O) @ w (O, I), or += when accumulate: row r of out is the sum of the rows of
+    w weighted by d[r]. Four rows of w at a time, for every row of out in turn: a quarter of the loads
+    and stores of out, and each row of w comes from cache once per four."""
+    R, O, I = d.shape[0], d.shape[1], w.shape[1]
+    if not accumulate:
+        for r in range(R):
+            out_r = out[r]
+            for i in range(I):
+                out_r[i] = 0
     o = 0
-    while o + 4 <= nout:   # dx from four rows at a time: a quarter of the loads and stores of dx
-        w0 = flat[at + o * nin:at + (o + 1) * nin]     # (nin,) rows o..o+3 of w
-        w1 = flat[at + (o + 1) * nin:at + (o + 2) * nin]
-        w2 = flat[at + (o + 2) * nin:at + (o + 3) * nin]
-        w3 = flat[at + (o + 3) * nin:at + (o + 4) * nin]
-        d0, d1, d2, d3 = dy[o], dy[o + 1], dy[o + 2], dy[o + 3]
-        for i in range(nin):
-            dx[i] += d0 * w0[i] + d1 * w1[i] + d2 * w2[i] + d3 * w3[i]
+    while o + 4 <= O:
+        w0, w1, w2, w3 = w[o], w[o + 1], w[o + 2], w[o + 3]          # (I,) rows o..o+3 of w
+        for r in range(R):
+            out_r, d_r = out[r], d[r]                                 # (I,), (O,)
+            d0, d1, d2, d3 = d_r[o], d_r[o + 1], d_r[o + 2], d_r[o + 3]
+            for i in range(I):
+                out_r[i] += d0 * w0[i] + d1 * w1[i] + d2 * w2[i] + d3 * w3[i]
         o += 4
-    for o in range(o, nout):
-        w_o, d = flat[at + o * nin:at + (o + 1) * nin], dy[o]
-        for i in range(nin):
-            dx[i] += d * w_o[i]
+    for o in range(o, O):
+        w_o = w[o]
+        for r in range(R):
+            out_r, d_o = out[r], d[r, o]
+            for i in range(I):
+                out_r[i] += d_o * w_o[i]
+
+
+@njit(inline="always", **JIT)
+def transposed(buf, x):
+    """x (R, n) copied into the front of buf as its transpose (n, R), which is returned."""
+    R, n = x.shape[0], x.shape[1]
+    xt = buf[:R * n].reshape((n, R))
+    for r in range(R):
+        x_r = x[r]
+        for j in range(n):
+            xt[j, r] = x_r[j]
+    return xt
+
+
+@njit(inline="always", **JIT)
+def weight_grad(gw, d, x, buf_x, buf_d):
+    """For y = x w^T over R rows: dw (O, I) += d (R, O)^T @ x (R, I). Over many rows each entry is a
+    dot product over the rows, of d and x transposed (into buf_d, buf_x: both operands rows); over a
+    few, each row adds its outer product d[r] x[r]^T, a row of dw at a time."""
+    R, O, I = x.shape[0], gw.shape[0], gw.shape[1]
+    if R >= 16:
+        matmul_nt(gw, transposed(buf_d, d), transposed(buf_x, x), True)
+        return
+    for r in range(R):
+        x_r = x[r]                                     # (I,)
+        for o in range(O):
+            gw_o, d_ro = gw[o], d[r, o]                # (I,) row o of dw
+            for i in range(I):
+                gw_o[i] += d_ro * x_r[i]
 
 
 @njit(inline="always", **JIT)
@@ -130,13 +182,19 @@ def softmax(p):
         p[i] /= total
 
 
-# ---- the work space, cut into views -----------------------------------
+# ---- the work space, cut into views -----------------------------------------------------------------
+# A tile is R rows (R = dims[R_] >= T): whole documents side by side, each row one position. For row r
+# the ints hold its token, its position in its document, the row where its document starts, and the
+# token it should predict.
+TOK, POS, DOC0, TARGET = range(4)
+
+
 @njit(**JIT)
 def work_size(dims):
     """Floats of one chunk's work space (see carve)."""
-    V, C, T, L, H = dims[V_], dims[C_], dims[T_], dims[L_], dims[H_]
-    forward = T * C + T + (L + 1) * T * C + L * T * (11 * C + 2) + L * H * T * T + T * V
-    backward = 8 * C + 2 * L * T * C + V + T
+    V, C, T, L, H, R = dims[V_], dims[C_], dims[T_], dims[L_], dims[H_], dims[R_]
+    forward = R * C + R + (L + 1) * R * C + L * R * (11 * C + 2) + L * H * R * T + R * V
+    backward = 10 * R * C + T + 2 * R * max(V, 4 * C)
     return forward + backward
 
 
@@ -147,147 +205,149 @@ def take(ws, at, n):
 
 @njit(**JIT)
 def carve(ws, dims):
-    """One chunk's work space (a flat row) cut into the buffers a document's forward and backward use."""
-    V, C, T, L, H = dims[V_], dims[C_], dims[T_], dims[L_], dims[H_]
+    """One chunk's work space (a flat row) cut into the buffers a tile's forward and backward use."""
+    V, C, T, L, H, R = dims[V_], dims[C_], dims[T_], dims[L_], dims[H_], dims[R_]
     at = 0
-    emb, at = take(ws, at, T * C)              # (T, C) wte[tok] + wpe[pos]
-    s_emb, at = take(ws, at, T)                # (T,) its rmsnorm scale
-    xs, at = take(ws, at, (L + 1) * T * C)     # (L + 1, T, C) the residual stream entering each layer; xs[L]: the last
-    xn1, at = take(ws, at, L * T * C)          # (L, T, C) rmsnorm(xs[l]), attention's input
-    s1, at = take(ws, at, L * T)
-    q, at = take(ws, at, L * T * C)            # (L, T, C) queries
-    k, at = take(ws, at, L * T * C)            # (L, T, C) keys: the KV cache
-    v, at = take(ws, at, L * T * C)            # (L, T, C) values
-    att, at = take(ws, at, L * H * T * T)      # (L, H, T, T) attention weights of position t over u <= t
-    y, at = take(ws, at, L * T * C)            # (L, T, C) the heads' outputs side by side
-    xmid, at = take(ws, at, L * T * C)         # (L, T, C) the residual stream after attention
-    xn2, at = take(ws, at, L * T * C)          # (L, T, C) rmsnorm(xmid), the MLP's input
-    s2, at = take(ws, at, L * T)
-    hid, at = take(ws, at, L * T * 4 * C)      # (L, T, 4C) relu(fc1 xn2)
-    probs, at = take(ws, at, T * V)            # (T, V) logits, then softmax(logits)
-    dx, at = take(ws, at, C)                   # backward: the residual stream's gradient at one position
-    dh, at = take(ws, at, 4 * C)
-    dn, at = take(ws, at, C)
-    dy, at = take(ws, at, C)
-    dq, at = take(ws, at, C)
-    dk, at = take(ws, at, L * T * C)           # (L, T, C) gradients of the cached keys and values,
-    dv, at = take(ws, at, L * T * C)           #   filled by the later positions that read them
-    dlogits, at = take(ws, at, V)
+    emb, at = take(ws, at, R * C)              # (R, C) wte[tok] + wpe[pos]
+    s_emb, at = take(ws, at, R)                # (R,) its rmsnorm scale
+    xs, at = take(ws, at, (L + 1) * R * C)     # (L + 1, R, C) the residual stream entering each layer; xs[L]: the last
+    xn1, at = take(ws, at, L * R * C)          # (L, R, C) rmsnorm(xs[l]), attention's input
+    s1, at = take(ws, at, L * R)
+    q, at = take(ws, at, L * R * C)            # (L, R, C) queries
+    k, at = take(ws, at, L * R * C)            # (L, R, C) keys: the KV cache
+    v, at = take(ws, at, L * R * C)            # (L, R, C) values
+    att, at = take(ws, at, L * H * R * T)      # (L, H, R, T) attention weights of row r over its positions u <= t
+    y, at = take(ws, at, L * R * C)            # (L, R, C) the heads' outputs side by side
+    xmid, at = take(ws, at, L * R * C)         # (L, R, C) the residual stream after attention
+    xn2, at = take(ws, at, L * R * C)          # (L, R, C) rmsnorm(xmid), the MLP's input
+    s2, at = take(ws, at, L * R)
+    hid, at = take(ws, at, L * R * 4 * C)      # (L, R, 4C) relu(fc1 xn2)
+    probs, at = take(ws, at, R * V)            # (R, V) logits, then softmax(logits), then dlogits
+    dx, at = take(ws, at, R * C)               # backward: the residual stream's gradient
+    dh, at = take(ws, at, R * 4 * C)
+    dn, at = take(ws, at, R * C)
+    dy, at = take(ws, at, R * C)
+    dq, at = take(ws, at, R * C)
+    dk, at = take(ws, at, R * C)               # gradients of the cached keys and values, filled by
+    dv, at = take(ws, at, R * C)               #   every later position that read them
     dweights, at = take(ws, at, T)
-    return (emb.reshape((T, C)), s_emb, xs.reshape((L + 1, T, C)), xn1.reshape((L, T, C)), s1.reshape((L, T)),
-            q.reshape((L, T, C)), k.reshape((L, T, C)), v.reshape((L, T, C)), att.reshape((L, H, T, T)),
-            y.reshape((L, T, C)), xmid.reshape((L, T, C)), xn2.reshape((L, T, C)), s2.reshape((L, T)),
-            hid.reshape((L, T, 4 * C)), probs.reshape((T, V)),
-            dx, dh, dn, dy, dq, dk.reshape((L, T, C)), dv.reshape((L, T, C)), dlogits, dweights)
+    spare_a, at = take(ws, at, R * max(V, 4 * C))   # room for a transposed (n, R) operand
+    spare_b, at = take(ws, at, R * max(V, 4 * C))
+    return (emb.reshape((R, C)), s_emb, xs.reshape((L + 1, R, C)), xn1.reshape((L, R, C)), s1.reshape((L, R)),
+            q.reshape((L, R, C)), k.reshape((L, R, C)), v.reshape((L, R, C)), att.reshape((L, H, R, T)),
+            y.reshape((L, R, C)), xmid.reshape((L, R, C)), xn2.reshape((L, R, C)), s2.reshape((L, R)),
+            hid.reshape((L, R, 4 * C)), probs.reshape((R, V)),
+            dx.reshape((R, C)), dh.reshape((R, 4 * C)), dn.reshape((R, C)), dy.reshape((R, C)),
+            dq.reshape((R, C)), dk.reshape((R, C)), dv.reshape((R, C)), dweights, spare_a, spare_b)
 
 
-# ---- forward: atomic.py's gpt(), one position ------------------------------------------------------
+# ---- forward: atomic.py's gpt(), a layer at a time over rows lo..hi of a tile ---------------------------
 @njit(**JIT)
-def forward_position(p, offsets, dims, hyper, bufs, token_id, t):
-    """Position t of one sequence: fills its row of every buffer (the KV cache included) and leaves
-    its logits in probs[t]. Positions 0..t-1 must already be in the buffers."""
+def forward_rows(p, offsets, dims, hyper, bufs, ints, lo, hi):
+    """Rows lo..hi of the tile: fills their part of every buffer (the KV cache included) and leaves
+    their logits in probs. The rows of their documents before lo must already be in the buffers."""
     (emb, s_emb, xs, xn1, s1, q, k, v, att, y, xmid, xn2, s2, hid, probs) = bufs[:15]
-    C, L, H = dims[C_], dims[L_], dims[H_]
+    V, C, L, H = dims[V_], dims[C_], dims[L_], dims[H_]
     D = C // H
     eps = hyper[RMS_EPS]
     inv_sqrt_d = hyper.dtype.type(1) / np.sqrt(hyper.dtype.type(D))
-    tok_at, pos_at = offsets[0] + token_id * C, offsets[1] + t * C
-    tok_emb, pos_emb = p[tok_at:tok_at + C], p[pos_at:pos_at + C]      # (C,) wte[token_id], wpe[t]
-    for i in range(C):
-        emb[t, i] = tok_emb[i] + pos_emb[i]
-    s_emb[t] = rmsnorm(xs[0, t], emb[t], eps)   # not redundant: the residual stream carries this normalized x
+    for r in range(lo, hi):
+        tok_at, pos_at = offsets[0] + ints[TOK, r] * C, offsets[1] + ints[POS, r] * C
+        tok_emb, pos_emb = p[tok_at:tok_at + C], p[pos_at:pos_at + C]  # (C,) wte[token], wpe[position]
+        for i in range(C):
+            emb[r, i] = tok_emb[i] + pos_emb[i]
+        s_emb[r] = rmsnorm(xs[0, r], emb[r], eps)   # not redundant: the residual stream carries this normalized x
     for l in range(L):
         w = 3 + 6 * l
         # Attention: each head mixes the values of all positions so far, weighted by q.k
-        s1[l, t] = rmsnorm(xn1[l, t], xs[l, t], eps)
-        linear(q[l, t], p, offsets[w], xn1[l, t])
-        linear(k[l, t], p, offsets[w + 1], xn1[l, t])
-        linear(v[l, t], p, offsets[w + 2], xn1[l, t])
-        for h in range(H):
-            hs = h * D
-            a = att[l, h, t, :t + 1]                   # (t + 1,) this query over every key so far
-            q_h, y_h = q[l, t, hs:hs + D], y[l, t, hs:hs + D]                 # (D,)
-            for u in range(t + 1):
-                k_h = k[l, u, hs:hs + D]
-                score = a.dtype.type(0)
-                for j in range(D):
-                    score += q_h[j] * k_h[j]
-                a[u] = score * inv_sqrt_d
-            softmax(a)
-            y_h[:] = 0
-            for u in range(t + 1):
-                v_h = v[l, u, hs:hs + D]
-                for j in range(D):
-                    y_h[j] += a[u] * v_h[j]
-        linear(xmid[l, t], p, offsets[w + 3], y[l, t])
-        for i in range(C):
-            xmid[l, t, i] += xs[l, t, i]               # residual
-        # MLP: widen 4x, ReLU, narrow back
-        s2[l, t] = rmsnorm(xn2[l, t], xmid[l, t], eps)
-        linear(hid[l, t], p, offsets[w + 4], xn2[l, t])
-        for i in range(4 * C):
-            hid[l, t, i] = max(hid[l, t, i], hid.dtype.type(0))
-        linear(xs[l + 1, t], p, offsets[w + 5], hid[l, t])
-        for i in range(C):
-            xs[l + 1, t, i] += xmid[l, t, i]           # residual
-    linear(probs[t], p, offsets[2], xs[L, t])
-
-
-@njit(**JIT)
-def forward_doc(p, offsets, dims, hyper, bufs, seq):
-    """Every position of one sequence (BOS, chars, BOS, cut to T + 1 tokens); returns the sum of its
-    per-position losses -log softmax(logits)[target] and leaves the probabilities in probs."""
-    probs = bufs[14]
-    loss = 0.0
-    for t in range(seq.shape[0] - 1):
-        forward_position(p, offsets, dims, hyper, bufs, seq[t], t)
-        softmax(probs[t])
-        loss -= np.log(probs[t, seq[t + 1]])
-    return loss
-
-
-# ---- backward: the chain rule by hand, last position first ------------------------------------------
-@njit(**JIT)
-def backward_doc(p, g, offsets, dims, bufs, seq, inv_n):
-    """Adds d(loss)/d(param) of one sequence into g (the flat gradient), for a loss that is the mean
-    over inv_n^-1 tokens of the batch. Uses what forward_doc left in the buffers."""
-    (emb, s_emb, xs, xn1, s1, q, k, v, att, y, xmid, xn2, s2, hid, probs,
-     dx, dh, dn, dy, dq, dk, dv, dlogits, dweights) = bufs
-    V, C, L, H = dims[V_], dims[C_], dims[L_], dims[H_]
-    D = C // H
-    T = seq.shape[0] - 1
-    inv_sqrt_d = p.dtype.type(1) / np.sqrt(p.dtype.type(D))
-    dk[:, :T] = 0
-    dv[:, :T] = 0
-    for t in range(T - 1, -1, -1):
-        # loss = mean of -log softmax(logits)[target]: dlogits = (probs - onehot(target)) / n
-        for i in range(V):
-            dlogits[i] = probs[t, i] * inv_n
-        dlogits[seq[t + 1]] -= inv_n
-        dx[:] = 0
-        linear_back(dx, g, p, offsets[2], xs[L, t], dlogits)
-        for l in range(L - 1, -1, -1):
-            w = 3 + 6 * l
-            # MLP block: xs[l + 1] = fc2(relu(fc1(rmsnorm(xmid)))) + xmid; dx flows on through the residual
-            dh[:] = 0
-            linear_back(dh, g, p, offsets[w + 5], hid[l, t], dx)
-            for i in range(4 * C):
-                if hid[l, t, i] <= 0:
-                    dh[i] = 0                          # ReLU's gate
-            dn[:] = 0
-            linear_back(dn, g, p, offsets[w + 4], xn2[l, t], dh)
-            rmsnorm_back(dx, xmid[l, t], s2[l, t], dn)
-            # Attention block: xmid = wo(y) + xs[l]
-            dy[:] = 0
-            linear_back(dy, g, p, offsets[w + 3], y[l, t], dx)
-            dq[:] = 0
+        for r in range(lo, hi):
+            s1[l, r] = rmsnorm(xn1[l, r], xs[l, r], eps)
+        matmul_nt(q[l, lo:hi], xn1[l, lo:hi], matrix(p, offsets[w], C, C), False)
+        matmul_nt(k[l, lo:hi], xn1[l, lo:hi], matrix(p, offsets[w + 1], C, C), False)
+        matmul_nt(v[l, lo:hi], xn1[l, lo:hi], matrix(p, offsets[w + 2], C, C), False)
+        for r in range(lo, hi):
+            t, first = ints[POS, r], ints[DOC0, r]     # row r is position t of the document at row `first`
             for h in range(H):
                 hs = h * D
-                a = att[l, h, t, :t + 1]               # (t + 1,)
-                dy_h, dq_h, q_h = dy[hs:hs + D], dq[hs:hs + D], q[l, t, hs:hs + D]   # (D,)
+                a = att[l, h, r, :t + 1]               # (t + 1,) this query over every key so far
+                q_h, y_h = q[l, r, hs:hs + D], y[l, r, hs:hs + D]                 # (D,)
+                for u in range(t + 1):
+                    k_h = k[l, first + u, hs:hs + D]
+                    score = a.dtype.type(0)
+                    for j in range(D):
+                        score += q_h[j] * k_h[j]
+                    a[u] = score * inv_sqrt_d
+                softmax(a)
+                y_h[:] = 0
+                for u in range(t + 1):
+                    v_h = v[l, first + u, hs:hs + D]
+                    for j in range(D):
+                        y_h[j] += a[u] * v_h[j]
+        matmul_nt(xmid[l, lo:hi], y[l, lo:hi], matrix(p, offsets[w + 3], C, C), False)
+        for r in range(lo, hi):
+            for i in range(C):
+                xmid[l, r, i] += xs[l, r, i]           # residual
+        # MLP: widen 4x, ReLU, narrow back
+        for r in range(lo, hi):
+            s2[l, r] = rmsnorm(xn2[l, r], xmid[l, r], eps)
+        matmul_nt(hid[l, lo:hi], xn2[l, lo:hi], matrix(p, offsets[w + 4], 4 * C, C), False)
+        for r in range(lo, hi):
+            for i in range(4 * C):
+                hid[l, r, i] = max(hid[l, r, i], hid.dtype.type(0))
+        matmul_nt(xs[l + 1, lo:hi], hid[l, lo:hi], matrix(p, offsets[w + 5], C, 4 * C), False)
+        for r in range(lo, hi):
+            for i in range(C):
+                xs[l + 1, r, i] += xmid[l, r, i]       # residual
+    matmul_nt(probs[lo:hi], xs[L, lo:hi], matrix(p, offsets[2], V, C), False)
+
+
+# ---- backward: the chain rule by hand, a layer at a time from the last ----------------------------------
+@njit(**JIT)
+def backward_rows(p, g, offsets, dims, bufs, ints, R, inv_n):
+    """Adds d(loss)/d(param) of the tile's R rows into g (the flat gradient), for a loss that is the
+    mean over inv_n^-1 tokens of the batch. Uses what forward_rows left in the buffers (probs: softmax)."""
+    (emb, s_emb, xs, xn1, s1, q, k, v, att, y, xmid, xn2, s2, hid, probs,
+     dx, dh, dn, dy, dq, dk, dv, dweights, spare_a, spare_b) = bufs
+    V, C, L, H = dims[V_], dims[C_], dims[L_], dims[H_]
+    D = C // H
+    inv_sqrt_d = p.dtype.type(1) / np.sqrt(p.dtype.type(D))
+    dx, dh, dn, dy, dq, dk, dv = dx[:R], dh[:R], dn[:R], dy[:R], dq[:R], dk[:R], dv[:R]
+    # loss = mean of -log softmax(logits)[target]: dlogits = (probs - onehot(target)) / n, in place
+    dlogits = probs[:R]
+    for r in range(R):
+        for i in range(V):
+            dlogits[r, i] *= inv_n
+        dlogits[r, ints[TARGET, r]] -= inv_n
+    matmul_nn(dx, dlogits, matrix(p, offsets[2], V, C), False)
+    weight_grad(matrix(g, offsets[2], V, C), dlogits, xs[L, :R], spare_b, spare_a)
+    for l in range(L - 1, -1, -1):
+        w = 3 + 6 * l
+        # MLP block: xs[l + 1] = fc2(relu(fc1(rmsnorm(xmid)))) + xmid; dx flows on through the residual
+        matmul_nn(dh, dx, matrix(p, offsets[w + 5], C, 4 * C), False)
+        weight_grad(matrix(g, offsets[w + 5], C, 4 * C), dx, hid[l, :R], spare_b, spare_a)
+        for r in range(R):
+            for i in range(4 * C):
+                if hid[l, r, i] <= 0:
+                    dh[r, i] = 0                       # ReLU's gate
+        matmul_nn(dn, dh, matrix(p, offsets[w + 4], 4 * C, C), False)
+        weight_grad(matrix(g, offsets[w + 4], 4 * C, C), dh, xn2[l, :R], spare_b, spare_a)
+        for r in range(R):
+            rmsnorm_back(dx[r], xmid[l, r], s2[l, r], dn[r])
+        # Attention block: xmid = wo(y) + xs[l]
+        matmul_nn(dy, dx, matrix(p, offsets[w + 3], C, C), False)
+        weight_grad(matrix(g, offsets[w + 3], C, C), dx, y[l, :R], spare_b, spare_a)
+        dq[:] = 0
+        dk[:] = 0
+        dv[:] = 0
+        for r in range(R):
+            t, first = ints[POS, r], ints[DOC0, r]
+            for h in range(H):
+                hs = h * D
+                a = att[l, h, r, :t + 1]               # (t + 1,)
+                dy_h, dq_h, q_h = dy[r, hs:hs + D], dq[r, hs:hs + D], q[l, r, hs:hs + D]   # (D,)
                 dot = dy.dtype.type(0)
                 for u in range(t + 1):                 # y_h = sum_u a[u] v_h[u]
-                    v_h, dv_h = v[l, u, hs:hs + D], dv[l, u, hs:hs + D]
+                    v_h, dv_h = v[l, first + u, hs:hs + D], dv[first + u, hs:hs + D]
                     dw = dy.dtype.type(0)
                     for j in range(D):
                         dw += dy_h[j] * v_h[j]
@@ -296,24 +356,27 @@ def backward_doc(p, g, offsets, dims, bufs, seq, inv_n):
                     dot += a[u] * dw
                 for u in range(t + 1):                 # softmax: dscore_u = a_u (dw_u - a . dw); score = q.k / sqrt(D)
                     ds = a[u] * (dweights[u] - dot) * inv_sqrt_d
-                    k_h, dk_h = k[l, u, hs:hs + D], dk[l, u, hs:hs + D]
+                    k_h, dk_h = k[l, first + u, hs:hs + D], dk[first + u, hs:hs + D]
                     for j in range(D):
                         dq_h[j] += ds * k_h[j]
                         dk_h[j] += ds * q_h[j]
-            # every later position has already added its share to this position's key and value
-            dn[:] = 0
-            linear_back(dn, g, p, offsets[w], xn1[l, t], dq)
-            linear_back(dn, g, p, offsets[w + 1], xn1[l, t], dk[l, t])
-            linear_back(dn, g, p, offsets[w + 2], xn1[l, t], dv[l, t])
-            rmsnorm_back(dx, xs[l, t], s1[l, t], dn)
-        # xs[0] = rmsnorm(wte[token] + wpe[t]): the same gradient goes to the token's row and the position's
-        dn[:] = 0
-        rmsnorm_back(dn, emb[t], s_emb[t], dx)
-        tok_at, pos_at = offsets[0] + seq[t] * C, offsets[1] + t * C
+        matmul_nn(dn, dq, matrix(p, offsets[w], C, C), False)
+        matmul_nn(dn, dk, matrix(p, offsets[w + 1], C, C), True)
+        matmul_nn(dn, dv, matrix(p, offsets[w + 2], C, C), True)
+        weight_grad(matrix(g, offsets[w], C, C), dq, xn1[l, :R], spare_b, spare_a)
+        weight_grad(matrix(g, offsets[w + 1], C, C), dk, xn1[l, :R], spare_b, spare_a)
+        weight_grad(matrix(g, offsets[w + 2], C, C), dv, xn1[l, :R], spare_b, spare_a)
+        for r in range(R):
+            rmsnorm_back(dx[r], xs[l, r], s1[l, r], dn[r])
+    # xs[0] = rmsnorm(wte[token] + wpe[t]): the same gradient goes to the token's row and the position's
+    for r in range(R):
+        dn[r, :] = 0
+        rmsnorm_back(dn[r], emb[r], s_emb[r], dx[r])
+        tok_at, pos_at = offsets[0] + ints[TOK, r] * C, offsets[1] + ints[POS, r] * C
         dtok_emb, dpos_emb = g[tok_at:tok_at + C], g[pos_at:pos_at + C]
         for i in range(C):
-            dtok_emb[i] += dn[i]
-            dpos_emb[i] += dn[i]
+            dtok_emb[i] += dn[r, i]
+            dpos_emb[i] += dn[r, i]
 
 
 # ---- a batch: chunks of documents, then the gradient's sum and Adam ---------------------------------
@@ -337,19 +400,44 @@ def chunk_docs(B, chunk, chunks):
 
 
 @njit(**JIT)
-def chunk_work(p, g, ws, offsets, dims, hyper, tokens, starts, doc_loss, mode, inv_n, chunk, chunks):
-    """Chunk `chunk` of `chunks`: its documents' forward with parameters p, and (mode GRADS or TRAIN)
-    their backward into the gradient g; ws is the chunk's work space."""
+def fill_tile(ints, tokens, starts, b, hi, R):
+    """Documents b, b + 1, ... (before hi) into the tile's rows, as many whole ones as fit in R rows;
+    returns (rows used, the first document not taken)."""
+    rows = 0
+    while b < hi and rows + starts[b + 1] - starts[b] - 1 <= R:
+        seq = tokens[starts[b]:starts[b + 1]]                 # BOS, chars, BOS: it predicts len - 1 tokens
+        for t in range(seq.shape[0] - 1):
+            ints[TOK, rows + t], ints[TARGET, rows + t] = seq[t], seq[t + 1]
+            ints[POS, rows + t], ints[DOC0, rows + t] = t, rows
+        rows += seq.shape[0] - 1
+        b += 1
+    return rows, b
+
+
+@njit(**JIT)
+def chunk_work(p, g, ws, ints, offsets, dims, hyper, tokens, starts, doc_loss, mode, inv_n, chunk, chunks):
+    """Chunk `chunk` of `chunks`: its documents' forward with parameters p, a tile of them at a time,
+    and (mode GRADS or TRAIN) their backward into the gradient g; ws and ints are the chunk's work space."""
     B = starts.shape[0] - 1
     if mode != EVAL:
         g[:] = 0
     bufs = carve(ws, dims)
-    lo, hi = chunk_docs(B, chunk, chunks)
-    for b in range(lo, hi):
-        seq = tokens[starts[b]:starts[b + 1]]
-        doc_loss[b] = forward_doc(p, offsets, dims, hyper, bufs, seq)
+    probs = bufs[14]
+    b, hi = chunk_docs(B, chunk, chunks)
+    while b < hi:
+        first = b
+        rows, b = fill_tile(ints, tokens, starts, b, hi, dims[R_])
+        forward_rows(p, offsets, dims, hyper, bufs, ints, 0, rows)
+        r = 0
+        for d in range(first, b):              # each document's loss: the sum over its positions
+            loss = 0.0
+            for t in range(starts[d + 1] - starts[d] - 1):
+                softmax(probs[r])
+                loss -= np.log(probs[r, ints[TARGET, r]])
+                r += 1
+            doc_loss[d] = loss
         if mode != EVAL:
-            backward_doc(p, g, offsets, dims, bufs, seq, inv_n)
+            backward_rows(p, g, offsets, dims, bufs, ints, rows, inv_n)
 
 
 @njit(**JIT)
@@ -388,7 +476,7 @@ def mean_loss(doc_loss, inv_n):
 
 
 @njit(**JIT)
-def step_serial(state, offsets, dims, hyper, tokens, starts, ws, mode, chunks):
+def step_serial(state, offsets, dims, hyper, tokens, starts, ws, ints, mode, chunks):
     """One call for a whole batch: forward, and for GRADS the gradient in state[3], and for TRAIN
     Adam too. Returns the mean loss over the batch's predicted tokens, or -1 for a malformed batch."""
     if not check_batch(tokens, starts, dims):
@@ -397,7 +485,7 @@ def step_serial(state, offsets, dims, hyper, tokens, starts, ws, mode, chunks):
     inv_n = 1.0 / (tokens.shape[0] - B)
     doc_loss = np.empty(B)
     for c in range(chunks):
-        chunk_work(state[0], state[3 + c], ws[c], offsets, dims, hyper, tokens, starts, doc_loss, mode,
+        chunk_work(state[0], state[3 + c], ws[c], ints[c], offsets, dims, hyper, tokens, starts, doc_loss, mode,
                    hyper.dtype.type(inv_n), c, chunks)
     if mode != EVAL:
         finish(state, hyper, mode, chunks, 0, state.shape[1])
@@ -405,7 +493,7 @@ def step_serial(state, offsets, dims, hyper, tokens, starts, ws, mode, chunks):
 
 
 @njit(parallel=True, **JIT)
-def step_parallel(state, offsets, dims, hyper, tokens, starts, ws, mode, chunks):
+def step_parallel(state, offsets, dims, hyper, tokens, starts, ws, ints, mode, chunks):
     """step_serial with the chunks, and then slices of the parameters, on Numba's threads."""
     if not check_batch(tokens, starts, dims):
         return -1.0
@@ -416,9 +504,9 @@ def step_parallel(state, offsets, dims, hyper, tokens, starts, ws, mode, chunks)
         # Each thread works on arrays of its own: every view of an array (and these loops make millions)
         # counts references on its parent, atomically, so threads viewing one shared array would fight
         # over that counter's cache line. Copies cost O(P) a chunk; the chunk's documents cost far more.
-        p, g, w = state[0].copy(), np.empty_like(state[0]), ws[c].copy()
+        p, g, w, i = state[0].copy(), np.empty_like(state[0]), ws[c].copy(), ints[c].copy()
         losses = np.zeros(B)
-        chunk_work(p, g, w, offsets.copy(), dims.copy(), hyper.copy(), tokens.copy(), starts.copy(), losses, mode,
+        chunk_work(p, g, w, i, offsets.copy(), dims.copy(), hyper.copy(), tokens.copy(), starts.copy(), losses, mode,
                    hyper.dtype.type(inv_n), c, chunks)
         state[3 + c, :] = g
         lo, hi = chunk_docs(B, c, chunks)
@@ -431,9 +519,10 @@ def step_parallel(state, offsets, dims, hyper, tokens, starts, ws, mode, chunks)
 
 
 @njit(**JIT)
-def position_logits(p, offsets, dims, hyper, ws, token_id, t):
-    """Sampling: the logits (V,) at position t, with positions 0..t-1 already in the work space ws
-    (one chunk's row, the KV cache of one sample)."""
+def position_logits(p, offsets, dims, hyper, ws, ints, token_id, t):
+    """Sampling: the logits (V,) at position t of one sequence, whose positions 0..t-1 are already in
+    the work space (ws, ints: one chunk's, the KV cache of one sample): row t of a one-document tile."""
+    ints[TOK, t], ints[POS, t], ints[DOC0, t] = token_id, t, 0
     bufs = carve(ws, dims)
-    forward_position(p, offsets, dims, hyper, bufs, token_id, t)
+    forward_rows(p, offsets, dims, hyper, bufs, ints, t, t + 1)
     return bufs[14][t].copy()
