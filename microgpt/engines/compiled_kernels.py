@@ -195,12 +195,16 @@ def work_size(dims):
     V, C, T, L, H, R = dims[V_], dims[C_], dims[T_], dims[L_], dims[H_], dims[R_]
     forward = R * C + R + (L + 1) * R * C + L * R * (11 * C + 2) + L * H * R * T + R * V
     backward = 10 * R * C + T + 2 * R * max(V, 4 * C)
-    return forward + backward
+    return forward + backward + 25 * ALIGN    # each of carve's 25 buffers rounded up to ALIGN
+
+
+ALIGN = 8   # buffers start on a multiple of 8 floats: vector loads that do not straddle cache lines
 
 
 @njit(**JIT)
 def take(ws, at, n):
-    return ws[at:at + n], at + n
+    """The next n floats of ws from `at`, and where the buffer after them starts."""
+    return ws[at:at + n], at + (n + ALIGN - 1) // ALIGN * ALIGN
 
 
 @njit(**JIT)
@@ -339,27 +343,27 @@ def backward_rows(p, g, offsets, dims, bufs, ints, R, inv_n):
         dq[:] = 0
         dk[:] = 0
         dv[:] = 0
+        # (indexed in place: a view per key and value, in this innermost loop, would cost more than its sums)
+        k_l, v_l, q_l = k[l], v[l], q[l]
         for r in range(R):
             t, first = ints[POS, r], ints[DOC0, r]
+            dy_r, dq_r, q_r = dy[r], dq[r], q_l[r]        # (C,) head h is [h D, h D + D)
             for h in range(H):
                 hs = h * D
-                a = att[l, h, r, :t + 1]               # (t + 1,)
-                dy_h, dq_h, q_h = dy[r, hs:hs + D], dq[r, hs:hs + D], q[l, r, hs:hs + D]   # (D,)
+                a = att[l, h, r]                       # (T,) of which :t + 1 are row r's weights
                 dot = dy.dtype.type(0)
                 for u in range(t + 1):                 # y_h = sum_u a[u] v_h[u]
-                    v_h, dv_h = v[l, first + u, hs:hs + D], dv[first + u, hs:hs + D]
-                    dw = dy.dtype.type(0)
-                    for j in range(D):
-                        dw += dy_h[j] * v_h[j]
-                        dv_h[j] += a[u] * dy_h[j]
+                    au, dw = a[u], dy.dtype.type(0)
+                    for j in range(hs, hs + D):
+                        dw += dy_r[j] * v_l[first + u, j]
+                        dv[first + u, j] += au * dy_r[j]
                     dweights[u] = dw
-                    dot += a[u] * dw
+                    dot += au * dw
                 for u in range(t + 1):                 # softmax: dscore_u = a_u (dw_u - a . dw); score = q.k / sqrt(D)
                     ds = a[u] * (dweights[u] - dot) * inv_sqrt_d
-                    k_h, dk_h = k[l, first + u, hs:hs + D], dk[first + u, hs:hs + D]
-                    for j in range(D):
-                        dq_h[j] += ds * k_h[j]
-                        dk_h[j] += ds * q_h[j]
+                    for j in range(hs, hs + D):
+                        dq_r[j] += ds * k_l[first + u, j]
+                        dk[first + u, j] += ds * q_r[j]
         matmul_nn(dn, dq, matrix(p, offsets[w], C, C), False)
         matmul_nn(dn, dk, matrix(p, offsets[w + 1], C, C), True)
         matmul_nn(dn, dv, matrix(p, offsets[w + 2], C, C), True)
