@@ -17,8 +17,15 @@ of chunks, each with its own gradient buffer; the buffers are added in chunk ord
 neither on thread timing nor on the number of threads.
 """
 
+import llvmlite.binding
 import numpy as np
 from numba import njit, prange
+
+# LLVM vectorizes a loop 8 floats wide and then, by default, runs four such vectors per iteration; a
+# loop shorter than 32 (a row of width 16, a head's 4) then never enters that body and runs one float
+# at a time. One vector per iteration: a step 10% faster. (An LLVM option: it holds for every loop Numba
+# compiles in this process from here on.)
+llvmlite.binding.set_option("", "-force-vector-interleave=1")
 
 # Let the compiler reorder and fuse floating-point sums (so that they vectorize); keep NaN and inf
 # semantics (softmax's max and exp rely on them). error_model="numpy": a division by zero gives inf
