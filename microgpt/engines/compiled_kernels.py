@@ -175,15 +175,36 @@ def rmsnorm_back(dx, x, scale, dy):
         dx[i] += scale * dy[i] - k * x[i]
 
 
+INV_LN2, LN2_HI, LN2_LO = 1.4426950408889634, 0.693145751953125, 1.4286068203094172e-06   # ln 2 = HI + LO
+
+
 @njit(inline="always", **JIT)
-def softmax(p):
-    """In place over p (n,); the max is subtracted so that exp() cannot overflow."""
+def exp_nonpositive(x):
+    """exp(x) for x <= 0, in float64, to within a few units in the last place. libm's exp is a call per
+    element, which keeps softmax's loop scalar; this is arithmetic only, so the loop vectorizes.
+    exp(x) = 2^-k exp(r), k = round(-x / ln 2), r = x + k ln 2 in [-ln(2) / 2, ln(2) / 2]: a 13-term
+    Taylor series for exp(r), and 2^-k = 2^-(k // 2) 2^-(k - k // 2), each built from its exponent bits
+    (both normal numbers, so that their product underflows to subnormals and 0 as exp does)."""
+    x = max(np.float64(x), -1416.0)            # exp(-746) is already 0 in float64
+    k = np.int64(-x * INV_LN2 + 0.5)
+    r = (x + k * LN2_HI) + k * LN2_LO
+    e = 1.0
+    for n in range(13, 0, -1):                 # 1 + r (1 + r/2 (1 + r/3 (...)))
+        e = 1.0 + e * r * (1.0 / n)
+    half = k >> 1
+    return e * np.int64((1023 - half) << 52).view(np.float64) * np.int64((1023 - k + half) << 52).view(np.float64)
+
+
+@njit(inline="always", **JIT)
+def softmax(p, vectorized_exp=False):
+    """In place over p (n,); the max is subtracted so that exp() cannot overflow. vectorized_exp: with
+    exp_nonpositive, for a long p (the vocabulary's); libm's exp is the quicker on attention's short rows."""
     top = p[0]
     for i in range(1, p.shape[0]):
         top = max(top, p[i])
     total = p.dtype.type(0)
     for i in range(p.shape[0]):
-        p[i] = np.exp(p[i] - top)
+        p[i] = exp_nonpositive(p[i] - top) if vectorized_exp else np.exp(p[i] - top)
         total += p[i]
     for i in range(p.shape[0]):
         p[i] /= total
@@ -443,7 +464,7 @@ def chunk_work(p, g, ws, ints, offsets, dims, hyper, tokens, starts, doc_loss, m
         for d in range(first, b):              # each document's loss: the sum over its positions
             loss = 0.0
             for t in range(starts[d + 1] - starts[d] - 1):
-                softmax(probs[r])
+                softmax(probs[r], True)
                 loss -= np.log(probs[r, ints[TARGET, r]])
                 r += 1
             doc_loss[d] = loss
@@ -515,17 +536,19 @@ def step_parallel(state, offsets, dims, hyper, tokens, starts, ws, ints, mode, c
         # Each thread works on arrays of its own: every view of an array (and these loops make millions)
         # counts references on its parent, atomically, so threads viewing one shared array would fight
         # over that counter's cache line. Copies cost O(P) a chunk; the chunk's documents cost far more.
+        # doc_loss is shared: each chunk writes only its own documents' entries. (np.zeros here would be
+        # shared too: Numba hoists that allocation out of the loop, one array for every thread.)
         p, g, w, i = state[0].copy(), np.empty_like(state[0]), ws[c].copy(), ints[c].copy()
-        losses = np.zeros(B)
-        chunk_work(p, g, w, i, offsets.copy(), dims.copy(), hyper.copy(), tokens.copy(), starts.copy(), losses, mode,
+        chunk_work(p, g, w, i, offsets.copy(), dims.copy(), hyper.copy(), tokens.copy(), starts.copy(), doc_loss, mode,
                    hyper.dtype.type(inv_n), c, chunks)
         state[3 + c, :] = g
-        lo, hi = chunk_docs(B, c, chunks)
-        doc_loss[lo:hi] = losses[lo:hi]
     if mode != EVAL:
         P = state.shape[1]
+        line = 64 // state.itemsize   # slices of whole cache lines: every element then goes through the same
+        lines = P // line             # vector code as in step_serial (P is a whole number of lines), bit for bit
         for s in prange(chunks):
-            finish(state, hyper, mode, chunks, s * P // chunks, (s + 1) * P // chunks)
+            hi = P if s == chunks - 1 else (s + 1) * lines // chunks * line
+            finish(state, hyper, mode, chunks, s * lines // chunks * line, hi)
     return mean_loss(doc_loss, inv_n)
 
 
