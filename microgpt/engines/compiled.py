@@ -11,6 +11,8 @@ for a batch (forward, backward, Adam) is one compiled call, with no Python in be
 Memory. Parameters, Adam's moments and the gradients are rows of one flat (3 + chunks, P) buffer in
 params.py's order: row 0 the parameters, 1 and 2 Adam's m and v, 3 onwards one gradient per chunk of
 documents (row 3 ends up holding the batch's gradient). `views(row)` gives each parameter by name.
+Each row starts on a 64-byte line and P is padded to whole lines (the padding stays 0 throughout).
+Each chunk has a work space for one tile of documents (TILE_ROWS positions at most).
 
 Threads. A batch is cut into min(batch, CHUNKS) chunks of consecutive documents; the chunks run on
 Numba's threads (NUMBA_NUM_THREADS, default: every core) and their gradients are added in chunk order,

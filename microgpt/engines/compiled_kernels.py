@@ -2,14 +2,16 @@
 
     microgpt train --engine compiled      (engines/compiled.py drives these; pip install -e '.[compiled]')
 
-The loops have atomic.py's shape: positions, then layers, then heads, then rows. Nothing here is a
-library call: every sum is a loop that Numba (LLVM) compiles to vector instructions, so a training
-step costs its arithmetic, not the ~1 µs per call a NumPy step pays ~95 times.
+The loops have atomic.py's shape: layers, then heads, then rows, over the positions of a tile of
+whole documents at once (R rows, each one position of one document), so that every weight matrix is
+read once a tile and a layer is a few small matrix products; attention runs over each row's own
+document. Nothing here is a library call: every sum is a loop that Numba (LLVM) compiles to vector
+instructions, so a training step costs its arithmetic, not the ~1 µs per call a NumPy step pays ~95 times.
 
-Shapes: V = vocab_size, C = n_embd, H heads of D = C / H, L layers, T = block_size, P parameters.
-Every array is in the engine's dtype (float64 or float32); constants come in through `hyper` (same
-dtype) so that float32 arithmetic stays float32. Sums are reordered by the compiler (fastmath
-'reassoc', to vectorize them), so results equal atomic.py's to round-off, not bit for bit.
+Shapes: V = vocab_size, C = n_embd, H heads of D = C / H, L layers, T = block_size, R rows a tile,
+P parameters. Every array is in the engine's dtype (float64 or float32); constants come in through
+`hyper` (same dtype) so that float32 arithmetic stays float32. Sums are reordered by the compiler
+(fastmath 'reassoc', to vectorize them), so results equal atomic.py's to round-off, not bit for bit.
 
 One training step for a batch is one call of `step_serial` or `step_parallel` (the same loops; the
 second runs its chunks of documents on several threads). The documents are split into a fixed number
