@@ -4,18 +4,10 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
 import xdist_plan
-
-# Each xdist worker (and the processes its tests start) keeps its own Numba cache. Two workers that
-# compile the compiled engine's kernels at once into one cold cache left a worker running a kernel
-# that did not match the rest: serial and parallel steps then differed in the last bits.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    _cache = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "microgpt-numba-cache")
-    os.environ["NUMBA_CACHE_DIR"] = os.path.join(_cache, os.environ["PYTEST_XDIST_WORKER"])
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO), "shared")

@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-pytest.importorskip("numba", reason="the compiled engine needs numba: pip install -e '.[compiled]'")
+numba = pytest.importorskip("numba", reason="the compiled engine needs numba: pip install -e '.[compiled]'")
 np = pytest.importorskip("numpy")
 
 from microgpt import cli, engines  # noqa: E402
@@ -121,20 +121,52 @@ def test_logits_with_kv_cache_equal_scalar():
 
 
 # ---- threads: the same numbers, whoever computes them ----------------------------------------------
-def test_parallel_step_equals_serial_step_exactly():
-    """The chunks' gradients are added in chunk order, so threads change nothing, not even round-off."""
+def test_thread_count_changes_nothing_not_even_round_off():
+    """A batch of several documents goes through step_parallel whatever the thread count, and its chunks'
+    gradients are added in chunk order: one thread and two give the same bits. step_serial (one
+    document, one chunk) is the same loops, compiled on their own: equal to round-off."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two Numba threads (NUMBA_NUM_THREADS >= 2) to compare one with two")
     seqs, vocab = names_batch(16, 40, seed=6)
     cfg = ModelConfig(vocab_size=vocab, n_layer=2)
-    a, b = engines_for(cfg, ["compiled", "compiled"], seed=2)
+    one, two, serial = engines_for(cfg, ["compiled"] * 3, seed=2)
     tokens = np.array([t for s in seqs for t in s], np.int64)
     starts = np.cumsum([0] + [len(s) for s in seqs]).astype(np.int64)
-    for step in range(3):
-        a.hyper[[kernels.LR, kernels.C1, kernels.C2]] = 0.01, 1 - 0.85 ** (step + 1), 1 - 0.99 ** (step + 1)
-        b.hyper[:] = a.hyper
-        la = kernels.step_serial(a.flat, a.offsets, a.dims, a.hyper, tokens, starts, a.work, a.ints, kernels.TRAIN, 8)
-        lb = kernels.step_parallel(b.flat, b.offsets, b.dims, b.hyper, tokens, starts, b.work, b.ints, kernels.TRAIN, 8)
-        assert la == lb
-        assert np.array_equal(a.flat[:3], b.flat[:3])   # parameters and Adam's moments, bit for bit
+    before = numba.get_num_threads()
+    try:
+        for step in range(3):
+            one.hyper[[kernels.LR, kernels.C1, kernels.C2]] = 0.01, 1 - 0.85 ** (step + 1), 1 - 0.99 ** (step + 1)
+            two.hyper[:] = serial.hyper[:] = one.hyper
+            losses = []
+            for engine, threads in ((one, 1), (two, 2)):
+                numba.set_num_threads(threads)
+                losses.append(kernels.step_parallel(engine.flat, engine.offsets, engine.dims, engine.hyper, tokens,
+                                                    starts, engine.work, engine.ints, kernels.TRAIN, 8))
+            loss = kernels.step_serial(serial.flat, serial.offsets, serial.dims, serial.hyper, tokens, starts,
+                                       serial.work, serial.ints, kernels.TRAIN, 8)
+            assert losses[0] == losses[1]
+            assert np.array_equal(one.flat[:3], two.flat[:3])   # parameters and Adam's moments, bit for bit
+            assert abs(loss - losses[0]) <= 1e-12
+            assert np.abs(serial.flat[:3] - one.flat[:3]).max() <= 1e-12
+    finally:
+        numba.set_num_threads(before)
+
+
+def test_a_batch_takes_the_parallel_step_with_one_thread_too(monkeypatch):
+    """So that a run's numbers do not depend on NUMBA_NUM_THREADS."""
+    seqs, vocab = names_batch(16, 4, seed=6)
+    (engine,) = engines_for(ModelConfig(vocab_size=vocab), ["compiled"])
+    called = []
+    monkeypatch.setattr(kernels, "step_serial", lambda *a: called.append("serial") or 1.0)
+    monkeypatch.setattr(kernels, "step_parallel", lambda *a: called.append("parallel") or 1.0)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        engine.eval_loss(seqs)
+        engine.eval_loss(seqs[:1])
+    finally:
+        numba.set_num_threads(before)
+    assert called == ["parallel", "serial"]
 
 
 # ---- checkpoints move between engines --------------------------------------------------------------

@@ -16,7 +16,9 @@ Each chunk has a work space for one tile of documents (TILE_ROWS positions at mo
 
 Threads. A batch is cut into min(batch, CHUNKS) chunks of consecutive documents; the chunks run on
 Numba's threads (NUMBA_NUM_THREADS, default: every core) and their gradients are added in chunk order,
-so the numbers depend neither on thread timing nor on the thread count.
+so the numbers depend neither on thread timing nor on the thread count (a batch of several documents
+takes step_parallel even on one thread: step_serial, for one document, is the same loops compiled
+apart, and the compiler may round those differently).
 
 The first call compiles the kernels (about a minute), and Numba caches the machine code on disk
 (__pycache__ beside the kernels), so later processes start in a second or two.
@@ -28,7 +30,6 @@ from microgpt.engines import numpy as numpy_engine
 DTYPES = numpy_engine.DTYPES
 
 import numpy as np  # noqa: E402
-import numba  # noqa: E402
 
 from microgpt.engines import base, compiled_kernels as k  # noqa: E402
 from microgpt.errors import UsageError  # noqa: E402
@@ -89,7 +90,9 @@ class Engine(base.Engine):
             tokens = np.fromiter((t for s in seqs for t in s), np.int64)
             starts = np.cumsum([0] + [len(s) for s in seqs], dtype=np.int64)
         chunks = min(len(seqs), CHUNKS)
-        step = k.step_parallel if chunks > 1 and numba.get_num_threads() > 1 else k.step_serial
+        # several documents: step_parallel even on one thread, so that the numbers, bit for bit, do not
+        # depend on the thread count (step_serial is the same loops compiled apart: equal to round-off)
+        step = k.step_parallel if chunks > 1 else k.step_serial
         loss = step(self.flat, self.offsets, self.dims, self.hyper, tokens, starts, self.work, self.ints, mode, chunks)
         if loss < 0:
             raise UsageError(f"every sequence needs 2 to {self.cfg.block_size + 1} tokens, each below the vocab "

@@ -14,9 +14,10 @@ P parameters. Every array is in the engine's dtype (float64 or float32); constan
 (fastmath 'reassoc', to vectorize them), so results equal atomic.py's to round-off, not bit for bit.
 
 One training step for a batch is one call of `step_serial` or `step_parallel` (the same loops; the
-second runs its chunks of documents on several threads). The documents are split into a fixed number
-of chunks, each with its own gradient buffer; the buffers are added in chunk order, so a result depends
-neither on thread timing nor on the number of threads.
+second runs its chunks of documents on Numba's threads). The documents are split into a fixed number
+of chunks, each with its own gradient buffer; the buffers are added in chunk order, so step_parallel's
+result depends neither on thread timing nor on the number of threads, bit for bit. The two functions
+are compiled apart, and with reordered sums the compiler may round them differently: equal to round-off.
 """
 
 import llvmlite.binding
@@ -225,7 +226,7 @@ def work_size(dims):
     V, C, T, L, H, R = dims[V_], dims[C_], dims[T_], dims[L_], dims[H_], dims[R_]
     forward = R * C + R + (L + 1) * R * C + L * R * (11 * C + 2) + L * H * R * T + R * V
     backward = 10 * R * C + T + 2 * R * max(V, 4 * C)
-    return forward + backward + 25 * ALIGN    # each of carve's 25 buffers rounded up to ALIGN
+    return forward + backward + 8 * ALIGN    # each of carve's 8 pieces rounded up to ALIGN
 
 
 ALIGN = 8   # buffers start on a multiple of 8 floats: vector loads that do not straddle cache lines
@@ -239,40 +240,36 @@ def take(ws, at, n):
 
 @njit(**JIT)
 def carve(ws, dims):
-    """One chunk's work space (a flat row) cut into the buffers a tile's forward and backward use."""
+    """One chunk's work space (a flat row) cut into the buffers a tile's forward and backward use.
+    The buffers of one row shape are slices of one block, reshaped once (a reshape is a call to
+    Numba's runtime; slicing a block's first axis is not)."""
     V, C, T, L, H, R = dims[V_], dims[C_], dims[T_], dims[L_], dims[H_], dims[R_]
     at = 0
-    emb, at = take(ws, at, R * C)              # (R, C) wte[tok] + wpe[pos]
-    s_emb, at = take(ws, at, R)                # (R,) its rmsnorm scale
-    xs, at = take(ws, at, (L + 1) * R * C)     # (L + 1, R, C) the residual stream entering each layer; xs[L]: the last
-    xn1, at = take(ws, at, L * R * C)          # (L, R, C) rmsnorm(xs[l]), attention's input
-    s1, at = take(ws, at, L * R)
-    q, at = take(ws, at, L * R * C)            # (L, R, C) queries
-    k, at = take(ws, at, L * R * C)            # (L, R, C) keys: the KV cache
-    v, at = take(ws, at, L * R * C)            # (L, R, C) values
-    att, at = take(ws, at, L * H * R * T)      # (L, H, R, T) attention weights of row r over its positions u <= t
-    y, at = take(ws, at, L * R * C)            # (L, R, C) the heads' outputs side by side
-    xmid, at = take(ws, at, L * R * C)         # (L, R, C) the residual stream after attention
-    xn2, at = take(ws, at, L * R * C)          # (L, R, C) rmsnorm(xmid), the MLP's input
-    s2, at = take(ws, at, L * R)
-    hid, at = take(ws, at, L * R * 4 * C)      # (L, R, 4C) relu(fc1 xn2)
-    probs, at = take(ws, at, R * V)            # (R, V) logits, then softmax(logits), then dlogits
-    dx, at = take(ws, at, R * C)               # backward: the residual stream's gradient
-    dh, at = take(ws, at, R * 4 * C)
-    dn, at = take(ws, at, R * C)
-    dy, at = take(ws, at, R * C)
-    dq, at = take(ws, at, R * C)
-    dk, at = take(ws, at, R * C)               # gradients of the cached keys and values, filled by
-    dv, at = take(ws, at, R * C)               #   every later position that read them
+    block_c, at = take(ws, at, (8 * L + 8) * R * C)
+    block_4c, at = take(ws, at, (L + 1) * R * 4 * C)
+    block_s, at = take(ws, at, (2 * L + 1) * R)
+    att, at = take(ws, at, L * H * R * T)
+    probs, at = take(ws, at, R * V)
     dweights, at = take(ws, at, T)
     spare_a, at = take(ws, at, R * max(V, 4 * C))   # room for a transposed (n, R) operand
     spare_b, at = take(ws, at, R * max(V, 4 * C))
-    return (emb.reshape((R, C)), s_emb, xs.reshape((L + 1, R, C)), xn1.reshape((L, R, C)), s1.reshape((L, R)),
-            q.reshape((L, R, C)), k.reshape((L, R, C)), v.reshape((L, R, C)), att.reshape((L, H, R, T)),
-            y.reshape((L, R, C)), xmid.reshape((L, R, C)), xn2.reshape((L, R, C)), s2.reshape((L, R)),
-            hid.reshape((L, R, 4 * C)), probs.reshape((R, V)),
-            dx.reshape((R, C)), dh.reshape((R, 4 * C)), dn.reshape((R, C)), dy.reshape((R, C)),
-            dq.reshape((R, C)), dk.reshape((R, C)), dv.reshape((R, C)), dweights, spare_a, spare_b)
+    c = block_c.reshape((8 * L + 8, R, C))
+    emb = c[0]                                 # (R, C) wte[tok] + wpe[pos]
+    xs = c[1:L + 2]                            # (L + 1, R, C) the residual stream entering each layer; xs[L]: the last
+    xn1 = c[L + 2:2 * L + 2]                   # (L, R, C) rmsnorm(xs[l]), attention's input
+    q = c[2 * L + 2:3 * L + 2]                 # (L, R, C) queries
+    k = c[3 * L + 2:4 * L + 2]                 # (L, R, C) keys: the KV cache
+    v = c[4 * L + 2:5 * L + 2]                 # (L, R, C) values
+    y = c[5 * L + 2:6 * L + 2]                 # (L, R, C) the heads' outputs side by side
+    xmid = c[6 * L + 2:7 * L + 2]              # (L, R, C) the residual stream after attention
+    xn2 = c[7 * L + 2:8 * L + 2]               # (L, R, C) rmsnorm(xmid), the MLP's input
+    dx, dn, dy, dq = c[8 * L + 2], c[8 * L + 3], c[8 * L + 4], c[8 * L + 5]   # backward: (R, C) each;
+    dk, dv = c[8 * L + 6], c[8 * L + 7]        # dx the residual stream's gradient; dk, dv the cached keys' and
+    #                                            values', filled by every later position that read them
+    wide = block_4c.reshape((L + 1, R, 4 * C))  # (L, R, 4C) hid = relu(fc1 xn2) in [:L]; then dh (R, 4C)
+    s = block_s.reshape((2 * L + 1, R))        # rmsnorm scales: (R,) of the embedding, (L, R) of xs, (L, R) of xmid
+    return (emb, s[0], xs, xn1, s[1:L + 1], q, k, v, att.reshape((L, H, R, T)), y, xmid, xn2, s[L + 1:],
+            wide[:L], probs.reshape((R, V)), dx, wide[L], dn, dy, dq, dk, dv, dweights, spare_a, spare_b)
 
 
 # ---- forward: atomic.py's gpt(), a layer at a time over rows lo..hi of a tile ---------------------------
