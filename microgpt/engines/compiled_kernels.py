@@ -534,10 +534,11 @@ def step_parallel(state, offsets, dims, hyper, tokens, starts, ws, ints, mode, c
     for c in prange(chunks):
         # Each thread works on arrays of its own: every view of an array (and these loops make millions)
         # counts references on its parent, atomically, so threads viewing one shared array would fight
-        # over that counter's cache line. Copies cost O(P) a chunk; the chunk's documents cost far more.
+        # over that counter's cache line. A copy of the parameters costs O(P) a chunk; its documents far more.
         # doc_loss is shared: each chunk writes only its own documents' entries. (np.zeros here would be
         # shared too: Numba hoists that allocation out of the loop, one array for every thread.)
-        p, g, w, i = state[0].copy(), np.empty_like(state[0]), ws[c].copy(), ints[c].copy()
+        # (The work space is scratch: every buffer is written before it is read, so it is not copied.)
+        p, g, w, i = state[0].copy(), np.empty_like(state[0]), np.empty_like(ws[c]), np.empty_like(ints[c])
         chunk_work(p, g, w, i, offsets.copy(), dims.copy(), hyper.copy(), tokens.copy(), starts.copy(), doc_loss, mode,
                    hyper.dtype.type(inv_n), c, chunks)
         state[3 + c, :] = g
