@@ -132,6 +132,8 @@ def test_thread_count_changes_nothing_not_even_round_off():
     one, two, serial = engines_for(cfg, ["compiled"] * 3, seed=2)
     tokens = np.array([t for s in seqs for t in s], np.int64)
     starts = np.cumsum([0] + [len(s) for s in seqs]).astype(np.int64)
+    work = np.zeros((8, serial.work.shape[1]), serial.dtype)   # step_serial: a work space per chunk
+    ints = np.zeros((8, *serial.ints.shape[1:]), np.int64)
     before = numba.get_num_threads()
     try:
         for step in range(3):
@@ -143,7 +145,7 @@ def test_thread_count_changes_nothing_not_even_round_off():
                 losses.append(kernels.step_parallel(engine.flat, engine.offsets, engine.dims, engine.hyper, tokens,
                                                     starts, engine.work, engine.ints, kernels.TRAIN, 8))
             loss = kernels.step_serial(serial.flat, serial.offsets, serial.dims, serial.hyper, tokens, starts,
-                                       serial.work, serial.ints, kernels.TRAIN, 8)
+                                       work, ints, kernels.TRAIN, 8)
             assert losses[0] == losses[1]
             assert np.array_equal(one.flat[:3], two.flat[:3])   # parameters and Adam's moments, bit for bit
             assert abs(loss - losses[0]) <= 1e-12

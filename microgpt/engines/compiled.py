@@ -12,7 +12,8 @@ Memory. Parameters, Adam's moments and the gradients are rows of one flat (3 + c
 params.py's order: row 0 the parameters, 1 and 2 Adam's m and v, 3 onwards one gradient per chunk of
 documents (row 3 ends up holding the batch's gradient). `views(row)` gives each parameter by name.
 Each row starts on a 64-byte line and P is padded to whole lines (the padding stays 0 throughout).
-Each chunk has a work space for one tile of documents (TILE_ROWS positions at most).
+One work space holds a tile of documents (TILE_ROWS positions at most): step_serial's, and the
+KV cache of a sample; step_parallel gives each thread a fresh one of the same size.
 
 Threads. A batch is cut into min(batch, CHUNKS) chunks of consecutive documents; the chunks run on
 Numba's threads (NUMBA_NUM_THREADS, default: every core) and their gradients are added in chunk order,
@@ -69,8 +70,8 @@ class Engine(base.Engine):
         per_row = k.work_size(self.dims + np.eye(7, dtype=np.int64)[k.R_]) - k.work_size(self.dims)   # floats
         rows = max(model_cfg.block_size, min(TILE_ROWS, TILE_BYTES // (per_row * np.dtype(self.dtype).itemsize)))
         self.dims[k.R_] = rows
-        self.work = aligned_zeros((CHUNKS, k.work_size(self.dims)), self.dtype)   # each chunk's activations
-        self.ints = np.zeros((CHUNKS, 4, rows), np.int64)   # each chunk's tile: token, position, ... per row
+        self.work = aligned_zeros((1, k.work_size(self.dims)), self.dtype)   # a tile's activations
+        self.ints = np.zeros((1, 4, rows), np.int64)   # the tile's rows: token, position, ... of each
         self.hyper = np.zeros(k.HYPER_SIZE, self.dtype)
         self.hyper[[k.BETA1, k.BETA2, k.EPS, k.RMS_EPS]] = train_cfg.beta1, train_cfg.beta2, train_cfg.eps, 1e-5
         self._one_doc = np.zeros(2, np.int64)   # starts of a batch of one: [0, its length]

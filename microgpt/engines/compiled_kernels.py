@@ -509,7 +509,8 @@ def mean_loss(doc_loss, inv_n):
 @njit(**JIT)
 def step_serial(state, offsets, dims, hyper, tokens, starts, ws, ints, mode, chunks):
     """One call for a whole batch: forward, and for GRADS the gradient in state[3], and for TRAIN
-    Adam too. Returns the mean loss over the batch's predicted tokens, or -1 for a malformed batch."""
+    Adam too. Returns the mean loss over the batch's predicted tokens, or -1 for a malformed batch.
+    ws (chunks, work_size) and ints (chunks, 4, R): a work space per chunk."""
     if not check_batch(tokens, starts, dims):
         return -1.0
     B = starts.shape[0] - 1
@@ -537,8 +538,9 @@ def step_parallel(state, offsets, dims, hyper, tokens, starts, ws, ints, mode, c
         # over that counter's cache line. A copy of the parameters costs O(P) a chunk; its documents far more.
         # doc_loss is shared: each chunk writes only its own documents' entries. (np.zeros here would be
         # shared too: Numba hoists that allocation out of the loop, one array for every thread.)
-        # (The work space is scratch: every buffer is written before it is read, so it is not copied.)
-        p, g, w, i = state[0].copy(), np.empty_like(state[0]), np.empty_like(ws[c]), np.empty_like(ints[c])
+        # (The work space is scratch: every buffer is written before it is read, so it is not copied;
+        # ws and ints are the shape of one, ws[0] and ints[0].)
+        p, g, w, i = state[0].copy(), np.empty_like(state[0]), np.empty_like(ws[0]), np.empty_like(ints[0])
         chunk_work(p, g, w, i, offsets.copy(), dims.copy(), hyper.copy(), tokens.copy(), starts.copy(), doc_loss, mode,
                    hyper.dtype.type(inv_n), c, chunks)
         state[3 + c, :] = g
