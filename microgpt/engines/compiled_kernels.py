@@ -97,11 +97,17 @@ def matmul_nt(out, a, w, accumulate):
         r += 2
 
 
-@njit(inline="always", **JIT)
+# The products below add each output from eight terms written as a tree, ((a + b) + (c + d)) + (...),
+# compiled without 'reassoc': under it LLVM rewrites the sum as one chain of eight dependent multiply-adds
+# (about 4 cycles each), and the loop waits on that chain. Their loops need no reordering to vectorize.
+TREE = dict(JIT, fastmath={"contract", "nsz", "arcp"})
+
+
+@njit(**TREE)
 def matmul_nn(out, d, w, accumulate):
     """out (R, I) = d (R, O) @ w (O, I), or += when accumulate: row r of out is the sum of the rows of
-    w weighted by d[r]. Four rows of w at a time, for every row of out in turn: a quarter of the loads
-    and stores of out, and each row of w comes from cache once per four."""
+    w weighted by d[r]. Eight rows of w at a time, for every row of out in turn: an eighth of the loads
+    and stores of out, and each row of w comes from cache once per eight."""
     R, O, I = d.shape[0], d.shape[1], w.shape[1]
     if not accumulate:
         for r in range(R):
@@ -109,14 +115,17 @@ def matmul_nn(out, d, w, accumulate):
             for i in range(I):
                 out_r[i] = 0
     o = 0
-    while o + 4 <= O:
-        w0, w1, w2, w3 = w[o], w[o + 1], w[o + 2], w[o + 3]          # (I,) rows o..o+3 of w
+    while o + 8 <= O:
+        w0, w1, w2, w3 = w[o], w[o + 1], w[o + 2], w[o + 3]          # (I,) rows o..o+7 of w
+        w4, w5, w6, w7 = w[o + 4], w[o + 5], w[o + 6], w[o + 7]
         for r in range(R):
             out_r, d_r = out[r], d[r]                                 # (I,), (O,)
             d0, d1, d2, d3 = d_r[o], d_r[o + 1], d_r[o + 2], d_r[o + 3]
+            d4, d5, d6, d7 = d_r[o + 4], d_r[o + 5], d_r[o + 6], d_r[o + 7]
             for i in range(I):
-                out_r[i] += d0 * w0[i] + d1 * w1[i] + d2 * w2[i] + d3 * w3[i]
-        o += 4
+                out_r[i] += (((d0 * w0[i] + d1 * w1[i]) + (d2 * w2[i] + d3 * w3[i]))
+                             + ((d4 * w4[i] + d5 * w5[i]) + (d6 * w6[i] + d7 * w7[i])))
+        o += 8
     for o in range(o, O):
         w_o = w[o]
         for r in range(R):
@@ -125,31 +134,36 @@ def matmul_nn(out, d, w, accumulate):
                 out_r[i] += d_o * w_o[i]
 
 
-@njit(inline="always", **JIT)
-def transposed(buf, x):
-    """x (R, n) copied into the front of buf as its transpose (n, R), which is returned."""
-    R, n = x.shape[0], x.shape[1]
-    xt = buf[:R * n].reshape((n, R))
-    for r in range(R):
-        x_r = x[r]
-        for j in range(n):
-            xt[j, r] = x_r[j]
-    return xt
-
-
-@njit(inline="always", **JIT)
-def weight_grad(gw, d, x, buf_x, buf_d):
-    """For y = x w^T over R rows: dw (O, I) += d (R, O)^T @ x (R, I). Over many rows each entry is a
-    dot product over the rows, of d and x transposed (into buf_d, buf_x: both operands rows); over a
-    few, each row adds its outer product d[r] x[r]^T, a row of dw at a time."""
+@njit(**TREE)
+def weight_grad(gw, d, x):
+    """For y = x w^T over R rows: dw (O, I) += d (R, O)^T @ x (R, I). Row o of dw gains the rows of x
+    weighted by column o of d: eight rows of x at a time (then four, then one), so that dw is loaded
+    and stored once per eight rows, and no operand needs transposing."""
     R, O, I = x.shape[0], gw.shape[0], gw.shape[1]
-    if R >= 16:
-        matmul_nt(gw, transposed(buf_d, d), transposed(buf_x, x), True)
-        return
-    for r in range(R):
-        x_r = x[r]                                     # (I,)
+    r = 0
+    while r + 8 <= R:
+        x0, x1, x2, x3 = x[r], x[r + 1], x[r + 2], x[r + 3]          # (I,) rows r..r+7 of x
+        x4, x5, x6, x7 = x[r + 4], x[r + 5], x[r + 6], x[r + 7]
         for o in range(O):
-            gw_o, d_ro = gw[o], d[r, o]                # (I,) row o of dw
+            gw_o = gw[o]                                              # (I,) row o of dw
+            d0, d1, d2, d3 = d[r, o], d[r + 1, o], d[r + 2, o], d[r + 3, o]
+            d4, d5, d6, d7 = d[r + 4, o], d[r + 5, o], d[r + 6, o], d[r + 7, o]
+            for i in range(I):
+                gw_o[i] += (((d0 * x0[i] + d1 * x1[i]) + (d2 * x2[i] + d3 * x3[i]))
+                            + ((d4 * x4[i] + d5 * x5[i]) + (d6 * x6[i] + d7 * x7[i])))
+        r += 8
+    while r + 4 <= R:                                                 # what is left, 4 at a time (batch 1: ~7 rows)
+        x0, x1, x2, x3 = x[r], x[r + 1], x[r + 2], x[r + 3]
+        for o in range(O):
+            gw_o = gw[o]
+            d0, d1, d2, d3 = d[r, o], d[r + 1, o], d[r + 2, o], d[r + 3, o]
+            for i in range(I):
+                gw_o[i] += (d0 * x0[i] + d1 * x1[i]) + (d2 * x2[i] + d3 * x3[i])
+        r += 4
+    for r in range(r, R):
+        x_r = x[r]
+        for o in range(O):
+            gw_o, d_ro = gw[o], d[r, o]
             for i in range(I):
                 gw_o[i] += d_ro * x_r[i]
 
@@ -225,8 +239,8 @@ def work_size(dims):
     """Floats of one chunk's work space (see carve)."""
     V, C, T, L, H, R = dims[V_], dims[C_], dims[T_], dims[L_], dims[H_], dims[R_]
     forward = R * C + R + (L + 1) * R * C + L * R * (11 * C + 2) + L * H * R * T + R * V
-    backward = 10 * R * C + T + 2 * R * max(V, 4 * C)
-    return forward + backward + 8 * ALIGN    # each of carve's 8 pieces rounded up to ALIGN
+    backward = 10 * R * C + T
+    return forward + backward + 6 * ALIGN    # each of carve's 6 pieces rounded up to ALIGN
 
 
 ALIGN = 8   # buffers start on a multiple of 8 floats: vector loads that do not straddle cache lines
@@ -251,8 +265,6 @@ def carve(ws, dims):
     att, at = take(ws, at, L * H * R * T)
     probs, at = take(ws, at, R * V)
     dweights, at = take(ws, at, T)
-    spare_a, at = take(ws, at, R * max(V, 4 * C))   # room for a transposed (n, R) operand
-    spare_b, at = take(ws, at, R * max(V, 4 * C))
     c = block_c.reshape((8 * L + 8, R, C))
     emb = c[0]                                 # (R, C) wte[tok] + wpe[pos]
     xs = c[1:L + 2]                            # (L + 1, R, C) the residual stream entering each layer; xs[L]: the last
@@ -269,7 +281,7 @@ def carve(ws, dims):
     wide = block_4c.reshape((L + 1, R, 4 * C))  # (L, R, 4C) hid = relu(fc1 xn2) in [:L]; then dh (R, 4C)
     s = block_s.reshape((2 * L + 1, R))        # rmsnorm scales: (R,) of the embedding, (L, R) of xs, (L, R) of xmid
     return (emb, s[0], xs, xn1, s[1:L + 1], q, k, v, att.reshape((L, H, R, T)), y, xmid, xn2, s[L + 1:],
-            wide[:L], probs.reshape((R, V)), dx, wide[L], dn, dy, dq, dk, dv, dweights, spare_a, spare_b)
+            wide[:L], probs.reshape((R, V)), dx, wide[L], dn, dy, dq, dk, dv, dweights)
 
 
 # ---- forward: atomic.py's gpt(), a layer at a time over rows lo..hi of a tile ---------------------------
@@ -338,7 +350,7 @@ def backward_rows(p, g, offsets, dims, bufs, ints, R, inv_n):
     """Adds d(loss)/d(param) of the tile's R rows into g (the flat gradient), for a loss that is the
     mean over inv_n^-1 tokens of the batch. Uses what forward_rows left in the buffers (probs: softmax)."""
     (emb, s_emb, xs, xn1, s1, q, k, v, att, y, xmid, xn2, s2, hid, probs,
-     dx, dh, dn, dy, dq, dk, dv, dweights, spare_a, spare_b) = bufs
+     dx, dh, dn, dy, dq, dk, dv, dweights) = bufs
     V, C, L, H = dims[V_], dims[C_], dims[L_], dims[H_]
     D = C // H
     inv_sqrt_d = p.dtype.type(1) / np.sqrt(p.dtype.type(D))
@@ -350,23 +362,23 @@ def backward_rows(p, g, offsets, dims, bufs, ints, R, inv_n):
             dlogits[r, i] *= inv_n
         dlogits[r, ints[TARGET, r]] -= inv_n
     matmul_nn(dx, dlogits, matrix(p, offsets[2], V, C), False)
-    weight_grad(matrix(g, offsets[2], V, C), dlogits, xs[L, :R], spare_b, spare_a)
+    weight_grad(matrix(g, offsets[2], V, C), dlogits, xs[L, :R])
     for l in range(L - 1, -1, -1):
         w = 3 + 6 * l
         # MLP block: xs[l + 1] = fc2(relu(fc1(rmsnorm(xmid)))) + xmid; dx flows on through the residual
         matmul_nn(dh, dx, matrix(p, offsets[w + 5], C, 4 * C), False)
-        weight_grad(matrix(g, offsets[w + 5], C, 4 * C), dx, hid[l, :R], spare_b, spare_a)
+        weight_grad(matrix(g, offsets[w + 5], C, 4 * C), dx, hid[l, :R])
         for r in range(R):
             for i in range(4 * C):
                 if hid[l, r, i] <= 0:
                     dh[r, i] = 0                       # ReLU's gate
         matmul_nn(dn, dh, matrix(p, offsets[w + 4], 4 * C, C), False)
-        weight_grad(matrix(g, offsets[w + 4], 4 * C, C), dh, xn2[l, :R], spare_b, spare_a)
+        weight_grad(matrix(g, offsets[w + 4], 4 * C, C), dh, xn2[l, :R])
         for r in range(R):
             rmsnorm_back(dx[r], xmid[l, r], s2[l, r], dn[r])
         # Attention block: xmid = wo(y) + xs[l]
         matmul_nn(dy, dx, matrix(p, offsets[w + 3], C, C), False)
-        weight_grad(matrix(g, offsets[w + 3], C, C), dx, y[l, :R], spare_b, spare_a)
+        weight_grad(matrix(g, offsets[w + 3], C, C), dx, y[l, :R])
         dq[:] = 0
         dk[:] = 0
         dv[:] = 0
@@ -394,9 +406,9 @@ def backward_rows(p, g, offsets, dims, bufs, ints, R, inv_n):
         matmul_nn(dn, dq, matrix(p, offsets[w], C, C), False)
         matmul_nn(dn, dk, matrix(p, offsets[w + 1], C, C), True)
         matmul_nn(dn, dv, matrix(p, offsets[w + 2], C, C), True)
-        weight_grad(matrix(g, offsets[w], C, C), dq, xn1[l, :R], spare_b, spare_a)
-        weight_grad(matrix(g, offsets[w + 1], C, C), dk, xn1[l, :R], spare_b, spare_a)
-        weight_grad(matrix(g, offsets[w + 2], C, C), dv, xn1[l, :R], spare_b, spare_a)
+        weight_grad(matrix(g, offsets[w], C, C), dq, xn1[l, :R])
+        weight_grad(matrix(g, offsets[w + 1], C, C), dk, xn1[l, :R])
+        weight_grad(matrix(g, offsets[w + 2], C, C), dv, xn1[l, :R])
         for r in range(R):
             rmsnorm_back(dx[r], xs[l, r], s1[l, r], dn[r])
     # xs[0] = rmsnorm(wte[token] + wpe[t]): the same gradient goes to the token's row and the position's
