@@ -11,7 +11,8 @@ instructions, so a training step costs its arithmetic, not the ~1 µs per call a
 Shapes: V = vocab_size, C = n_embd, H heads of D = C / H, L layers, T = block_size, R rows a tile,
 P parameters. Every array is in the engine's dtype (float64 or float32); constants come in through
 `hyper` (same dtype) so that float32 arithmetic stays float32. Sums are reordered by the compiler
-(fastmath 'reassoc', to vectorize them), so results equal atomic.py's to round-off, not bit for bit.
+(fastmath 'reassoc', to vectorize them; the products that add eight terms at once are summed as
+written, see TREE), so results equal atomic.py's to round-off, not bit for bit.
 
 One training step for a batch is one call of `step_serial` or `step_parallel` (the same loops; the
 second runs its chunks of documents on Numba's threads). The documents are split into a fixed number
