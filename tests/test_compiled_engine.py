@@ -51,6 +51,7 @@ def engines_for(cfg, names, seed=0, dtype="float64"):
     (DEFAULT_MODEL, 1, 42),                                                # the reference run's first 40 steps
     ({"n_layer": 2, "n_embd": 8, "n_head": 2, "block_size": 8}, 3, 7),     # deeper, narrower, cut documents, a batch
     ({"n_layer": 1, "n_embd": 20, "n_head": 5, "block_size": 8}, 1, 3),    # wider, five heads
+    ({"n_layer": 1, "n_embd": 4, "n_head": 2, "block_size": 8}, 2, 5),     # narrower than the products' blocks of 8
 ])
 def test_losses_equal_scalar_for_40_steps(tmp_path, model, batch, seed):
     want = train_losses(tmp_path, "scalar", "scalar", model, seed=seed, batch_size=batch, stop_after=40)

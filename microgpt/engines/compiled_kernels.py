@@ -108,13 +108,10 @@ TREE = dict(JIT, fastmath={"contract", "nsz", "arcp"})
 def matmul_nn(out, d, w, accumulate):
     """out (R, I) = d (R, O) @ w (O, I), or += when accumulate: row r of out is the sum of the rows of
     w weighted by d[r]. Eight rows of w at a time, for every row of out in turn: an eighth of the loads
-    and stores of out, and each row of w comes from cache once per eight."""
+    and stores of out, and each row of w comes from cache once per eight. (The first eight write out
+    rather than zeroing it first: LLVM turns a loop of zeros into a call to memset, one per row.)"""
     R, O, I = d.shape[0], d.shape[1], w.shape[1]
-    if not accumulate:
-        for r in range(R):
-            out_r = out[r]
-            for i in range(I):
-                out_r[i] = 0
+    first = not accumulate
     o = 0
     while o + 8 <= O:
         w0, w1, w2, w3 = w[o], w[o + 1], w[o + 2], w[o + 3]          # (I,) rows o..o+7 of w
@@ -124,9 +121,13 @@ def matmul_nn(out, d, w, accumulate):
             d0, d1, d2, d3 = d_r[o], d_r[o + 1], d_r[o + 2], d_r[o + 3]
             d4, d5, d6, d7 = d_r[o + 4], d_r[o + 5], d_r[o + 6], d_r[o + 7]
             for i in range(I):
-                out_r[i] += (((d0 * w0[i] + d1 * w1[i]) + (d2 * w2[i] + d3 * w3[i]))
-                             + ((d4 * w4[i] + d5 * w5[i]) + (d6 * w6[i] + d7 * w7[i])))
+                s = (((d0 * w0[i] + d1 * w1[i]) + (d2 * w2[i] + d3 * w3[i]))
+                     + ((d4 * w4[i] + d5 * w5[i]) + (d6 * w6[i] + d7 * w7[i])))
+                out_r[i] = s if first else out_r[i] + s
+        first = False
         o += 8
+    if first:                                                         # O < 8: nothing written yet
+        out[:] = 0
     for o in range(o, O):
         w_o = w[o]
         for r in range(R):
@@ -322,8 +323,10 @@ def forward_rows(p, offsets, dims, hyper, bufs, ints, lo, hi):
                         score += q_h[j] * k_h[j]
                     a[u] = score * inv_sqrt_d
                 softmax(a)
-                y_h[:] = 0
-                for u in range(t + 1):
+                v_h = v[l, first, hs:hs + D]           # y_h = sum_u a[u] v_h[u], started from u = 0, not
+                for j in range(D):                     # from zeros (LLVM makes a loop of zeros a call to memset)
+                    y_h[j] = a[0] * v_h[j]
+                for u in range(1, t + 1):
                     v_h = v[l, first + u, hs:hs + D]
                     for j in range(D):
                         y_h[j] += a[u] * v_h[j]
