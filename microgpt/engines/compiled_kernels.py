@@ -236,16 +236,23 @@ def softmax(p, vectorized_exp=False):
 TOK, POS, DOC0, TARGET = range(4)
 
 
+ALIGN = 8   # buffers start on a multiple of 8 floats: vector loads that do not straddle cache lines
+
+
+@njit(**JIT)
+def pieces(dims):
+    """Floats of each piece of a work space, in the order carve cuts them."""
+    V, C, T, L, H, R = dims[V_], dims[C_], dims[T_], dims[L_], dims[H_], dims[R_]
+    return (8 * L + 8) * R * C, (L + 1) * R * 4 * C, (2 * L + 1) * R, L * H * R * T, R * V, T
+
+
 @njit(**JIT)
 def work_size(dims):
-    """Floats of one chunk's work space (see carve)."""
-    V, C, T, L, H, R = dims[V_], dims[C_], dims[T_], dims[L_], dims[H_], dims[R_]
-    forward = R * C + R + (L + 1) * R * C + L * R * (11 * C + 2) + L * H * R * T + R * V
-    backward = 10 * R * C + T
-    return forward + backward + 6 * ALIGN    # each of carve's 6 pieces rounded up to ALIGN
-
-
-ALIGN = 8   # buffers start on a multiple of 8 floats: vector loads that do not straddle cache lines
+    """Floats of one work space: carve's pieces, each with room to start on a multiple of ALIGN."""
+    total = 0
+    for n in pieces(dims):
+        total += n + ALIGN
+    return total
 
 
 @njit(**JIT)
@@ -260,13 +267,13 @@ def carve(ws, dims):
     The buffers of one row shape are slices of one block, reshaped once (a reshape is a call to
     Numba's runtime; slicing a block's first axis is not)."""
     V, C, T, L, H, R = dims[V_], dims[C_], dims[T_], dims[L_], dims[H_], dims[R_]
-    at = 0
-    block_c, at = take(ws, at, (8 * L + 8) * R * C)
-    block_4c, at = take(ws, at, (L + 1) * R * 4 * C)
-    block_s, at = take(ws, at, (2 * L + 1) * R)
-    att, at = take(ws, at, L * H * R * T)
-    probs, at = take(ws, at, R * V)
-    dweights, at = take(ws, at, T)
+    n_c, n_4c, n_s, n_att, n_probs, n_dweights = pieces(dims)
+    block_c, at = take(ws, 0, n_c)
+    block_4c, at = take(ws, at, n_4c)
+    block_s, at = take(ws, at, n_s)
+    att, at = take(ws, at, n_att)
+    probs, at = take(ws, at, n_probs)
+    dweights, at = take(ws, at, n_dweights)
     c = block_c.reshape((8 * L + 8, R, C))
     emb = c[0]                                 # (R, C) wte[tok] + wpe[pos]
     xs = c[1:L + 2]                            # (L + 1, R, C) the residual stream entering each layer; xs[L]: the last
