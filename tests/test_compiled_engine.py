@@ -47,13 +47,15 @@ def engines_for(cfg, names, seed=0, dtype="float64"):
 
 # ---- per-step losses against the scalar engine -------------------------------------------------
 # small configs: the scalar engine is slow
-@pytest.mark.parametrize("model,batch,seed", [
-    (DEFAULT_MODEL, 1, 42),                                                # the reference run's first 40 steps
-    ({"n_layer": 2, "n_embd": 8, "n_head": 2, "block_size": 8}, 3, 7),     # deeper, narrower, cut documents, a batch
-    ({"n_layer": 1, "n_embd": 20, "n_head": 5, "block_size": 8}, 1, 3),    # wider, five heads
-    ({"n_layer": 1, "n_embd": 4, "n_head": 2, "block_size": 8}, 2, 5),     # narrower than the products' blocks of 8
+@pytest.mark.parametrize("model,batch,seed,by_position", [
+    (DEFAULT_MODEL, 1, 42, False),                                               # the reference run's first 40 steps
+    ({"n_layer": 2, "n_embd": 8, "n_head": 2, "block_size": 8}, 3, 7, False),    # deeper, narrower, cut documents, a batch
+    ({"n_layer": 2, "n_embd": 8, "n_head": 2, "block_size": 8}, 3, 7, True),     # ... in tiles laid out by position
+    ({"n_layer": 1, "n_embd": 20, "n_head": 5, "block_size": 8}, 1, 3, False),   # wider, five heads
+    ({"n_layer": 1, "n_embd": 4, "n_head": 2, "block_size": 8}, 2, 5, True),     # narrower than the products' blocks of 8
 ])
-def test_losses_equal_scalar_for_40_steps(tmp_path, model, batch, seed):
+def test_losses_equal_scalar_for_40_steps(tmp_path, monkeypatch, model, batch, seed, by_position):
+    monkeypatch.setattr(compiled_engine, "BY_POSITION_LANES", 1 if by_position else 10**9)
     want = train_losses(tmp_path, "scalar", "scalar", model, seed=seed, batch_size=batch, stop_after=40)
     got = train_losses(tmp_path, "compiled", "compiled", model, seed=seed, batch_size=batch, stop_after=40)
     assert len(want) == len(got) == 40
@@ -94,10 +96,12 @@ def test_check_passes(capsys):
 
 # A layer runs over a tile of whole documents at once. 26 documents make 8 chunks of 3 or 4; tiles of 8
 # rows hold one document each, tiles of 20 hold two and leave the next for a new tile, and tiles of 64 hold
-# a whole chunk.
-@pytest.mark.parametrize("tile_rows", [8, 20, 64])
-def test_gradients_equal_scalar_per_tensor(monkeypatch, tile_rows):
+# a whole chunk. A tile of at least BY_POSITION_LANES documents x heads (3 heads here) is laid out by
+# position, for attention's sake: 1, every tile; 6, the tiles of two documents (tiles of 20 rows mix both).
+@pytest.mark.parametrize("tile_rows,by_position_lanes", [(8, 10**9), (20, 10**9), (64, 10**9), (8, 1), (64, 1), (20, 6)])
+def test_gradients_equal_scalar_per_tensor(monkeypatch, tile_rows, by_position_lanes):
     monkeypatch.setattr(compiled_engine, "TILE_ROWS", tile_rows)
+    monkeypatch.setattr(compiled_engine, "BY_POSITION_LANES", by_position_lanes)
     seqs, vocab = names_batch(8, 26, seed=4)   # ends with long names, cut at the block
     cfg = ModelConfig(vocab_size=vocab, n_layer=2, n_embd=12, n_head=3, block_size=8)
     scalar, compiled = engines_for(cfg, ["scalar", "compiled"], seed=5)

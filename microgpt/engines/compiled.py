@@ -25,6 +25,8 @@ The first call compiles the kernels (about half a minute), and Numba caches the 
 (__pycache__ beside the kernels), so later processes start in a second or two.
 """
 
+import itertools
+
 # the numpy engine's dtypes; importing it first also keeps numpy's BLAS to one thread (see there)
 from microgpt.engines import numpy as numpy_engine
 
@@ -40,6 +42,7 @@ from microgpt.tensor import Tensor  # noqa: E402
 CHUNKS = 8   # the most chunks a batch is cut into: the most threads a step can use
 TILE_ROWS = 256   # the most positions a layer runs over at once (whole documents; at least block_size)
 TILE_BYTES = 2 ** 21   # ... and fewer where a tile's work space would pass this (about the size of L2)
+BY_POSITION_LANES = 16   # a tile of documents x heads >= this is laid out by position (compiled_kernels.py)
 
 
 def aligned_zeros(shape, dtype):
@@ -64,14 +67,15 @@ class Engine(base.Engine):
         sizes = [r * c for _, (r, c) in self.shapes]
         self.offsets = np.cumsum([0] + sizes[:-1]).astype(np.int64)   # where each parameter starts
         self.flat = aligned_zeros((3 + CHUNKS, sum(sizes)), self.dtype)   # params; m; v; a gradient per chunk
-        self.dims = np.zeros(7, np.int64)
-        self.dims[[k.V_, k.C_, k.T_, k.L_, k.H_, k.K_, k.R_]] = (
-            model_cfg.vocab_size, model_cfg.n_embd, model_cfg.block_size, model_cfg.n_layer, model_cfg.n_head, CHUNKS, 1)
-        per_row = k.work_size(self.dims + np.eye(7, dtype=np.int64)[k.R_]) - k.work_size(self.dims)   # floats
+        self.dims = np.zeros(k.DIMS_SIZE, np.int64)
+        self.dims[[k.V_, k.C_, k.T_, k.L_, k.H_, k.K_, k.R_, k.BYPOS_]] = (
+            model_cfg.vocab_size, model_cfg.n_embd, model_cfg.block_size, model_cfg.n_layer, model_cfg.n_head, CHUNKS, 1,
+            BY_POSITION_LANES)
+        per_row = k.work_size(self.dims + np.eye(k.DIMS_SIZE, dtype=np.int64)[k.R_]) - k.work_size(self.dims)   # floats
         rows = max(model_cfg.block_size, min(TILE_ROWS, TILE_BYTES // (per_row * np.dtype(self.dtype).itemsize)))
         self.dims[k.R_] = rows
         self.work = aligned_zeros((1, k.work_size(self.dims)), self.dtype)   # a tile's activations
-        self.ints = np.zeros((1, 4, rows), np.int64)   # the tile's rows: token, position, ... of each
+        self.ints = np.zeros((1, k.INTS, rows), np.int64)   # the tile's rows: token, position, ... of each
         self.hyper = np.zeros(k.HYPER_SIZE, self.dtype)
         self.hyper[[k.BETA1, k.BETA2, k.EPS, k.RMS_EPS]] = train_cfg.beta1, train_cfg.beta2, train_cfg.eps, 1e-5
         self._one_doc = np.zeros(2, np.int64)   # starts of a batch of one: [0, its length]
@@ -88,8 +92,10 @@ class Engine(base.Engine):
             tokens, starts = np.array(seqs[0], np.int64), self._one_doc
             starts[1] = len(seqs[0])
         else:
-            tokens = np.fromiter((t for s in seqs for t in s), np.int64)
-            starts = np.cumsum([0] + [len(s) for s in seqs], dtype=np.int64)
+            lengths = [len(s) for s in seqs]
+            tokens = np.fromiter(itertools.chain.from_iterable(seqs), np.int64, sum(lengths))
+            starts = np.zeros(len(seqs) + 1, np.int64)
+            np.cumsum(lengths, out=starts[1:])
         chunks = min(len(seqs), CHUNKS)
         # several documents: step_parallel even on one thread, so that the numbers, bit for bit, do not
         # depend on the thread count (step_serial is the same loops compiled apart: equal to round-off)

@@ -7,6 +7,8 @@ whole documents at once (R rows, each one position of one document), so that eve
 read once a tile and a layer is a few small matrix products; attention runs over each row's own
 document. Nothing here is a library call: every sum is a loop that Numba (LLVM) compiles to vector
 instructions, so a training step costs its arithmetic, not the ~1 µs per call a NumPy step pays ~95 times.
+A tile of many documents is laid out by position instead (see attention_by_position), so that attention,
+too, runs as long loops: across documents rather than along each one's few keys.
 
 Shapes: V = vocab_size, C = n_embd, H heads of D = C / H, L layers, T = block_size, R rows a tile,
 P parameters. Every array is in the engine's dtype (float64 or float32); constants come in through
@@ -38,7 +40,8 @@ FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 JIT = dict(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
 
 # dims: what the kernels know of the model, an int64 array
-V_, C_, T_, L_, H_, K_, R_ = range(7)  # vocab, n_embd, block_size, n_layer, n_head, chunks, rows a tile
+V_, C_, T_, L_, H_, K_, R_, BYPOS_ = range(8)  # vocab, n_embd, block_size, n_layer, n_head, chunks, rows a tile,
+DIMS_SIZE = 8                              # and the fewest lanes (documents x heads) for a tile by position
 # hyper: the step's constants, in the engine's dtype
 LR, BETA1, BETA2, EPS, C1, C2, RMS_EPS = range(7)
 HYPER_SIZE = 7
@@ -215,25 +218,277 @@ def exp_nonpositive(x):
 
 
 @njit(inline="always", **JIT)
-def softmax(p, vectorized_exp=False):
-    """In place over p (n,); the max is subtracted so that exp() cannot overflow. vectorized_exp: with
-    exp_nonpositive, for a long p (the vocabulary's); libm's exp is the quicker on attention's short rows."""
+def softmax(p):
+    """In place over p (n,); the max is subtracted so that exp() cannot overflow. (libm's exp: on
+    attention's short rows it is quicker than exp_nonpositive.)"""
     top = p[0]
     for i in range(1, p.shape[0]):
         top = max(top, p[i])
     total = p.dtype.type(0)
     for i in range(p.shape[0]):
-        p[i] = exp_nonpositive(p[i] - top) if vectorized_exp else np.exp(p[i] - top)
+        p[i] = np.exp(p[i] - top)
         total += p[i]
     for i in range(p.shape[0]):
         p[i] /= total
 
 
+@njit(**JIT)
+def softmax_rows(p):
+    """softmax over each row of p (R, n), in place: the exps in one loop over all of p (exp_nonpositive,
+    vectorized), not a short loop per row."""
+    for r in range(p.shape[0]):
+        p_r = p[r]
+        top = p_r[0]
+        for i in range(1, p_r.shape[0]):
+            top = max(top, p_r[i])
+        for i in range(p_r.shape[0]):
+            p_r[i] -= top
+    flat = p.reshape(p.size)
+    for i in range(flat.shape[0]):
+        flat[i] = exp_nonpositive(flat[i])
+    for r in range(p.shape[0]):
+        p_r = p[r]
+        total = p.dtype.type(0)
+        for i in range(p_r.shape[0]):
+            total += p_r[i]
+        for i in range(p_r.shape[0]):
+            p_r[i] /= total
+
+
+# ---- attention, row by row (atomic.py's order) ----------------------------------------------------------
+@njit(**JIT)
+def attention_rows(y, q, k, v, att, ints, lo, hi, H, inv_sqrt_d):
+    """Rows lo..hi of the heads' outputs y (R, C) from queries, keys and values (R, C): row r, position t of
+    its document, scores its t + 1 keys, the rows of its document up to r. Fills the weights att (H, R, T)."""
+    D = y.shape[1] // H
+    for r in range(lo, hi):
+        t, first = ints[POS, r], ints[DOC0, r]         # row r is position t of the document at row `first`
+        for h in range(H):
+            hs = h * D
+            a = att[h, r, :t + 1]                      # (t + 1,) this query over every key so far
+            q_h, y_h = q[r, hs:hs + D], y[r, hs:hs + D]                       # (D,)
+            for u in range(t + 1):
+                k_h = k[first + u, hs:hs + D]
+                score = a.dtype.type(0)
+                for j in range(D):
+                    score += q_h[j] * k_h[j]
+                a[u] = score * inv_sqrt_d
+            softmax(a)
+            v_h = v[first, hs:hs + D]                  # y_h = sum_u a[u] v_h[u], started from u = 0, not
+            for j in range(D):                         # from zeros (LLVM makes a loop of zeros a call to memset)
+                y_h[j] = a[0] * v_h[j]
+            for u in range(1, t + 1):
+                v_h = v[first + u, hs:hs + D]
+                for j in range(D):
+                    y_h[j] += a[u] * v_h[j]
+
+
+@njit(**JIT)
+def attention_rows_back(dq, dk, dv, dy, q, k, v, att, dweights, ints, R, H, inv_sqrt_d):
+    """attention_rows' backward over the tile's R rows: from dy (R, C) and the weights att (H, R, T), dq,
+    dk and dv (R, C), which it overwrites. dweights (T,): scratch."""
+    D = dy.shape[1] // H
+    dq[:] = 0
+    dk[:] = 0
+    dv[:] = 0
+    # (indexed in place: a view per key and value, in this innermost loop, would cost more than its sums)
+    for r in range(R):
+        t, first = ints[POS, r], ints[DOC0, r]
+        dy_r, dq_r, q_r = dy[r], dq[r], q[r]           # (C,) head h is [h D, h D + D)
+        for h in range(H):
+            hs = h * D
+            a = att[h, r]                              # (T,) of which :t + 1 are row r's weights
+            dot = dy.dtype.type(0)
+            for u in range(t + 1):                     # y_h = sum_u a[u] v_h[u]
+                au, dw = a[u], dy.dtype.type(0)
+                for j in range(hs, hs + D):
+                    dw += dy_r[j] * v[first + u, j]
+                    dv[first + u, j] += au * dy_r[j]
+                dweights[u] = dw
+                dot += au * dw
+            for u in range(t + 1):                     # softmax: dscore_u = a_u (dw_u - a . dw); score = q.k / sqrt(D)
+                ds = a[u] * (dweights[u] - dot) * inv_sqrt_d
+                for j in range(hs, hs + D):
+                    dq_r[j] += ds * k[first + u, j]
+                    dk[first + u, j] += ds * q_r[j]
+
+
+# ---- attention by position: for a tile of many documents, each loop runs across them ----------------------
+# atomic.py's attention is per row: row r (position t of its document) scores its t + 1 keys. For a tile of
+# many short documents those are loops of a few elements (keys, a head's D), and a libm exp per weight.
+# The same sums, taken the other way round: lay the tile out by position (position 0 of every document,
+# then position 1 of those that have one, ..., the documents longest first), and keep q, k and v with a
+# lane per row and head, (D, R H) (to_lanes). Then the lanes at position t are one stretch, and their keys
+# j positions back are the same documents' lanes at position t - j: the first lanes of that stretch, in
+# the same order. Every sum below is a loop along lanes, over contiguous memory, and it vectorizes, exp
+# included (exp_nonpositive). The weights of the n lanes at position t, over their keys at lags 0..t, are
+# one (t + 1, n) block.
+@njit(inline="always", **JIT)
+def lead(x, shape):
+    """The first floats of x (any contiguous array) as an array of `shape`, a view."""
+    n = 1
+    for size in shape:
+        n *= size
+    return x.reshape(x.size)[:n].reshape(shape)
+
+
+@njit(**JIT)
+def by_position(ints, tokens, starts, first, last):
+    """Documents first..last-1 into the tile's rows by position, the longest documents first (in batch
+    order among equals). Returns the blocks: the rows at position t are blocks[t]..blocks[t + 1], and
+    blocks[J] is the number of rows."""
+    n = np.empty(last - first, np.int64)                       # positions predicted by each document
+    for d in range(first, last):
+        n[d - first] = starts[d + 1] - starts[d] - 1
+    order = np.argsort(-n, kind="mergesort")                   # longest first; stable
+    J = n[order[0]]
+    blocks = np.empty(J + 1, np.int64)
+    r = 0
+    for t in range(J):
+        blocks[t] = r
+        for i in order:
+            if n[i] <= t:
+                break
+            at = starts[first + i] + t
+            ints[TOK, r], ints[TARGET, r], ints[POS, r], ints[DOC, r] = tokens[at], tokens[at + 1], t, first + i
+            r += 1
+    blocks[J] = r
+    return blocks
+
+
+@njit(inline="always", **JIT)
+def weight_blocks(blocks):
+    """Where the weights at each position start, for blocks of rows or lanes: the (t + 1, n_t) blocks
+    one after another."""
+    J = blocks.shape[0] - 1
+    at = np.empty(J + 1, np.int64)
+    at[0] = 0
+    for t in range(J):
+        at[t + 1] = at[t] + (t + 1) * (blocks[t + 1] - blocks[t])
+    return at
+
+
+@njit(**JIT)
+def to_lanes(out, x):
+    """out (D, R H) = x (R, C), a lane per row and head: out[d, r H + h] = x[r, h D + d]. (Lane m's
+    D numbers are x's m-th stretch of D: this is the transpose of x seen as (R H, D).)"""
+    D, N = out.shape[0], out.shape[1]
+    x_ = x.reshape(x.size)
+    for d in range(D):
+        out_d = out[d]
+        for m in range(N):
+            out_d[m] = x_[m * D + d]
+
+
+@njit(**JIT)
+def from_lanes(out, x):
+    """out (R, C) = x (D, R H): to_lanes undone."""
+    D, N = x.shape[0], x.shape[1]
+    out_ = out.reshape(out.size)
+    for d in range(D):
+        x_d = x[d]
+        for m in range(N):
+            out_[m * D + d] = x_d[m]
+
+
+@njit(**JIT)
+def attention_by_position(y, q, k, v, att, top, lanes, inv_sqrt_d):
+    """The heads' outputs y (D, N) from queries, keys and values q, k, v (D, N), N lanes (to_lanes') of a
+    tile laid out by position: the lanes at position t are lanes[t]..lanes[t + 1], and the keys j positions
+    back of the first n of those are the first n at t - j. Fills the weights: att (R T H,), the block of
+    position t at weight_blocks(lanes)[t]. top (2, N): scratch."""
+    D, J = q.shape[0], lanes.shape[0] - 1
+    wat = weight_blocks(lanes)
+    for t in range(J):
+        o, n = lanes[t], lanes[t + 1] - lanes[t]               # the n lanes at position t
+        a = att[wat[t]:wat[t + 1]]                             # (t + 1) n: lag j's weights are a[j n:(j + 1) n]
+        for j in range(t + 1):                                 # q . k of each lane and its key j back
+            s, ko = a[j * n:(j + 1) * n], lanes[t - j]         # (n,); the keys are the first n lanes at t - j
+            for d in range(D):
+                q_d, k_d = q[d, o:o + n], k[d, ko:ko + n]
+                for i in range(n):
+                    s[i] = q_d[i] * k_d[i] if d == 0 else s[i] + q_d[i] * k_d[i]
+        most, total = top[0, :n], top[1, :n]                   # softmax over the lags, max subtracted
+        for i in range(n):
+            most[i] = a[i]
+        for j in range(1, t + 1):
+            s = a[j * n:(j + 1) * n]
+            for i in range(n):
+                most[i] = max(most[i], s[i])
+        for j in range(t + 1):
+            s = a[j * n:(j + 1) * n]
+            for i in range(n):
+                s[i] = (s[i] - most[i]) * inv_sqrt_d           # score - max score, scores = q . k / sqrt(D)
+        for i in range(a.shape[0]):                            # one loop over the whole block
+            a[i] = exp_nonpositive(a[i])
+        for i in range(n):
+            total[i] = a[i]
+        for j in range(1, t + 1):
+            s = a[j * n:(j + 1) * n]
+            for i in range(n):
+                total[i] += s[i]
+        for i in range(n):
+            total[i] = 1 / total[i]
+        for j in range(t + 1):
+            s = a[j * n:(j + 1) * n]
+            for i in range(n):
+                s[i] *= total[i]
+        for d in range(D):                                     # y = sum_j a_j v(key j back)
+            y_d, v_d = y[d, o:o + n], v[d, o:o + n]
+            for i in range(n):
+                y_d[i] = a[i] * v_d[i]
+            for j in range(1, t + 1):
+                s, v_d = a[j * n:(j + 1) * n], v[d, lanes[t - j]:lanes[t - j] + n]
+                for i in range(n):
+                    y_d[i] += s[i] * v_d[i]
+
+
+@njit(**JIT)
+def attention_by_position_back(dq, dk, dv, dy, q, k, v, att, dw, lanes, inv_sqrt_d):
+    """attention_by_position's backward: from dy (D, N) and the weights att, dq, dk and dv (D, N), which
+    it overwrites. dw (N T + N,): scratch."""
+    D, N, J = q.shape[0], q.shape[1], lanes.shape[0] - 1
+    wat = weight_blocks(lanes)
+    zero = att.dtype.type(0)
+    for d in range(D):
+        for i in range(N):
+            dq[d, i] = dk[d, i] = dv[d, i] = zero
+    for t in range(J):
+        o, n = lanes[t], lanes[t + 1] - lanes[t]
+        a, g = att[wat[t]:wat[t + 1]], dw[:wat[t + 1] - wat[t]]   # (t + 1) n: the weights, their gradient
+        dot = dw[N * J:N * J + n]                                  # (n,)
+        for j in range(t + 1):                                 # y = sum_j a_j v_j
+            s, a_j, ko = g[j * n:(j + 1) * n], a[j * n:(j + 1) * n], lanes[t - j]
+            for d in range(D):
+                dy_d, v_d, dv_d = dy[d, o:o + n], v[d, ko:ko + n], dv[d, ko:ko + n]
+                for i in range(n):
+                    s[i] = dy_d[i] * v_d[i] if d == 0 else s[i] + dy_d[i] * v_d[i]
+                    dv_d[i] += a_j[i] * dy_d[i]
+        for i in range(n):                                     # softmax: dscore_j = a_j (g_j - a . g)
+            dot[i] = a[i] * g[i]
+        for j in range(1, t + 1):
+            s, a_j = g[j * n:(j + 1) * n], a[j * n:(j + 1) * n]
+            for i in range(n):
+                dot[i] += a_j[i] * s[i]
+        for j in range(t + 1):                                 # score = q . k_j / sqrt(D)
+            s, a_j, ko = g[j * n:(j + 1) * n], a[j * n:(j + 1) * n], lanes[t - j]
+            for i in range(n):
+                s[i] = a_j[i] * (s[i] - dot[i]) * inv_sqrt_d
+            for d in range(D):
+                q_d, k_d = q[d, o:o + n], k[d, ko:ko + n]
+                dq_d, dk_d = dq[d, o:o + n], dk[d, ko:ko + n]
+                for i in range(n):
+                    dq_d[i] += s[i] * k_d[i]
+                    dk_d[i] += s[i] * q_d[i]
+
+
 # ---- the work space, cut into views -----------------------------------------------------------------
 # A tile is R rows (R = dims[R_] >= T): whole documents side by side, each row one position. For row r
-# the ints hold its token, its position in its document, the row where its document starts, and the
-# token it should predict.
-TOK, POS, DOC0, TARGET = range(4)
+# the ints hold its token, its position in its document, the row where its document starts, the token
+# it should predict, and its document (its number in the batch). (A tile laid out by position, see
+# by_position, has no use for DOC0.)
+TOK, POS, DOC0, TARGET, DOC = range(5)
+INTS = 5
 
 
 ALIGN = 8   # buffers start on a multiple of 8 floats: vector loads that do not straddle cache lines
@@ -243,7 +498,7 @@ ALIGN = 8   # buffers start on a multiple of 8 floats: vector loads that do not 
 def pieces(dims):
     """Floats of each piece of a work space, in the order carve cuts them."""
     V, C, T, L, H, R = dims[V_], dims[C_], dims[T_], dims[L_], dims[H_], dims[R_]
-    return (8 * L + 8) * R * C, (L + 1) * R * 4 * C, (2 * L + 1) * R, L * H * R * T, R * V, T
+    return (8 * L + 8) * R * C, (L + 1) * R * 4 * C, (2 * L + 1) * R, L * H * R * T, R * V, (T + 2) * R * H, 4 * C * R
 
 
 @njit(**JIT)
@@ -267,13 +522,14 @@ def carve(ws, dims):
     The buffers of one row shape are slices of one block, reshaped once (a reshape is a call to
     Numba's runtime; slicing a block's first axis is not)."""
     V, C, T, L, H, R = dims[V_], dims[C_], dims[T_], dims[L_], dims[H_], dims[R_]
-    n_c, n_4c, n_s, n_att, n_probs, n_dweights = pieces(dims)
+    n_c, n_4c, n_s, n_att, n_probs, n_dweights, n_scratch = pieces(dims)
     block_c, at = take(ws, 0, n_c)
     block_4c, at = take(ws, at, n_4c)
     block_s, at = take(ws, at, n_s)
     att, at = take(ws, at, n_att)
     probs, at = take(ws, at, n_probs)
     dweights, at = take(ws, at, n_dweights)
+    scratch, at = take(ws, at, n_scratch)
     c = block_c.reshape((8 * L + 8, R, C))
     emb = c[0]                                 # (R, C) wte[tok] + wpe[pos]
     xs = c[1:L + 2]                            # (L + 1, R, C) the residual stream entering each layer; xs[L]: the last
@@ -290,19 +546,22 @@ def carve(ws, dims):
     wide = block_4c.reshape((L + 1, R, 4 * C))  # (L, R, 4C) hid = relu(fc1 xn2) in [:L]; then dh (R, 4C)
     s = block_s.reshape((2 * L + 1, R))        # rmsnorm scales: (R,) of the embedding, (L, R) of xs, (L, R) of xmid
     return (emb, s[0], xs, xn1, s[1:L + 1], q, k, v, att.reshape((L, H, R, T)), y, xmid, xn2, s[L + 1:],
-            wide[:L], probs.reshape((R, V)), dx, wide[L], dn, dy, dq, dk, dv, dweights)
+            wide[:L], probs.reshape((R, V)), dx, wide[L], dn, dy, dq, dk, dv, dweights, scratch)
 
 
 # ---- forward: atomic.py's gpt(), a layer at a time over rows lo..hi of a tile ---------------------------
 @njit(**JIT)
-def forward_rows(p, offsets, dims, hyper, bufs, ints, lo, hi):
+def forward_rows(p, offsets, dims, hyper, bufs, ints, lo, hi, blocks):
     """Rows lo..hi of the tile: fills their part of every buffer (the KV cache included) and leaves
-    their logits in probs. The rows of their documents before lo must already be in the buffers."""
+    their logits in probs. The rows of their documents before lo must already be in the buffers.
+    A tile laid out by position (lo = 0; blocks: by_position's, else empty) keeps q, k and v in lanes."""
     (emb, s_emb, xs, xn1, s1, q, k, v, att, y, xmid, xn2, s2, hid, probs) = bufs[:15]
+    dweights, scratch = bufs[22], bufs[23]
     V, C, L, H = dims[V_], dims[C_], dims[L_], dims[H_]
     D = C // H
     eps = hyper[RMS_EPS]
     inv_sqrt_d = hyper.dtype.type(1) / np.sqrt(hyper.dtype.type(D))
+    by_pos, lanes, N, n = blocks.shape[0] > 0, blocks * H, hi * H, hi * C
     for r in range(lo, hi):
         tok_at, pos_at = offsets[0] + ints[TOK, r] * C, offsets[1] + ints[POS, r] * C
         tok_emb, pos_emb = p[tok_at:tok_at + C], p[pos_at:pos_at + C]  # (C,) wte[token], wpe[position]
@@ -314,29 +573,24 @@ def forward_rows(p, offsets, dims, hyper, bufs, ints, lo, hi):
         # Attention: each head mixes the values of all positions so far, weighted by q.k
         for r in range(lo, hi):
             s1[l, r] = rmsnorm(xn1[l, r], xs[l, r], eps)
-        matmul_nt(q[l, lo:hi], xn1[l, lo:hi], matrix(p, offsets[w], C, C), False)
-        matmul_nt(k[l, lo:hi], xn1[l, lo:hi], matrix(p, offsets[w + 1], C, C), False)
-        matmul_nt(v[l, lo:hi], xn1[l, lo:hi], matrix(p, offsets[w + 2], C, C), False)
-        for r in range(lo, hi):
-            t, first = ints[POS, r], ints[DOC0, r]     # row r is position t of the document at row `first`
-            for h in range(H):
-                hs = h * D
-                a = att[l, h, r, :t + 1]               # (t + 1,) this query over every key so far
-                q_h, y_h = q[l, r, hs:hs + D], y[l, r, hs:hs + D]                 # (D,)
-                for u in range(t + 1):
-                    k_h = k[l, first + u, hs:hs + D]
-                    score = a.dtype.type(0)
-                    for j in range(D):
-                        score += q_h[j] * k_h[j]
-                    a[u] = score * inv_sqrt_d
-                softmax(a)
-                v_h = v[l, first, hs:hs + D]           # y_h = sum_u a[u] v_h[u], started from u = 0, not
-                for j in range(D):                     # from zeros (LLVM makes a loop of zeros a call to memset)
-                    y_h[j] = a[0] * v_h[j]
-                for u in range(1, t + 1):
-                    v_h = v[l, first + u, hs:hs + D]
-                    for j in range(D):
-                        y_h[j] += a[u] * v_h[j]
+        wq, wk, wv = matrix(p, offsets[w], C, C), matrix(p, offsets[w + 1], C, C), matrix(p, offsets[w + 2], C, C)
+        if by_pos:                                     # q, k, v kept with a lane per row and head (to_lanes)
+            q_, k_, v_, x_ = lead(q[l], (D, N)), lead(k[l], (D, N)), lead(v[l], (D, N)), lead(scratch, (hi, C))
+            matmul_nt(x_, xn1[l, :hi], wq, False)
+            to_lanes(q_, x_)
+            matmul_nt(x_, xn1[l, :hi], wk, False)
+            to_lanes(k_, x_)
+            matmul_nt(x_, xn1[l, :hi], wv, False)
+            to_lanes(v_, x_)
+            y_ = lead(scratch, (D, N))
+            attention_by_position(y_, q_, k_, v_, att[l].reshape(att[l].size), lead(dweights, (2, N)), lanes,
+                                  inv_sqrt_d)
+            from_lanes(y[l, :hi], y_)
+        else:
+            matmul_nt(q[l, lo:hi], xn1[l, lo:hi], wq, False)
+            matmul_nt(k[l, lo:hi], xn1[l, lo:hi], wk, False)
+            matmul_nt(v[l, lo:hi], xn1[l, lo:hi], wv, False)
+            attention_rows(y[l], q[l], k[l], v[l], att[l], ints, lo, hi, H, inv_sqrt_d)
         matmul_nt(xmid[l, lo:hi], y[l, lo:hi], matrix(p, offsets[w + 3], C, C), False)
         for r in range(lo, hi):
             for i in range(C):
@@ -357,14 +611,16 @@ def forward_rows(p, offsets, dims, hyper, bufs, ints, lo, hi):
 
 # ---- backward: the chain rule by hand, a layer at a time from the last ----------------------------------
 @njit(**JIT)
-def backward_rows(p, g, offsets, dims, bufs, ints, R, inv_n):
+def backward_rows(p, g, offsets, dims, bufs, ints, R, inv_n, blocks):
     """Adds d(loss)/d(param) of the tile's R rows into g (the flat gradient), for a loss that is the
-    mean over inv_n^-1 tokens of the batch. Uses what forward_rows left in the buffers (probs: softmax)."""
+    mean over inv_n^-1 tokens of the batch. Uses what forward_rows left in the buffers (probs: softmax),
+    with the same blocks."""
     (emb, s_emb, xs, xn1, s1, q, k, v, att, y, xmid, xn2, s2, hid, probs,
-     dx, dh, dn, dy, dq, dk, dv, dweights) = bufs
+     dx, dh, dn, dy, dq, dk, dv, dweights, scratch) = bufs
     V, C, L, H = dims[V_], dims[C_], dims[L_], dims[H_]
     D = C // H
     inv_sqrt_d = p.dtype.type(1) / np.sqrt(p.dtype.type(D))
+    by_pos, lanes, N, n = blocks.shape[0] > 0, blocks * H, R * H, R * C
     dx, dh, dn, dy, dq, dk, dv = dx[:R], dh[:R], dn[:R], dy[:R], dq[:R], dk[:R], dv[:R]
     # loss = mean of -log softmax(logits)[target]: dlogits = (probs - onehot(target)) / n, in place
     dlogits = probs[:R]
@@ -390,30 +646,17 @@ def backward_rows(p, g, offsets, dims, bufs, ints, R, inv_n):
         # Attention block: xmid = wo(y) + xs[l]
         matmul_nn(dy, dx, matrix(p, offsets[w + 3], C, C), False)
         weight_grad(matrix(g, offsets[w + 3], C, C), dx, y[l, :R])
-        dq[:] = 0
-        dk[:] = 0
-        dv[:] = 0
-        # (indexed in place: a view per key and value, in this innermost loop, would cost more than its sums)
-        k_l, v_l, q_l = k[l], v[l], q[l]
-        for r in range(R):
-            t, first = ints[POS, r], ints[DOC0, r]
-            dy_r, dq_r, q_r = dy[r], dq[r], q_l[r]        # (C,) head h is [h D, h D + D)
-            for h in range(H):
-                hs = h * D
-                a = att[l, h, r]                       # (T,) of which :t + 1 are row r's weights
-                dot = dy.dtype.type(0)
-                for u in range(t + 1):                 # y_h = sum_u a[u] v_h[u]
-                    au, dw = a[u], dy.dtype.type(0)
-                    for j in range(hs, hs + D):
-                        dw += dy_r[j] * v_l[first + u, j]
-                        dv[first + u, j] += au * dy_r[j]
-                    dweights[u] = dw
-                    dot += au * dw
-                for u in range(t + 1):                 # softmax: dscore_u = a_u (dw_u - a . dw); score = q.k / sqrt(D)
-                    ds = a[u] * (dweights[u] - dot) * inv_sqrt_d
-                    for j in range(hs, hs + D):
-                        dq_r[j] += ds * k_l[first + u, j]
-                        dk[first + u, j] += ds * q_r[j]
+        if by_pos:                                     # in lanes, as the forward left q, k and v
+            dy_, dq_, dk_, dv_ = lead(scratch, (D, N)), lead(scratch[n:], (D, N)), lead(scratch[2 * n:], (D, N)), \
+                lead(scratch[3 * n:], (D, N))
+            to_lanes(dy_, dy)
+            attention_by_position_back(dq_, dk_, dv_, dy_, lead(q[l], (D, N)), lead(k[l], (D, N)), lead(v[l], (D, N)),
+                                       att[l].reshape(att[l].size), dweights, lanes, inv_sqrt_d)
+            from_lanes(dq, dq_)
+            from_lanes(dk, dk_)
+            from_lanes(dv, dv_)
+        else:
+            attention_rows_back(dq, dk, dv, dy, q[l], k[l], v[l], att[l], dweights, ints, R, H, inv_sqrt_d)
         matmul_nn(dn, dq, matrix(p, offsets[w], C, C), False)
         matmul_nn(dn, dk, matrix(p, offsets[w + 1], C, C), True)
         matmul_nn(dn, dv, matrix(p, offsets[w + 2], C, C), True)
@@ -462,7 +705,7 @@ def fill_tile(ints, tokens, starts, b, hi, R):
         seq = tokens[starts[b]:starts[b + 1]]                 # BOS, chars, BOS: it predicts len - 1 tokens
         for t in range(seq.shape[0] - 1):
             ints[TOK, rows + t], ints[TARGET, rows + t] = seq[t], seq[t + 1]
-            ints[POS, rows + t], ints[DOC0, rows + t] = t, rows
+            ints[POS, rows + t], ints[DOC0, rows + t], ints[DOC, rows + t] = t, rows, b
         rows += seq.shape[0] - 1
         b += 1
     return rows, b
@@ -481,17 +724,16 @@ def chunk_work(p, g, ws, ints, offsets, dims, hyper, tokens, starts, doc_loss, m
     while b < hi:
         first = b
         rows, b = fill_tile(ints, tokens, starts, b, hi, dims[R_])
-        forward_rows(p, offsets, dims, hyper, bufs, ints, 0, rows)
-        r = 0
-        for d in range(first, b):              # each document's loss: the sum over its positions
-            loss = 0.0
-            for t in range(starts[d + 1] - starts[d] - 1):
-                softmax(probs[r], True)
-                loss -= np.log(probs[r, ints[TARGET, r]])
-                r += 1
-            doc_loss[d] = loss
+        by_pos = (b - first) * dims[H_] >= dims[BYPOS_]
+        blocks = by_position(ints, tokens, starts, first, b) if by_pos else np.empty(0, np.int64)
+        forward_rows(p, offsets, dims, hyper, bufs, ints, 0, rows, blocks)
+        softmax_rows(probs[:rows])
+        for d in range(first, b):              # each document's loss: the sum over its positions, in order
+            doc_loss[d] = 0.0
+        for r in range(rows):
+            doc_loss[ints[DOC, r]] -= np.log(probs[r, ints[TARGET, r]])
         if mode != EVAL:
-            backward_rows(p, g, offsets, dims, bufs, ints, rows, inv_n)
+            backward_rows(p, g, offsets, dims, bufs, ints, rows, inv_n, blocks)
 
 
 @njit(**JIT)
@@ -583,5 +825,5 @@ def position_logits(p, offsets, dims, hyper, ws, ints, token_id, t):
     the work space (ws, ints: one chunk's, the KV cache of one sample): row t of a one-document tile."""
     ints[TOK, t], ints[POS, t], ints[DOC0, t] = token_id, t, 0
     bufs = carve(ws, dims)
-    forward_rows(p, offsets, dims, hyper, bufs, ints, t, t + 1)
+    forward_rows(p, offsets, dims, hyper, bufs, ints, t, t + 1, np.empty(0, np.int64))
     return bufs[14][t].copy()
