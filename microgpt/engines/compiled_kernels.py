@@ -369,6 +369,15 @@ def weight_blocks(blocks):
 
 
 @njit(**JIT)
+def transpose_into(out, x):
+    """out (A, B) = x (B, A)^T."""
+    for b in range(x.shape[0]):
+        x_b = x[b]
+        for a in range(x.shape[1]):
+            out[a, b] = x_b[a]
+
+
+@njit(**JIT)
 def to_lanes(out, x):
     """out (D, R H) = x (R, C), a lane per row and head: out[d, r H + h] = x[r, h D + d]. (Lane m's
     D numbers are x's m-th stretch of D: this is the transpose of x seen as (R H, D).)"""
@@ -498,7 +507,7 @@ ALIGN = 8   # buffers start on a multiple of 8 floats: vector loads that do not 
 def pieces(dims):
     """Floats of each piece of a work space, in the order carve cuts them."""
     V, C, T, L, H, R = dims[V_], dims[C_], dims[T_], dims[L_], dims[H_], dims[R_]
-    return (8 * L + 8) * R * C, (L + 1) * R * 4 * C, (2 * L + 1) * R, L * H * R * T, R * V, (T + 2) * R * H, 4 * C * R
+    return (8 * L + 8) * R * C, (L + 1) * R * 4 * C, (2 * L + 1) * R, L * H * R * T, R * V, (T + 2) * R * H, 4 * C * max(R, C)
 
 
 @njit(**JIT)
@@ -598,7 +607,13 @@ def forward_rows(p, offsets, dims, hyper, bufs, ints, lo, hi, blocks):
         # MLP: widen 4x, ReLU, narrow back
         for r in range(lo, hi):
             s2[l, r] = rmsnorm(xn2[l, r], xmid[l, r], eps)
-        matmul_nt(hid[l, lo:hi], xn2[l, lo:hi], matrix(p, offsets[w + 4], 4 * C, C), False)
+        w1 = matrix(p, offsets[w + 4], 4 * C, C)
+        if by_pos:                                     # a large tile: w1 transposed once, then the products
+            w1t = lead(scratch, (C, 4 * C))            # as sums of its rows (4C wide), not 4C dot products
+            transpose_into(w1t, w1)
+            matmul_nn(hid[l, lo:hi], xn2[l, lo:hi], w1t, False)
+        else:
+            matmul_nt(hid[l, lo:hi], xn2[l, lo:hi], w1, False)
         for r in range(lo, hi):
             for i in range(4 * C):
                 hid[l, r, i] = max(hid[l, r, i], hid.dtype.type(0))
