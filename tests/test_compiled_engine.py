@@ -78,7 +78,9 @@ def test_reproduces_reference_run(tmp_path, names_path, reference):
     assert not bad, f"steps differing from the reference: {bad[:5]}"
 
 
-def test_float32_tracks_float64(tmp_path):
+@pytest.mark.parametrize("by_position", [False, True])
+def test_float32_tracks_float64(tmp_path, monkeypatch, by_position):
+    monkeypatch.setattr(compiled_engine, "BY_POSITION_LANES", 1 if by_position else 10**9)
     f64 = train_losses(tmp_path, "f64", "compiled", seed=42, batch_size=4, stop_after=100)
     f32 = train_losses(tmp_path, "f32", "compiled", seed=42, batch_size=4, dtype="float32", stop_after=100)
     assert len(f64) == len(f32) == 100
