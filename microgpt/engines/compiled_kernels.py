@@ -570,7 +570,8 @@ def forward_rows(p, offsets, dims, hyper, bufs, ints, lo, hi, blocks):
     D = C // H
     eps = hyper[RMS_EPS]
     inv_sqrt_d = hyper.dtype.type(1) / np.sqrt(hyper.dtype.type(D))
-    by_pos, lanes, N, n = blocks.shape[0] > 0, blocks * H, hi * H, hi * C
+    by_pos, N, n = blocks.shape[0] > 0, hi * H, hi * C
+    lanes = blocks * H if by_pos else blocks
     for r in range(lo, hi):
         tok_at, pos_at = offsets[0] + ints[TOK, r] * C, offsets[1] + ints[POS, r] * C
         tok_emb, pos_emb = p[tok_at:tok_at + C], p[pos_at:pos_at + C]  # (C,) wte[token], wpe[position]
@@ -635,7 +636,8 @@ def backward_rows(p, g, offsets, dims, bufs, ints, R, inv_n, blocks):
     V, C, L, H = dims[V_], dims[C_], dims[L_], dims[H_]
     D = C // H
     inv_sqrt_d = p.dtype.type(1) / np.sqrt(p.dtype.type(D))
-    by_pos, lanes, N, n = blocks.shape[0] > 0, blocks * H, R * H, R * C
+    by_pos, N, n = blocks.shape[0] > 0, R * H, R * C
+    lanes = blocks * H if by_pos else blocks
     dx, dh, dn, dy, dq, dk, dv = dx[:R], dh[:R], dn[:R], dy[:R], dq[:R], dk[:R], dv[:R]
     # loss = mean of -log softmax(logits)[target]: dlogits = (probs - onehot(target)) / n, in place
     dlogits = probs[:R]
@@ -740,7 +742,7 @@ def chunk_work(p, g, ws, ints, offsets, dims, hyper, tokens, starts, doc_loss, m
         first = b
         rows, b = fill_tile(ints, tokens, starts, b, hi, dims[R_])
         by_pos = (b - first) * dims[H_] >= dims[BYPOS_]
-        blocks = by_position(ints, tokens, starts, first, b) if by_pos else np.empty(0, np.int64)
+        blocks = by_position(ints, tokens, starts, first, b) if by_pos else ints[POS, :0]   # (none)
         forward_rows(p, offsets, dims, hyper, bufs, ints, 0, rows, blocks)
         softmax_rows(probs[:rows])
         for d in range(first, b):              # each document's loss: the sum over its positions, in order
@@ -840,5 +842,5 @@ def position_logits(p, offsets, dims, hyper, ws, ints, token_id, t):
     the work space (ws, ints: one chunk's, the KV cache of one sample): row t of a one-document tile."""
     ints[TOK, t], ints[POS, t], ints[DOC0, t] = token_id, t, 0
     bufs = carve(ws, dims)
-    forward_rows(p, offsets, dims, hyper, bufs, ints, t, t + 1, np.empty(0, np.int64))
+    forward_rows(p, offsets, dims, hyper, bufs, ints, t, t + 1, ints[POS, :0])
     return bufs[14][t].copy()
