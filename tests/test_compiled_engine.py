@@ -117,6 +117,19 @@ def test_gradients_equal_scalar_per_tensor(monkeypatch, tile_rows, by_position_l
         assert np.abs(a - b).max() <= 1e-10 * np.abs(a).max(), name
 
 
+def test_a_large_batch_equals_numpy_per_tensor():
+    """The engine as shipped (tiles of up to 256 rows, by position from 16 lanes) on a batch of 256 names:
+    8 chunks of 32 documents, each a tile by position. The numpy engine computes the same function."""
+    seqs, vocab = names_batch(16, 256, seed=8)
+    numpy, compiled = engines_for(ModelConfig(vocab_size=vocab), ["numpy", "compiled"], seed=3)
+    want_loss, want = numpy.loss_and_grads(seqs)
+    got_loss, got = compiled.loss_and_grads(seqs)
+    assert abs(got_loss - want_loss) <= 1e-12
+    for name in want:
+        a, b = np.array(want[name].to_floats()), np.array(got[name].to_floats())
+        assert np.abs(a - b).max() <= 1e-10 * np.abs(a).max(), name
+
+
 def test_logits_with_kv_cache_equal_scalar():
     seqs, vocab = names_batch(16, 2, seed=5)
     cfg = ModelConfig(vocab_size=vocab, n_layer=2)
