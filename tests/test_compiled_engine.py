@@ -21,7 +21,7 @@ from microgpt.config import MODEL_FIELDS, ModelConfig, TrainConfig  # noqa: E402
 from microgpt.engines import compiled as compiled_engine, compiled_kernels as kernels  # noqa: E402
 from microgpt.errors import UsageError  # noqa: E402
 from microgpt.params import init_tensors  # noqa: E402
-from test_numpy_engine import CUSTOM_TEXT, names_batch  # noqa: E402
+from test_numpy_engine import CUSTOM_TEXT, assert_tensors_close, names_batch  # noqa: E402
 from tiny_run import samples_by_engine, train  # noqa: E402
 
 pytestmark = pytest.mark.slow  # minutes of subprocesses: scripts/test.sh --fast leaves this module out
@@ -125,9 +125,7 @@ def test_a_large_batch_equals_numpy_per_tensor():
     want_loss, want = numpy.loss_and_grads(seqs)
     got_loss, got = compiled.loss_and_grads(seqs)
     assert abs(got_loss - want_loss) <= 1e-12
-    for name in want:
-        a, b = np.array(want[name].to_floats()), np.array(got[name].to_floats())
-        assert np.abs(a - b).max() <= 1e-10 * np.abs(a).max(), name
+    assert_tensors_close(want, got, 1e-10)
 
 
 def test_logits_with_kv_cache_equal_scalar():

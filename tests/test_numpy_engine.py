@@ -45,6 +45,14 @@ def engine_pair(model_cfg, seed=0, dtype="float64"):
     return scalar, numpy_engine
 
 
+def assert_tensors_close(want, got, rel):
+    """Each tensor of got within rel times the largest |value| of want's tensor of the same name."""
+    assert set(got) == set(want)
+    for name in want:
+        a, b = np.array(want[name].to_floats()), np.array(got[name].to_floats())
+        assert np.abs(a - b).max() <= rel * np.abs(a).max(), name
+
+
 def names_batch(block_size, count, seed):
     """`count` sequences of the embedded names, encoded and cut to the block, a few long ones included."""
     docs = split_docs(read_text(None))
@@ -165,9 +173,7 @@ def test_float32_gradients_close_to_scalar():
     want_loss, want = scalar.loss_and_grads(seqs)
     got_loss, got = fast.loss_and_grads(seqs)
     assert abs(got_loss - want_loss) <= 1e-5
-    for name in want:
-        a, b = np.array(want[name].to_floats()), np.array(got[name].to_floats())
-        assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max(), name
+    assert_tensors_close(want, got, 1e-4)
 
 
 def test_float32_sharp_attention_stays_finite():
