@@ -333,38 +333,37 @@ def lead(x, shape):
 
 
 @njit(**JIT)
-def by_position(ints, tokens, starts, first, last):
+def by_position(ints, tokens, starts, first, last, H):
     """Documents first..last-1 into the tile's rows by position, the longest documents first (in batch
-    order among equals). Returns the blocks: the rows at position t are blocks[t]..blocks[t + 1], and
-    blocks[J] is the number of rows."""
+    order among equals). Returns where each position's lanes (H a row, to_lanes) start: the lanes at
+    position t are lanes[t]..lanes[t + 1], and lanes[J] is H x the number of rows."""
     n = np.empty(last - first, np.int64)                       # positions predicted by each document
     for d in range(first, last):
         n[d - first] = starts[d + 1] - starts[d] - 1
     order = np.argsort(-n, kind="mergesort")                   # longest first; stable
     J = n[order[0]]
-    blocks = np.empty(J + 1, np.int64)
+    lanes = np.empty(J + 1, np.int64)
     r = 0
     for t in range(J):
-        blocks[t] = r
+        lanes[t] = r * H
         for i in order:
             if n[i] <= t:
                 break
             at = starts[first + i] + t
             ints[TOK, r], ints[TARGET, r], ints[POS, r], ints[DOC, r] = tokens[at], tokens[at + 1], t, first + i
             r += 1
-    blocks[J] = r
-    return blocks
+    lanes[J] = r * H
+    return lanes
 
 
 @njit(inline="always", **JIT)
-def weight_blocks(blocks):
-    """Where the weights at each position start, for blocks of rows or lanes: the (t + 1, n_t) blocks
-    one after another."""
-    J = blocks.shape[0] - 1
+def weight_blocks(lanes):
+    """Where the weights at each position start: the (t + 1, n_t) blocks one after another."""
+    J = lanes.shape[0] - 1
     at = np.empty(J + 1, np.int64)
     at[0] = 0
     for t in range(J):
-        at[t + 1] = at[t] + (t + 1) * (blocks[t + 1] - blocks[t])
+        at[t + 1] = at[t] + (t + 1) * (lanes[t + 1] - lanes[t])
     return at
 
 
@@ -507,7 +506,8 @@ ALIGN = 8   # buffers start on a multiple of 8 floats: vector loads that do not 
 def pieces(dims):
     """Floats of each piece of a work space, in the order carve cuts them."""
     V, C, T, L, H, R = dims[V_], dims[C_], dims[T_], dims[L_], dims[H_], dims[R_]
-    return (8 * L + 8) * R * C, (L + 1) * R * 4 * C, (2 * L + 1) * R, L * H * R * T, R * V, (T + 2) * R * H, 4 * C * max(R, C)
+    return ((8 * L + 8) * R * C, (L + 1) * R * 4 * C, (2 * L + 1) * R, L * H * R * T, R * V, (T + 2) * R * H,
+            4 * C * max(R, C))
 
 
 @njit(**JIT)
@@ -537,8 +537,8 @@ def carve(ws, dims):
     block_s, at = take(ws, at, n_s)
     att, at = take(ws, at, n_att)
     probs, at = take(ws, at, n_probs)
-    dweights, at = take(ws, at, n_dweights)
-    scratch, at = take(ws, at, n_scratch)
+    dweights, at = take(ws, at, n_dweights)   # attention's scratch: a row's (T,), or a tile by position's
+    scratch, at = take(ws, at, n_scratch)      # a tile by position's: four (D, R H) in lanes; W1 transposed
     c = block_c.reshape((8 * L + 8, R, C))
     emb = c[0]                                 # (R, C) wte[tok] + wpe[pos]
     xs = c[1:L + 2]                            # (L + 1, R, C) the residual stream entering each layer; xs[L]: the last
@@ -560,18 +560,17 @@ def carve(ws, dims):
 
 # ---- forward: atomic.py's gpt(), a layer at a time over rows lo..hi of a tile ---------------------------
 @njit(**JIT)
-def forward_rows(p, offsets, dims, hyper, bufs, ints, lo, hi, blocks):
+def forward_rows(p, offsets, dims, hyper, bufs, ints, lo, hi, lanes):
     """Rows lo..hi of the tile: fills their part of every buffer (the KV cache included) and leaves
     their logits in probs. The rows of their documents before lo must already be in the buffers.
-    A tile laid out by position (lo = 0; blocks: by_position's, else empty) keeps q, k and v in lanes."""
+    A tile laid out by position (lo = 0; lanes: by_position's, else empty) keeps q, k and v in lanes."""
     (emb, s_emb, xs, xn1, s1, q, k, v, att, y, xmid, xn2, s2, hid, probs) = bufs[:15]
     dweights, scratch = bufs[22], bufs[23]
     V, C, L, H = dims[V_], dims[C_], dims[L_], dims[H_]
     D = C // H
     eps = hyper[RMS_EPS]
     inv_sqrt_d = hyper.dtype.type(1) / np.sqrt(hyper.dtype.type(D))
-    by_pos, N, n = blocks.shape[0] > 0, hi * H, hi * C
-    lanes = blocks * H if by_pos else blocks
+    by_pos, N, n = lanes.shape[0] > 0, hi * H, hi * C
     for r in range(lo, hi):
         tok_at, pos_at = offsets[0] + ints[TOK, r] * C, offsets[1] + ints[POS, r] * C
         tok_emb, pos_emb = p[tok_at:tok_at + C], p[pos_at:pos_at + C]  # (C,) wte[token], wpe[position]
@@ -627,17 +626,16 @@ def forward_rows(p, offsets, dims, hyper, bufs, ints, lo, hi, blocks):
 
 # ---- backward: the chain rule by hand, a layer at a time from the last ----------------------------------
 @njit(**JIT)
-def backward_rows(p, g, offsets, dims, bufs, ints, R, inv_n, blocks):
+def backward_rows(p, g, offsets, dims, bufs, ints, R, inv_n, lanes):
     """Adds d(loss)/d(param) of the tile's R rows into g (the flat gradient), for a loss that is the
     mean over inv_n^-1 tokens of the batch. Uses what forward_rows left in the buffers (probs: softmax),
-    with the same blocks."""
+    with the same lanes."""
     (emb, s_emb, xs, xn1, s1, q, k, v, att, y, xmid, xn2, s2, hid, probs,
      dx, dh, dn, dy, dq, dk, dv, dweights, scratch) = bufs
     V, C, L, H = dims[V_], dims[C_], dims[L_], dims[H_]
     D = C // H
     inv_sqrt_d = p.dtype.type(1) / np.sqrt(p.dtype.type(D))
-    by_pos, N, n = blocks.shape[0] > 0, R * H, R * C
-    lanes = blocks * H if by_pos else blocks
+    by_pos, N, n = lanes.shape[0] > 0, R * H, R * C
     dx, dh, dn, dy, dq, dk, dv = dx[:R], dh[:R], dn[:R], dy[:R], dq[:R], dk[:R], dv[:R]
     # loss = mean of -log softmax(logits)[target]: dlogits = (probs - onehot(target)) / n, in place
     dlogits = probs[:R]
@@ -742,15 +740,15 @@ def chunk_work(p, g, ws, ints, offsets, dims, hyper, tokens, starts, doc_loss, m
         first = b
         rows, b = fill_tile(ints, tokens, starts, b, hi, dims[R_])
         by_pos = (b - first) * dims[H_] >= dims[BYPOS_]
-        blocks = by_position(ints, tokens, starts, first, b) if by_pos else ints[POS, :0]   # (none)
-        forward_rows(p, offsets, dims, hyper, bufs, ints, 0, rows, blocks)
+        lanes = by_position(ints, tokens, starts, first, b, dims[H_]) if by_pos else ints[POS, :0]   # (none)
+        forward_rows(p, offsets, dims, hyper, bufs, ints, 0, rows, lanes)
         softmax_rows(probs[:rows])
         for d in range(first, b):              # each document's loss: the sum over its positions, in order
             doc_loss[d] = 0.0
         for r in range(rows):
             doc_loss[ints[DOC, r]] -= np.log(probs[r, ints[TARGET, r]])
         if mode != EVAL:
-            backward_rows(p, g, offsets, dims, bufs, ints, rows, inv_n, blocks)
+            backward_rows(p, g, offsets, dims, bufs, ints, rows, inv_n, lanes)
 
 
 @njit(**JIT)
