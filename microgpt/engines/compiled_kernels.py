@@ -369,34 +369,32 @@ def weight_blocks(lanes):
 
 @njit(**JIT)
 def transpose_into(out, x):
-    """out (A, B) = x (B, A)^T."""
-    for b in range(x.shape[0]):
-        x_b = x[b]
-        for a in range(x.shape[1]):
-            out[a, b] = x_b[a]
+    """out (A, B) = x (B, A)^T; the inner loop along the longer side (contiguous writes if it is out's
+    rows, contiguous reads if it is x's)."""
+    A, B = out.shape[0], out.shape[1]
+    if A <= B:
+        for a in range(A):
+            out_a = out[a]
+            for b in range(B):
+                out_a[b] = x[b, a]
+    else:
+        for b in range(B):
+            x_b = x[b]
+            for a in range(A):
+                out[a, b] = x_b[a]
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def to_lanes(out, x):
-    """out (D, R H) = x (R, C), a lane per row and head: out[d, r H + h] = x[r, h D + d]. (Lane m's
-    D numbers are x's m-th stretch of D: this is the transpose of x seen as (R H, D).)"""
-    D, N = out.shape[0], out.shape[1]
-    x_ = x.reshape(x.size)
-    for d in range(D):
-        out_d = out[d]
-        for m in range(N):
-            out_d[m] = x_[m * D + d]
+    """out (D, R H) = x (R, C), a lane per row and head: out[d, r H + h] = x[r, h D + d], the transpose
+    of x seen as (R H, D)."""
+    transpose_into(out, lead(x, (out.shape[1], out.shape[0])))
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def from_lanes(out, x):
     """out (R, C) = x (D, R H): to_lanes undone."""
-    D, N = x.shape[0], x.shape[1]
-    out_ = out.reshape(out.size)
-    for d in range(D):
-        x_d = x[d]
-        for m in range(N):
-            out_[m * D + d] = x_d[m]
+    transpose_into(lead(out, (x.shape[1], x.shape[0])), x)
 
 
 @njit(**JIT)
