@@ -8,7 +8,8 @@ read once a tile and a layer is a few small matrix products; attention runs over
 document. Nothing here is a library call: every sum is a loop that Numba (LLVM) compiles to vector
 instructions, so a training step costs its arithmetic, not the ~1 µs per call a NumPy step pays ~95 times.
 A tile of many documents is laid out by position instead (see attention_by_position), so that attention,
-too, runs as long loops: across documents rather than along each one's few keys.
+too, runs as long loops: across documents rather than along each one's few keys; and its activations are
+kept transposed, (C, R) (forward_columns), so that every product runs along the tile's rows.
 
 Shapes: V = vocab_size, C = n_embd, H heads of D = C / H, L layers, T = block_size, R rows a tile,
 P parameters. Every array is in the engine's dtype (float64 or float32); constants come in through
@@ -173,6 +174,42 @@ def weight_grad(gw, d, x):
                 gw_o[i] += d_ro * x_r[i]
 
 
+@njit(**TREE)
+def matmul_left(out, w, x):
+    """out (I, R) = w (I, O) @ x (O, R), for activations in columns (forward_columns): row i of out is the
+    sum of the rows of x weighted by w[i], a loop along the tile's R rows. Two rows of out at a time from
+    eight rows of x at a time, so that each load of x feeds 16 products. w may be a transposed view.
+    (With I odd, the last pair is rows I - 2 and I - 1: row I - 2 is written again with the same sums.)"""
+    I, O, R = w.shape[0], w.shape[1], x.shape[1]
+    for pair in range(0, I, 2):
+        i = min(pair, I - 2)
+        out_i, out_j, w_i, w_j = out[i], out[i + 1], w[i], w[i + 1]        # (R,) rows i, i + 1; (O,) their weights
+        o = 0
+        while o + 8 <= O:
+            first = o == 0
+            x0, x1, x2, x3 = x[o], x[o + 1], x[o + 2], x[o + 3]                # (R,) rows o..o+7 of x
+            x4, x5, x6, x7 = x[o + 4], x[o + 5], x[o + 6], x[o + 7]
+            a0, a1, a2, a3, a4, a5, a6, a7 = w_i[o], w_i[o + 1], w_i[o + 2], w_i[o + 3], w_i[o + 4], w_i[o + 5], \
+                w_i[o + 6], w_i[o + 7]
+            b0, b1, b2, b3, b4, b5, b6, b7 = w_j[o], w_j[o + 1], w_j[o + 2], w_j[o + 3], w_j[o + 4], w_j[o + 5], \
+                w_j[o + 6], w_j[o + 7]
+            for r in range(R):
+                y0, y1, y2, y3, y4, y5, y6, y7 = x0[r], x1[r], x2[r], x3[r], x4[r], x5[r], x6[r], x7[r]
+                s = ((a0 * y0 + a1 * y1) + (a2 * y2 + a3 * y3)) + ((a4 * y4 + a5 * y5) + (a6 * y6 + a7 * y7))
+                t = ((b0 * y0 + b1 * y1) + (b2 * y2 + b3 * y3)) + ((b4 * y4 + b5 * y5) + (b6 * y6 + b7 * y7))
+                out_i[r] = s if first else out_i[r] + s
+                out_j[r] = t if first else out_j[r] + t
+            o += 8
+        if O < 8:
+            out_i[:] = 0
+            out_j[:] = 0
+        for o in range(o, O):
+            x_o, a, b = x[o], w_i[o], w_j[o]
+            for r in range(R):
+                out_i[r] += a * x_o[r]
+                out_j[r] += b * x_o[r]
+
+
 @njit(inline="always", **JIT)
 def rmsnorm(out, x, eps):
     """out (C,) = x * scale; returns scale = (mean(x^2) + eps)^-1/2."""
@@ -195,6 +232,41 @@ def rmsnorm_back(dx, x, scale, dy):
     k = scale * scale * scale * dot / dx.dtype.type(x.shape[0])
     for i in range(x.shape[0]):
         dx[i] += scale * dy[i] - k * x[i]
+
+
+@njit(inline="always", **JIT)
+def column_dots(out, a, b):
+    """out (R,) = the dot products of the columns of a and b (C, R), a loop along the rows for each c."""
+    for r in range(out.shape[0]):
+        out[r] = a[0, r] * b[0, r]
+    for c in range(1, a.shape[0]):
+        for r in range(out.shape[0]):
+            out[r] += a[c, r] * b[c, r]
+
+
+@njit(**JIT)
+def rmsnorm_columns(out, x, scale, eps):
+    """rmsnorm of each column of x (C, R) into out (C, R); scale (R,) gets each column's scale."""
+    C, R = x.shape[0], x.shape[1]
+    column_dots(scale, x, x)
+    one, n = out.dtype.type(1), out.dtype.type(C)
+    for r in range(R):
+        scale[r] = one / np.sqrt(scale[r] / n + eps)
+    for c in range(C):
+        for r in range(R):
+            out[c, r] = x[c, r] * scale[r]
+
+
+@njit(**JIT)
+def rmsnorm_back_columns(dx, x, scale, dy, k):
+    """rmsnorm_back for each column of x (C, R): dx (C, R) += s dy - s^3 x (dy . x) / C. k (R,): scratch."""
+    C, R = x.shape[0], x.shape[1]
+    column_dots(k, dy, x)
+    for r in range(R):
+        k[r] *= scale[r] * scale[r] * scale[r] / dx.dtype.type(C)
+    for c in range(C):
+        for r in range(R):
+            dx[c, r] += scale[r] * dy[c, r] - k[r] * x[c, r]
 
 
 INV_LN2, LN2_HI, LN2_LO = 1.4426950408889634, 0.693145751953125, 1.4286068203094172e-06   # ln 2 = HI + LO
@@ -253,6 +325,28 @@ def softmax_rows(p):
             total += p_r[i]
         for i in range(p_r.shape[0]):
             p_r[i] /= total
+
+
+@njit(**JIT)
+def softmax_columns(p, most, total):
+    """softmax over each column of p (V, R), in place, as softmax_rows over rows; most, total (R,): scratch."""
+    V, R = p.shape[0], p.shape[1]
+    for r in range(R):
+        most[r] = p[0, r]
+    for i in range(1, V):
+        for r in range(R):
+            most[r] = max(most[r], p[i, r])
+    for i in range(V):
+        for r in range(R):
+            p[i, r] = exp_nonpositive(p[i, r] - most[r])
+    for r in range(R):
+        total[r] = p[0, r]
+    for i in range(1, V):
+        for r in range(R):
+            total[r] += p[i, r]
+    for i in range(V):
+        for r in range(R):
+            p[i, r] /= total[r]
 
 
 # ---- attention, row by row (atomic.py's order) ----------------------------------------------------------
@@ -386,15 +480,24 @@ def transpose_into(out, x):
 
 @njit(inline="always", **JIT)
 def to_lanes(out, x):
-    """out (D, R H) = x (R, C), a lane per row and head: out[d, r H + h] = x[r, h D + d], the transpose
-    of x seen as (R H, D)."""
-    transpose_into(out, lead(x, (out.shape[1], out.shape[0])))
+    """out (D, R H) = x (C, R + padding) in columns (forward_columns'), a lane per row and head:
+    out[d, r H + h] = x[h D + d, r]."""
+    D, H = out.shape[0], x.shape[0] // out.shape[0]
+    R = out.shape[1] // H
+    heads = x.reshape((H, D, x.shape[1]))                      # (H, D, R + padding)
+    for d in range(D):
+        transpose_into(out[d].reshape((R, H)), heads[:, d, :R])
 
 
 @njit(inline="always", **JIT)
 def from_lanes(out, x):
-    """out (R, C) = x (D, R H): to_lanes undone."""
-    transpose_into(lead(out, (x.shape[1], x.shape[0])), x)
+    """out (C, R + padding) = x (D, R H): to_lanes undone, and the padding zeroed."""
+    D, H = x.shape[0], out.shape[0] // x.shape[0]
+    R = x.shape[1] // H
+    heads = out.reshape((H, D, out.shape[1]))                  # (H, D, R + padding)
+    for d in range(D):
+        transpose_into(heads[:, d, :R], x[d].reshape((R, H)))
+        heads[:, d, R:] = 0
 
 
 @njit(**JIT)
@@ -497,7 +600,8 @@ TOK, POS, DOC0, TARGET, DOC = range(5)
 INTS = 5
 
 
-ALIGN = 8   # buffers start on a multiple of 8 floats: vector loads that do not straddle cache lines
+ALIGN = 16   # buffers start on a multiple of 16 floats (64 bytes in float32): vector loads that do not
+#             straddle cache lines
 
 
 @njit(**JIT)
@@ -505,7 +609,7 @@ def pieces(dims):
     """Floats of each piece of a work space, in the order carve cuts them."""
     V, C, T, L, H, R = dims[V_], dims[C_], dims[T_], dims[L_], dims[H_], dims[R_]
     return ((8 * L + 8) * R * C, (L + 1) * R * 4 * C, (2 * L + 1) * R, L * H * R * T, R * V, (T + 2) * R * H,
-            4 * C * max(R, C))
+            4 * C * R)
 
 
 @njit(**JIT)
@@ -536,7 +640,7 @@ def carve(ws, dims):
     att, at = take(ws, at, n_att)
     probs, at = take(ws, at, n_probs)
     dweights, at = take(ws, at, n_dweights)   # attention's scratch: a row's (T,), or a tile by position's
-    scratch, at = take(ws, at, n_scratch)      # a tile by position's: four (D, R H) in lanes; W1 transposed
+    scratch, at = take(ws, at, n_scratch)      # a tile by position's: four (D, R H) in lanes
     c = block_c.reshape((8 * L + 8, R, C))
     emb = c[0]                                 # (R, C) wte[tok] + wpe[pos]
     xs = c[1:L + 2]                            # (L + 1, R, C) the residual stream entering each layer; xs[L]: the last
@@ -547,28 +651,24 @@ def carve(ws, dims):
     y = c[5 * L + 2:6 * L + 2]                 # (L, R, C) the heads' outputs side by side
     xmid = c[6 * L + 2:7 * L + 2]              # (L, R, C) the residual stream after attention
     xn2 = c[7 * L + 2:8 * L + 2]               # (L, R, C) rmsnorm(xmid), the MLP's input
-    dx, dn, dy, dq = c[8 * L + 2], c[8 * L + 3], c[8 * L + 4], c[8 * L + 5]   # backward: (R, C) each;
-    dk, dv = c[8 * L + 6], c[8 * L + 7]        # dx the residual stream's gradient; dk, dv the cached keys' and
+    dx, dn, dy = c[8 * L + 2], c[8 * L + 3], c[8 * L + 4]   # backward: (R, C) each; dx the residual stream's
+    dqkv = c[8 * L + 5:8 * L + 8]              # gradient; (3, R, C) dq, dk, dv: dk and dv the cached keys' and
     #                                            values', filled by every later position that read them
     wide = block_4c.reshape((L + 1, R, 4 * C))  # (L, R, 4C) hid = relu(fc1 xn2) in [:L]; then dh (R, 4C)
     s = block_s.reshape((2 * L + 1, R))        # rmsnorm scales: (R,) of the embedding, (L, R) of xs, (L, R) of xmid
     return (emb, s[0], xs, xn1, s[1:L + 1], q, k, v, att.reshape((L, H, R, T)), y, xmid, xn2, s[L + 1:],
-            wide[:L], probs.reshape((R, V)), dx, wide[L], dn, dy, dq, dk, dv, dweights, scratch)
+            wide[:L], probs.reshape((R, V)), dx, wide[L], dn, dy, dqkv, dweights, scratch)
 
 
 # ---- forward: atomic.py's gpt(), a layer at a time over rows lo..hi of a tile ---------------------------
 @njit(**JIT)
-def forward_rows(p, offsets, dims, hyper, bufs, ints, lo, hi, lanes):
+def forward_rows(p, offsets, dims, hyper, bufs, ints, lo, hi):
     """Rows lo..hi of the tile: fills their part of every buffer (the KV cache included) and leaves
-    their logits in probs. The rows of their documents before lo must already be in the buffers.
-    A tile laid out by position (lo = 0; lanes: by_position's, else empty) keeps q, k and v in lanes."""
+    their logits in probs. The rows of their documents before lo must already be in the buffers."""
     (emb, s_emb, xs, xn1, s1, q, k, v, att, y, xmid, xn2, s2, hid, probs) = bufs[:15]
-    dweights, scratch = bufs[22], bufs[23]
     V, C, L, H = dims[V_], dims[C_], dims[L_], dims[H_]
-    D = C // H
     eps = hyper[RMS_EPS]
-    inv_sqrt_d = hyper.dtype.type(1) / np.sqrt(hyper.dtype.type(D))
-    by_pos, N, n = lanes.shape[0] > 0, hi * H, hi * C
+    inv_sqrt_d = hyper.dtype.type(1) / np.sqrt(hyper.dtype.type(C // H))
     for r in range(lo, hi):
         tok_at, pos_at = offsets[0] + ints[TOK, r] * C, offsets[1] + ints[POS, r] * C
         tok_emb, pos_emb = p[tok_at:tok_at + C], p[pos_at:pos_at + C]  # (C,) wte[token], wpe[position]
@@ -581,23 +681,10 @@ def forward_rows(p, offsets, dims, hyper, bufs, ints, lo, hi, lanes):
         for r in range(lo, hi):
             s1[l, r] = rmsnorm(xn1[l, r], xs[l, r], eps)
         wq, wk, wv = matrix(p, offsets[w], C, C), matrix(p, offsets[w + 1], C, C), matrix(p, offsets[w + 2], C, C)
-        if by_pos:                                     # q, k, v kept with a lane per row and head (to_lanes)
-            q_, k_, v_, x_ = lead(q[l], (D, N)), lead(k[l], (D, N)), lead(v[l], (D, N)), lead(scratch, (hi, C))
-            matmul_nt(x_, xn1[l, :hi], wq, False)
-            to_lanes(q_, x_)
-            matmul_nt(x_, xn1[l, :hi], wk, False)
-            to_lanes(k_, x_)
-            matmul_nt(x_, xn1[l, :hi], wv, False)
-            to_lanes(v_, x_)
-            y_ = lead(scratch, (D, N))
-            attention_by_position(y_, q_, k_, v_, att[l].reshape(att[l].size), lead(dweights, (2, N)), lanes,
-                                  inv_sqrt_d)
-            from_lanes(y[l, :hi], y_)
-        else:
-            matmul_nt(q[l, lo:hi], xn1[l, lo:hi], wq, False)
-            matmul_nt(k[l, lo:hi], xn1[l, lo:hi], wk, False)
-            matmul_nt(v[l, lo:hi], xn1[l, lo:hi], wv, False)
-            attention_rows(y[l], q[l], k[l], v[l], att[l], ints, lo, hi, H, inv_sqrt_d)
+        matmul_nt(q[l, lo:hi], xn1[l, lo:hi], wq, False)
+        matmul_nt(k[l, lo:hi], xn1[l, lo:hi], wk, False)
+        matmul_nt(v[l, lo:hi], xn1[l, lo:hi], wv, False)
+        attention_rows(y[l], q[l], k[l], v[l], att[l], ints, lo, hi, H, inv_sqrt_d)
         matmul_nt(xmid[l, lo:hi], y[l, lo:hi], matrix(p, offsets[w + 3], C, C), False)
         for r in range(lo, hi):
             for i in range(C):
@@ -605,13 +692,7 @@ def forward_rows(p, offsets, dims, hyper, bufs, ints, lo, hi, lanes):
         # MLP: widen 4x, ReLU, narrow back
         for r in range(lo, hi):
             s2[l, r] = rmsnorm(xn2[l, r], xmid[l, r], eps)
-        w1 = matrix(p, offsets[w + 4], 4 * C, C)
-        if by_pos:                                     # a large tile: w1 transposed once, then the products
-            w1t = lead(scratch, (C, 4 * C))            # as sums of its rows (4C wide), not 4C dot products
-            transpose_into(w1t, w1)
-            matmul_nn(hid[l, lo:hi], xn2[l, lo:hi], w1t, False)
-        else:
-            matmul_nt(hid[l, lo:hi], xn2[l, lo:hi], w1, False)
+        matmul_nt(hid[l, lo:hi], xn2[l, lo:hi], matrix(p, offsets[w + 4], 4 * C, C), False)
         for r in range(lo, hi):
             for i in range(4 * C):
                 hid[l, r, i] = max(hid[l, r, i], hid.dtype.type(0))
@@ -624,17 +705,14 @@ def forward_rows(p, offsets, dims, hyper, bufs, ints, lo, hi, lanes):
 
 # ---- backward: the chain rule by hand, a layer at a time from the last ----------------------------------
 @njit(**JIT)
-def backward_rows(p, g, offsets, dims, bufs, ints, R, inv_n, lanes):
+def backward_rows(p, g, offsets, dims, bufs, ints, R, inv_n):
     """Adds d(loss)/d(param) of the tile's R rows into g (the flat gradient), for a loss that is the
-    mean over inv_n^-1 tokens of the batch. Uses what forward_rows left in the buffers (probs: softmax),
-    with the same lanes."""
+    mean over inv_n^-1 tokens of the batch. Uses what forward_rows left in the buffers (probs: softmax)."""
     (emb, s_emb, xs, xn1, s1, q, k, v, att, y, xmid, xn2, s2, hid, probs,
-     dx, dh, dn, dy, dq, dk, dv, dweights, scratch) = bufs
+     dx, dh, dn, dy, dqkv, dweights) = bufs[:21]
     V, C, L, H = dims[V_], dims[C_], dims[L_], dims[H_]
-    D = C // H
-    inv_sqrt_d = p.dtype.type(1) / np.sqrt(p.dtype.type(D))
-    by_pos, N, n = lanes.shape[0] > 0, R * H, R * C
-    dx, dh, dn, dy, dq, dk, dv = dx[:R], dh[:R], dn[:R], dy[:R], dq[:R], dk[:R], dv[:R]
+    inv_sqrt_d = p.dtype.type(1) / np.sqrt(p.dtype.type(C // H))
+    dx, dh, dn, dy, dq, dk, dv = dx[:R], dh[:R], dn[:R], dy[:R], dqkv[0, :R], dqkv[1, :R], dqkv[2, :R]
     # loss = mean of -log softmax(logits)[target]: dlogits = (probs - onehot(target)) / n, in place
     dlogits = probs[:R]
     for r in range(R):
@@ -659,17 +737,7 @@ def backward_rows(p, g, offsets, dims, bufs, ints, R, inv_n, lanes):
         # Attention block: xmid = wo(y) + xs[l]
         matmul_nn(dy, dx, matrix(p, offsets[w + 3], C, C), False)
         weight_grad(matrix(g, offsets[w + 3], C, C), dx, y[l, :R])
-        if by_pos:                                     # in lanes, as the forward left q, k and v
-            dy_, dq_, dk_, dv_ = lead(scratch, (D, N)), lead(scratch[n:], (D, N)), lead(scratch[2 * n:], (D, N)), \
-                lead(scratch[3 * n:], (D, N))
-            to_lanes(dy_, dy)
-            attention_by_position_back(dq_, dk_, dv_, dy_, lead(q[l], (D, N)), lead(k[l], (D, N)), lead(v[l], (D, N)),
-                                       att[l].reshape(att[l].size), dweights, lanes, inv_sqrt_d)
-            from_lanes(dq, dq_)
-            from_lanes(dk, dk_)
-            from_lanes(dv, dv_)
-        else:
-            attention_rows_back(dq, dk, dv, dy, q[l], k[l], v[l], att[l], dweights, ints, R, H, inv_sqrt_d)
+        attention_rows_back(dq, dk, dv, dy, q[l], k[l], v[l], att[l], dweights, ints, R, H, inv_sqrt_d)
         matmul_nn(dn, dq, matrix(p, offsets[w], C, C), False)
         matmul_nn(dn, dk, matrix(p, offsets[w + 1], C, C), True)
         matmul_nn(dn, dv, matrix(p, offsets[w + 2], C, C), True)
@@ -687,6 +755,134 @@ def backward_rows(p, g, offsets, dims, bufs, ints, R, inv_n, lanes):
         for i in range(C):
             dtok_emb[i] += dn[r, i]
             dpos_emb[i] += dn[r, i]
+
+
+# ---- a tile by position, in columns --------------------------------------------------------------------
+# A tile laid out by position (by_position: many short documents, about 256 rows) runs the same layers with
+# every activation transposed, (C, R): a row per feature, along the tile's rows. Kept as (R, C), each product
+# would be a loop over a row of a few floats (C = 16: two vectors) whose set-up (row pointers, the
+# compiler's checks that rows do not overlap) costs as much as its arithmetic. In columns, every product,
+# norm and residual is a loop along all R rows. Attention still runs in lanes (to_lanes, from_lanes).
+@njit(**JIT)
+def add_into(out, x):
+    """out += x, elementwise, for contiguous arrays of one shape."""
+    o, a = out.reshape(out.size), x.reshape(x.size)
+    for i in range(o.shape[0]):
+        o[i] += a[i]
+
+
+@njit(inline="always", **JIT)
+def padded(rows, dims):
+    """A tile by position's rows, padded to a whole number of vectors (16 floats): a loop along them has no
+    scalar tail, and each row of a (C, R) array starts on a cache line. The padding holds zeros (its
+    embeddings are zero, and from_lanes zeroes its part of attention's outputs), never NaNs, so that it
+    adds exact zeros to the weights' gradients."""
+    return min((rows + 15) // 16 * 16, dims[R_])
+
+
+@njit(**JIT)
+def forward_columns(p, offsets, dims, hyper, bufs, ints, rows, lanes):
+    """forward_rows for the rows of a tile by position (lanes: by_position's), activations in columns:
+    leaves the logits (V, R) in probs, R = padded(rows)."""
+    (emb, s_emb, xs, xn1, s1, q, k, v, att, y, xmid, xn2, s2, hid, probs) = bufs[:15]
+    dweights, scratch = bufs[20], bufs[21]
+    V, C, L, H = dims[V_], dims[C_], dims[L_], dims[H_]
+    D, N, R = C // H, rows * H, padded(rows, dims)
+    eps = hyper[RMS_EPS]
+    inv_sqrt_d = hyper.dtype.type(1) / np.sqrt(hyper.dtype.type(D))
+    e = lead(emb, (C, R))
+    e[:, rows:] = 0
+    for r in range(rows):
+        tok_at, pos_at = offsets[0] + ints[TOK, r] * C, offsets[1] + ints[POS, r] * C
+        tok_emb, pos_emb = p[tok_at:tok_at + C], p[pos_at:pos_at + C]  # (C,) wte[token], wpe[position]
+        for i in range(C):
+            e[i, r] = tok_emb[i] + pos_emb[i]
+    rmsnorm_columns(lead(xs[0], (C, R)), e, s_emb[:R], eps)
+    for l in range(L):
+        w = 3 + 6 * l
+        x, xn, xm, xn_ = lead(xs[l], (C, R)), lead(xn1[l], (C, R)), lead(xmid[l], (C, R)), lead(xn2[l], (C, R))
+        # Attention, its q, k and v in lanes
+        rmsnorm_columns(xn, x, s1[l, :R], eps)
+        qkv = lead(scratch, (3 * C, R))
+        matmul_left(qkv, matrix(p, offsets[w], 3 * C, C), xn)     # wq, wk, wv lie one after another in p
+        q_, k_, v_ = lead(q[l], (D, N)), lead(k[l], (D, N)), lead(v[l], (D, N))
+        to_lanes(q_, qkv[:C])
+        to_lanes(k_, qkv[C:2 * C])
+        to_lanes(v_, qkv[2 * C:])
+        y_, y_c = lead(scratch, (D, N)), lead(y[l], (C, R))
+        attention_by_position(y_, q_, k_, v_, att[l].reshape(att[l].size), lead(dweights, (2, N)), lanes, inv_sqrt_d)
+        from_lanes(y_c, y_)
+        matmul_left(xm, matrix(p, offsets[w + 3], C, C), y_c)
+        add_into(xm, x)                                # residual
+        # MLP
+        rmsnorm_columns(xn_, xm, s2[l, :R], eps)
+        h, x_next = lead(hid[l], (4 * C, R)), lead(xs[l + 1], (C, R))
+        matmul_left(h, matrix(p, offsets[w + 4], 4 * C, C), xn_)
+        h_flat = h.reshape(h.size)
+        for i in range(h_flat.shape[0]):
+            h_flat[i] = max(h_flat[i], h.dtype.type(0))
+        matmul_left(x_next, matrix(p, offsets[w + 5], C, 4 * C), h)
+        add_into(x_next, xm)                           # residual
+    matmul_left(lead(probs, (V, R)), matrix(p, offsets[2], V, C), lead(xs[L], (C, R)))
+
+
+@njit(**JIT)
+def backward_columns(p, g, offsets, dims, bufs, ints, rows, inv_n, lanes):
+    """backward_rows for a tile by position, after forward_columns (probs: its softmax, (V, R)). A weight's
+    gradient, dW (O, I) += dY (O, R) @ X (I, R)^T, is a matmul_nt whose sums run along the rows."""
+    (emb, s_emb, xs, xn1, s1, q, k, v, att, y, xmid, xn2, s2, hid, probs,
+     dx, dh, dn, dy, dqkv, dweights, scratch) = bufs
+    V, C, L, H = dims[V_], dims[C_], dims[L_], dims[H_]
+    D, N, n, R = C // H, rows * H, rows * C, padded(rows, dims)
+    inv_sqrt_d = p.dtype.type(1) / np.sqrt(p.dtype.type(D))
+    dx, dh, dn, dy, dqkv = lead(dx, (C, R)), lead(dh, (4 * C, R)), lead(dn, (C, R)), lead(dy, (C, R)), \
+        lead(dqkv, (3 * C, R))
+    k_scratch = dweights[:R]                           # rmsnorm_back_columns' (attention's dweights: later)
+    dlogits = lead(probs, (V, R))                      # (probs - onehot(target)) / n, in place
+    for i in range(V):
+        for r in range(rows):
+            dlogits[i, r] *= inv_n
+    dlogits[:, rows:] = 0                              # the padding: no loss
+    for r in range(rows):
+        dlogits[ints[TARGET, r], r] -= inv_n
+    matmul_left(dx, matrix(p, offsets[2], V, C).T, dlogits)
+    matmul_nt(matrix(g, offsets[2], V, C), dlogits, lead(xs[L], (C, R)), True)
+    for l in range(L - 1, -1, -1):
+        w = 3 + 6 * l
+        h = lead(hid[l], (4 * C, R))
+        # MLP block
+        matmul_left(dh, matrix(p, offsets[w + 5], C, 4 * C).T, dx)
+        matmul_nt(matrix(g, offsets[w + 5], C, 4 * C), dx, h, True)
+        dh_flat, h_flat = dh.reshape(dh.size), h.reshape(h.size)
+        for i in range(dh_flat.shape[0]):
+            if h_flat[i] <= 0:
+                dh_flat[i] = 0                         # ReLU's gate
+        matmul_left(dn, matrix(p, offsets[w + 4], 4 * C, C).T, dh)
+        matmul_nt(matrix(g, offsets[w + 4], 4 * C, C), dh, lead(xn2[l], (C, R)), True)
+        rmsnorm_back_columns(dx, lead(xmid[l], (C, R)), s2[l, :R], dn, k_scratch)
+        # Attention block, in lanes as the forward left q, k and v
+        matmul_left(dy, matrix(p, offsets[w + 3], C, C).T, dx)
+        matmul_nt(matrix(g, offsets[w + 3], C, C), dx, lead(y[l], (C, R)), True)
+        dy_, dq_, dk_, dv_ = lead(scratch, (D, N)), lead(scratch[n:], (D, N)), lead(scratch[2 * n:], (D, N)), \
+            lead(scratch[3 * n:], (D, N))
+        to_lanes(dy_, dy)
+        attention_by_position_back(dq_, dk_, dv_, dy_, lead(q[l], (D, N)), lead(k[l], (D, N)), lead(v[l], (D, N)),
+                                   att[l].reshape(att[l].size), dweights, lanes, inv_sqrt_d)
+        from_lanes(dqkv[:C], dq_)
+        from_lanes(dqkv[C:2 * C], dk_)
+        from_lanes(dqkv[2 * C:], dv_)
+        matmul_left(dn, matrix(p, offsets[w], 3 * C, C).T, dqkv)
+        matmul_nt(matrix(g, offsets[w], 3 * C, C), dqkv, lead(xn1[l], (C, R)), True)
+        rmsnorm_back_columns(dx, lead(xs[l], (C, R)), s1[l, :R], dn, k_scratch)
+    # the embeddings: the same gradient to the token's row and the position's
+    dn[:] = 0
+    rmsnorm_back_columns(dn, lead(emb, (C, R)), s_emb[:R], dx, k_scratch)
+    for r in range(rows):
+        tok_at, pos_at = offsets[0] + ints[TOK, r] * C, offsets[1] + ints[POS, r] * C
+        dtok_emb, dpos_emb = g[tok_at:tok_at + C], g[pos_at:pos_at + C]
+        for i in range(C):
+            dtok_emb[i] += dn[i, r]
+            dpos_emb[i] += dn[i, r]
 
 
 # ---- a batch: chunks of documents, then the gradient's sum and Adam ---------------------------------
@@ -732,21 +928,30 @@ def chunk_work(p, g, ws, ints, offsets, dims, hyper, tokens, starts, doc_loss, m
     if mode != EVAL:
         g[:] = 0
     bufs = carve(ws, dims)
-    probs = bufs[14]
+    probs, dweights = bufs[14], bufs[20]
     b, hi = chunk_docs(B, chunk, chunks)
     while b < hi:
         first = b
         rows, b = fill_tile(ints, tokens, starts, b, hi, dims[R_])
-        by_pos = (b - first) * dims[H_] >= dims[BYPOS_]
-        lanes = by_position(ints, tokens, starts, first, b, dims[H_]) if by_pos else ints[POS, :0]   # (none)
-        forward_rows(p, offsets, dims, hyper, bufs, ints, 0, rows, lanes)
-        softmax_rows(probs[:rows])
+        by_pos = (b - first) * dims[H_] >= dims[BYPOS_] and dims[C_] > 1   # (matmul_left takes rows in pairs)
+        if by_pos:
+            lanes = by_position(ints, tokens, starts, first, b, dims[H_])
+            forward_columns(p, offsets, dims, hyper, bufs, ints, rows, lanes)
+            cols = padded(rows, dims)
+            softmax_columns(lead(probs, (dims[V_], cols)), dweights[:cols], dweights[cols:2 * cols])
+        else:
+            forward_rows(p, offsets, dims, hyper, bufs, ints, 0, rows)
+            softmax_rows(probs[:rows])
+        columns = lead(probs, (dims[V_], padded(rows, dims)))
         for d in range(first, b):              # each document's loss: the sum over its positions, in order
             doc_loss[d] = 0.0
         for r in range(rows):
-            doc_loss[ints[DOC, r]] -= np.log(probs[r, ints[TARGET, r]])
-        if mode != EVAL:
-            backward_rows(p, g, offsets, dims, bufs, ints, rows, inv_n, lanes)
+            target = ints[TARGET, r]
+            doc_loss[ints[DOC, r]] -= np.log(columns[target, r] if by_pos else probs[r, target])
+        if mode != EVAL and by_pos:
+            backward_columns(p, g, offsets, dims, bufs, ints, rows, inv_n, lanes)
+        elif mode != EVAL:
+            backward_rows(p, g, offsets, dims, bufs, ints, rows, inv_n)
 
 
 @njit(**JIT)
@@ -838,5 +1043,5 @@ def position_logits(p, offsets, dims, hyper, ws, ints, token_id, t):
     the work space (ws, ints: one chunk's, the KV cache of one sample): row t of a one-document tile."""
     ints[TOK, t], ints[POS, t], ints[DOC0, t] = token_id, t, 0
     bufs = carve(ws, dims)
-    forward_rows(p, offsets, dims, hyper, bufs, ints, t, t + 1, ints[POS, :0])
+    forward_rows(p, offsets, dims, hyper, bufs, ints, t, t + 1)
     return bufs[14][t].copy()
