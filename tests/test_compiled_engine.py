@@ -128,6 +128,28 @@ def test_a_large_batch_equals_numpy_per_tensor():
     assert_tensors_close(want, got, 1e-10)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_exp_nonpositive_is_exp(dtype):
+    """The kernels' own exp (softmax's, attention's), in each dtype, against NumPy's exp in float64."""
+    @numba.njit(**dict(kernels.JIT, cache=False))   # (a cached copy would not see the kernels change)
+    def exps(x, out):
+        for i in range(x.shape[0]):
+            out[i] = kernels.exp_nonpositive(x[i])
+    x = np.concatenate([-np.linspace(0, 800, 100001), -np.random.default_rng(0).random(100000) * 12,
+                        [-0.0, -1e-30, -np.inf]]).astype(dtype)
+    got = np.empty_like(x)
+    exps(x, got)
+    assert got.dtype == np.dtype(dtype)
+    want = np.exp(x.astype(np.float64))
+    error = np.abs(got.astype(np.float64) - want)
+    eps = np.finfo(dtype).eps
+    assert error.max() <= eps / 2                              # what a softmax (sum >= 1) can see
+    near = x >= -10
+    ulps = error[near] / np.spacing(want[near].astype(dtype)).astype(np.float64)
+    assert ulps.max() <= 4
+    assert got[-3] == 1 and got[-1] == 0
+
+
 def test_logits_with_kv_cache_equal_scalar():
     seqs, vocab = names_batch(16, 2, seed=5)
     cfg = ModelConfig(vocab_size=vocab, n_layer=2)

@@ -26,7 +26,8 @@ are compiled apart, and with reordered sums the compiler may round them differen
 
 import llvmlite.binding
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 # LLVM vectorizes a loop 8 floats wide and then, by default, runs four such vectors per iteration; a
 # loop shorter than 32 (a row of width 16, a head's 4) then never enters that body and runs one float
@@ -269,24 +270,47 @@ def rmsnorm_back_columns(dx, x, scale, dy, k):
             dx[c, r] += scale[r] * dy[c, r] - k[r] * x[c, r]
 
 
-INV_LN2, LN2_HI, LN2_LO = 1.4426950408889634, 0.693145751953125, 1.4286068203094172e-06   # ln 2 = HI + LO
+def exp_nonpositive_in(float_t, int_t, terms, bias, bits, lowest, ln2_hi, ln2_lo):
+    """exp(x) for x <= 0 in float_t. libm's exp is a call per element, which keeps softmax's loop scalar;
+    this is arithmetic only, so the loop vectorizes. It is within half the type's epsilon of exp(x), and
+    within a few units in the last place for x >= -10; further out its relative error grows (fastmath may
+    merge ln 2's two parts), where a softmax, whose sum is at least 1, cannot see it.
+    exp(x) = 2^-k exp(r), k = round(-x / ln 2), r = x + k ln 2 in [-ln(2) / 2, ln(2) / 2] (ln 2 = ln2_hi +
+    ln2_lo, ln2_hi short enough that k ln2_hi is exact): a Taylor series of `terms` terms for exp(r), and
+    2^-k = 2^-(k // 2) 2^-(k - k // 2), each built from its exponent bits (int_t: the float's width; bias
+    and bits: its exponent's), both normal numbers, so that their product underflows to subnormals and 0
+    as exp does. Every constant is a float_t: float32 stays float32, twice as many to a vector."""
+    one, half_one, inv_ln2 = float_t(1), float_t(0.5), float_t(1.4426950408889634)
+    lowest, ln2_hi, ln2_lo = float_t(lowest), float_t(ln2_hi), float_t(ln2_lo)
+    inverses = tuple(float_t(1 / n) for n in range(terms, 0, -1))
+
+    def exp_nonpositive(x):
+        x = max(float_t(x), lowest)
+        k = int_t(-x * inv_ln2 + half_one)
+        r = (x + float_t(k) * ln2_hi) + float_t(k) * ln2_lo
+        e = one
+        for inverse in inverses:              # 1 + r (1 + r/2 (1 + r/3 (...)))
+            e = one + e * r * inverse
+        half = k >> 1
+        return e * int_t((bias - half) << bits).view(float_t) * int_t((bias - k + half) << bits).view(float_t)
+    return exp_nonpositive
 
 
-@njit(inline="always", **JIT)
+EXP_NONPOSITIVE = {   # below `lowest`, exp is 0 (exp(-746) in float64, exp(-104) in float32)
+    types.float64: exp_nonpositive_in(np.float64, np.int64, 13, 1023, 52, -1416.0, 0.693145751953125,
+                                      1.4286068203094172e-06),
+    types.float32: exp_nonpositive_in(np.float32, np.int32, 7, 127, 23, -104.0, 0.693359375, -2.12194440e-4),
+}
+
+
 def exp_nonpositive(x):
-    """exp(x) for x <= 0, in float64, to within a few units in the last place. libm's exp is a call per
-    element, which keeps softmax's loop scalar; this is arithmetic only, so the loop vectorizes.
-    exp(x) = 2^-k exp(r), k = round(-x / ln 2), r = x + k ln 2 in [-ln(2) / 2, ln(2) / 2]: a 13-term
-    Taylor series for exp(r), and 2^-k = 2^-(k // 2) 2^-(k - k // 2), each built from its exponent bits
-    (both normal numbers, so that their product underflows to subnormals and 0 as exp does)."""
-    x = max(np.float64(x), -1416.0)            # exp(-746) is already 0 in float64
-    k = np.int64(-x * INV_LN2 + 0.5)
-    r = (x + k * LN2_HI) + k * LN2_LO
-    e = 1.0
-    for n in range(13, 0, -1):                 # 1 + r (1 + r/2 (1 + r/3 (...)))
-        e = 1.0 + e * r * (1.0 / n)
-    half = k >> 1
-    return e * np.int64((1023 - half) << 52).view(np.float64) * np.int64((1023 - k + half) << 52).view(np.float64)
+    """exp(x) for x <= 0 in x's own float type, in compiled code (EXP_NONPOSITIVE)."""
+    raise TypeError("exp_nonpositive runs in compiled code only")
+
+
+@overload(exp_nonpositive, inline="always")
+def _exp_nonpositive(x):
+    return EXP_NONPOSITIVE[x]
 
 
 @njit(inline="always", **JIT)
