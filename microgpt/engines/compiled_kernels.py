@@ -178,37 +178,42 @@ def weight_grad(gw, d, x):
 @njit(**TREE)
 def matmul_left(out, w, x):
     """out (I, R) = w (I, O) @ x (O, R), for activations in columns (forward_columns): row i of out is the
-    sum of the rows of x weighted by w[i], a loop along the tile's R rows. Two rows of out at a time from
-    eight rows of x at a time, so that each load of x feeds 16 products. w may be a transposed view.
-    (With I odd, the last pair is rows I - 2 and I - 1: row I - 2 is written again with the same sums.)"""
+    sum of the rows of x weighted by w[i], a loop along the tile's R rows. Four rows of out at a time from
+    four rows of x at a time: each load of x feeds four sums (at four rows of x and of out, the most that
+    LLVM still vectorizes here). w may be a transposed view. I >= 4: when I is not a multiple of 4, the last
+    four are rows I - 4..I - 1, and the rows among them already done are written again with the same sums."""
     I, O, R = w.shape[0], w.shape[1], x.shape[1]
-    for pair in range(0, I, 2):
-        i = min(pair, I - 2)
-        out_i, out_j, w_i, w_j = out[i], out[i + 1], w[i], w[i + 1]        # (R,) rows i, i + 1; (O,) their weights
+    for quad in range(0, I, 4):
+        i = min(quad, I - 4)
+        out0, out1, out2, out3 = out[i], out[i + 1], out[i + 2], out[i + 3]    # (R,) rows i..i+3 of out
+        w0, w1, w2, w3 = w[i], w[i + 1], w[i + 2], w[i + 3]                    # (O,) their weights
         o = 0
-        while o + 8 <= O:
+        while o + 4 <= O:
             first = o == 0
-            x0, x1, x2, x3 = x[o], x[o + 1], x[o + 2], x[o + 3]                # (R,) rows o..o+7 of x
-            x4, x5, x6, x7 = x[o + 4], x[o + 5], x[o + 6], x[o + 7]
-            a0, a1, a2, a3, a4, a5, a6, a7 = w_i[o], w_i[o + 1], w_i[o + 2], w_i[o + 3], w_i[o + 4], w_i[o + 5], \
-                w_i[o + 6], w_i[o + 7]
-            b0, b1, b2, b3, b4, b5, b6, b7 = w_j[o], w_j[o + 1], w_j[o + 2], w_j[o + 3], w_j[o + 4], w_j[o + 5], \
-                w_j[o + 6], w_j[o + 7]
+            x0, x1, x2, x3 = x[o], x[o + 1], x[o + 2], x[o + 3]                # (R,) rows o..o+3 of x
+            a0, a1, a2, a3 = w0[o], w0[o + 1], w0[o + 2], w0[o + 3]
+            b0, b1, b2, b3 = w1[o], w1[o + 1], w1[o + 2], w1[o + 3]
+            c0, c1, c2, c3 = w2[o], w2[o + 1], w2[o + 2], w2[o + 3]
+            d0, d1, d2, d3 = w3[o], w3[o + 1], w3[o + 2], w3[o + 3]
             for r in range(R):
-                y0, y1, y2, y3, y4, y5, y6, y7 = x0[r], x1[r], x2[r], x3[r], x4[r], x5[r], x6[r], x7[r]
-                s = ((a0 * y0 + a1 * y1) + (a2 * y2 + a3 * y3)) + ((a4 * y4 + a5 * y5) + (a6 * y6 + a7 * y7))
-                t = ((b0 * y0 + b1 * y1) + (b2 * y2 + b3 * y3)) + ((b4 * y4 + b5 * y5) + (b6 * y6 + b7 * y7))
-                out_i[r] = s if first else out_i[r] + s
-                out_j[r] = t if first else out_j[r] + t
-            o += 8
-        if O < 8:
-            out_i[:] = 0
-            out_j[:] = 0
+                y0, y1, y2, y3 = x0[r], x1[r], x2[r], x3[r]
+                s0 = (a0 * y0 + a1 * y1) + (a2 * y2 + a3 * y3)
+                s1 = (b0 * y0 + b1 * y1) + (b2 * y2 + b3 * y3)
+                s2 = (c0 * y0 + c1 * y1) + (c2 * y2 + c3 * y3)
+                s3 = (d0 * y0 + d1 * y1) + (d2 * y2 + d3 * y3)
+                out0[r] = s0 if first else out0[r] + s0
+                out1[r] = s1 if first else out1[r] + s1
+                out2[r] = s2 if first else out2[r] + s2
+                out3[r] = s3 if first else out3[r] + s3
+            o += 4
+        if O < 4:
+            out[i:i + 4] = 0
         for o in range(o, O):
-            x_o, a, b = x[o], w_i[o], w_j[o]
-            for r in range(R):
-                out_i[r] += a * x_o[r]
-                out_j[r] += b * x_o[r]
+            x_o = x[o]
+            for j in range(i, i + 4):
+                out_j, w_jo = out[j], w[j, o]
+                for r in range(R):
+                    out_j[r] += w_jo * x_o[r]
 
 
 @njit(inline="always", **JIT)
@@ -957,7 +962,7 @@ def chunk_work(p, g, ws, ints, offsets, dims, hyper, tokens, starts, doc_loss, m
     while b < hi:
         first = b
         rows, b = fill_tile(ints, tokens, starts, b, hi, dims[R_])
-        by_pos = (b - first) * dims[H_] >= dims[BYPOS_] and dims[C_] > 1   # (matmul_left takes rows in pairs)
+        by_pos = (b - first) * dims[H_] >= dims[BYPOS_] and min(dims[C_], dims[V_]) >= 4   # (see matmul_left)
         if by_pos:
             lanes = by_position(ints, tokens, starts, first, b, dims[H_])
             forward_columns(p, offsets, dims, hyper, bufs, ints, rows, lanes)
