@@ -41,7 +41,9 @@ from microgpt.tensor import Tensor  # noqa: E402
 
 CHUNKS = 8   # the most chunks a batch is cut into: the most threads a step can use
 TILE_ROWS = 256   # the most positions a layer runs over at once (whole documents; at least block_size)
-TILE_BYTES = 2 ** 21   # ... and fewer where a tile's work space would pass this (about the size of L2)
+TILE_BYTES = 2 ** 23   # ... and fewer where a tile's work space would pass this. On the names preset's shape
+# (4 layers of width 96, float32, batch 256, one thread) tiles of 80 rows (2 MB) took 408 µs a document row by
+# row and 490 by position (whose loops run along the rows); tiles of 256 rows (8 MB), 336 and 323.
 BY_POSITION_LANES = 16   # a tile of documents x heads >= this is laid out by position (compiled_kernels.py)
 
 
