@@ -21,7 +21,7 @@ so the numbers depend neither on thread timing nor on the thread count (a batch 
 takes step_parallel even on one thread: step_serial, for one document, is the same loops compiled
 apart, and the compiler may round those differently).
 
-The first call compiles the kernels (about half a minute), and Numba caches the machine code on disk
+The first call compiles the kernels (about a minute), and Numba caches the machine code on disk
 (__pycache__ beside the kernels), so later processes start in a second or two.
 """
 
