@@ -969,7 +969,7 @@ def chunk_work(p, g, ws, ints, offsets, dims, hyper, tokens, starts, doc_loss, m
             cols = padded(rows, dims)
             softmax_columns(lead(probs, (dims[V_], cols)), dweights[:cols], dweights[cols:2 * cols])
         else:
-            forward_rows(p, offsets, dims, hyper, bufs, ints, 0, rows)
+            forward_rows(p, offsets, dims, hyper, bufs, ints, np.int64(0), rows)   # (a literal 0: another compile)
             softmax_rows(probs[:rows])
         columns = lead(probs, (dims[V_], padded(rows, dims)))
         for d in range(first, b):              # each document's loss: the sum over its positions, in order
@@ -1044,7 +1044,8 @@ def step_parallel(state, offsets, dims, hyper, tokens, starts, ws, ints, mode, c
     B = starts.shape[0] - 1
     inv_n = 1.0 / (tokens.shape[0] - B)
     doc_loss = np.empty(B)
-    for c in prange(chunks):
+    for chunk in prange(chunks):
+        c = np.int64(chunk)   # prange's index is unsigned: as int64, chunk_work is the one step_serial compiled
         # Each thread works on arrays of its own: every view of an array (and these loops make millions)
         # counts references on its parent, atomically, so threads viewing one shared array would fight
         # over that counter's cache line. A copy of the parameters costs O(P) a chunk; its documents far more.
@@ -1060,7 +1061,8 @@ def step_parallel(state, offsets, dims, hyper, tokens, starts, ws, ints, mode, c
         P = state.shape[1]
         line = 64 // state.itemsize   # slices of whole cache lines: every element then goes through the same
         lines = P // line             # vector code as in step_serial (P is a whole number of lines), bit for bit
-        for s in prange(chunks):
+        for piece in prange(chunks):
+            s = np.int64(piece)
             hi = P if s == chunks - 1 else (s + 1) * lines // chunks * line
             finish(state, hyper, mode, chunks, s * lines // chunks * line, hi)
     return mean_loss(doc_loss, inv_n)
