@@ -507,25 +507,45 @@ def transpose_into(out, x):
                 out[a, b] = x_b[a]
 
 
-@njit(inline="always", **JIT)
+@njit(**JIT)
 def to_lanes(out, x):
     """out (D, R H) = x (C, R + padding) in columns (forward_columns'), a lane per row and head:
-    out[d, r H + h] = x[h D + d, r]."""
+    out[d, r H + h] = x[h D + d, r]. With four heads (every preset's), the four rows that make one d's
+    lanes are interleaved in one loop, which LLVM vectorizes with shuffles: in float32 four times as fast
+    as transpose_into's strided stores, in float64 about twice."""
     D, H = out.shape[0], x.shape[0] // out.shape[0]
     R = out.shape[1] // H
-    heads = x.reshape((H, D, x.shape[1]))                      # (H, D, R + padding)
-    for d in range(D):
-        transpose_into(out[d].reshape((R, H)), heads[:, d, :R])
+    if H == 4:
+        for d in range(D):
+            lanes, x0, x1, x2, x3 = out[d], x[d], x[D + d], x[2 * D + d], x[3 * D + d]   # (R H,), heads' (R,)
+            for r in range(R):
+                lanes[4 * r] = x0[r]
+                lanes[4 * r + 1] = x1[r]
+                lanes[4 * r + 2] = x2[r]
+                lanes[4 * r + 3] = x3[r]
+    else:
+        heads = x.reshape((H, D, x.shape[1]))                  # (H, D, R + padding)
+        for d in range(D):
+            transpose_into(out[d].reshape((R, H)), heads[:, d, :R])
 
 
-@njit(inline="always", **JIT)
+@njit(**JIT)
 def from_lanes(out, x):
-    """out (C, R + padding) = x (D, R H): to_lanes undone, and the padding zeroed."""
+    """out (C, R + padding) = x (D, R H): to_lanes undone (four heads: interleaved, as there), and the
+    padding zeroed."""
     D, H = x.shape[0], out.shape[0] // x.shape[0]
     R = x.shape[1] // H
     heads = out.reshape((H, D, out.shape[1]))                  # (H, D, R + padding)
     for d in range(D):
-        transpose_into(heads[:, d, :R], x[d].reshape((R, H)))
+        if H == 4:
+            lanes, y0, y1, y2, y3 = x[d], out[d], out[D + d], out[2 * D + d], out[3 * D + d]
+            for r in range(R):
+                y0[r] = lanes[4 * r]
+                y1[r] = lanes[4 * r + 1]
+                y2[r] = lanes[4 * r + 2]
+                y3[r] = lanes[4 * r + 3]
+        else:
+            transpose_into(heads[:, d, :R], x[d].reshape((R, H)))
         heads[:, d, R:] = 0
 
 
