@@ -150,21 +150,6 @@ def test_exp_nonpositive_is_exp(dtype):
     assert got[-3] == 1 and got[-1] == 0
 
 
-def test_kernels_compile_once_per_dtype():
-    """A batch of one (step_serial), of several (step_parallel) and sampling share one compiled copy of the
-    model's kernels per dtype: a second copy (say, for prange's unsigned chunk index) is compiled again,
-    at a first call that already takes most of a minute."""
-    seqs, vocab = names_batch(16, 128, seed=1)
-    (engine,) = engines_for(ModelConfig(vocab_size=vocab), ["compiled"])
-    engine.train_step(seqs[:1], 0, 0.01)
-    engine.train_step(seqs, 1, 0.01)                          # chunks of 16 names x 4 heads: by position
-    engine.logits(engine.new_cache(), seqs[0][0], 0)
-    for kernel in (kernels.chunk_work, kernels.forward_rows, kernels.backward_rows, kernels.forward_columns,
-                   kernels.backward_columns):
-        compiled = [sig for sig in kernel.signatures if sig[0].dtype == numba.float64]
-        assert len(compiled) == 1, (kernel.py_func.__name__, compiled)
-
-
 def test_logits_with_kv_cache_equal_scalar():
     seqs, vocab = names_batch(16, 2, seed=5)
     cfg = ModelConfig(vocab_size=vocab, n_layer=2)
