@@ -535,18 +535,19 @@ def from_lanes(out, x):
     padding zeroed."""
     D, H = x.shape[0], out.shape[0] // x.shape[0]
     R = x.shape[1] // H
-    heads = out.reshape((H, D, out.shape[1]))                  # (H, D, R + padding)
-    for d in range(D):
-        if H == 4:
+    if H == 4:
+        for d in range(D):
             lanes, y0, y1, y2, y3 = x[d], out[d], out[D + d], out[2 * D + d], out[3 * D + d]
             for r in range(R):
                 y0[r] = lanes[4 * r]
                 y1[r] = lanes[4 * r + 1]
                 y2[r] = lanes[4 * r + 2]
                 y3[r] = lanes[4 * r + 3]
-        else:
+    else:
+        heads = out.reshape((H, D, out.shape[1]))              # (H, D, R + padding)
+        for d in range(D):
             transpose_into(heads[:, d, :R], x[d].reshape((R, H)))
-        heads[:, d, R:] = 0
+    out[:, R:] = 0
 
 
 @njit(**JIT)
@@ -986,15 +987,15 @@ def chunk_work(p, g, ws, ints, offsets, dims, hyper, tokens, starts, doc_loss, m
         first = b
         rows, b = fill_tile(ints, tokens, starts, b, hi, dims[R_])
         by_pos = (b - first) * dims[H_] >= dims[BYPOS_] and min(dims[C_], dims[V_]) >= 4   # (see matmul_left)
+        cols = padded(rows, dims)
+        columns = lead(probs, (dims[V_], cols))        # a tile by position's probabilities, (V, R)
         if by_pos:
             lanes = by_position(ints, tokens, starts, first, b, dims[H_])
             forward_columns(p, offsets, dims, hyper, bufs, ints, rows, lanes)
-            cols = padded(rows, dims)
-            softmax_columns(lead(probs, (dims[V_], cols)), dweights[:cols], dweights[cols:2 * cols])
+            softmax_columns(columns, dweights[:cols], dweights[cols:2 * cols])
         else:
             forward_rows(p, offsets, dims, hyper, bufs, ints, np.int64(0), rows)   # (a literal 0: another compile)
             softmax_rows(probs[:rows])
-        columns = lead(probs, (dims[V_], padded(rows, dims)))
         for d in range(first, b):              # each document's loss: the sum over its positions, in order
             doc_loss[d] = 0.0
         for r in range(rows):
