@@ -10,10 +10,12 @@ mode reads them, and its SHA-256 taken from its bytes (the checkpoint keeps that
 """
 
 import hashlib
+import itertools
 import math
 import os
 import random
 import stat
+from array import array
 from dataclasses import dataclass
 
 from microgpt.errors import UsageError
@@ -134,6 +136,17 @@ class Tokenizer:
         return "".join(self.chars[i] for i in ids if i != self.bos)
 
 
+class Batch(list):
+    """A batch of documents: their token lists, as every engine takes them, and the same tokens packed,
+    `tokens` (the documents end to end) and `lengths` (array('q') both, sliced from DocumentData's packed
+    copy, no loop over the tokens). The compiled engine reads those in place (NumPy's frombuffer) instead
+    of packing the lists again each step."""
+
+    def __init__(self, seqs: list[list[int]], tokens: array, lengths: array):
+        super().__init__(seqs)
+        self.tokens, self.lengths = tokens, lengths
+
+
 class DocumentData:
     """Training and held-out sequences from shuffled documents.
 
@@ -153,14 +166,28 @@ class DocumentData:
         self.train = [self.encode(d) for d in docs[:cut]]
         self.val = [self.encode(d) for d in docs[cut:]]
         self.num_cut = sum(len(d) + 2 > block_size + 1 for d in docs)  # documents that lose tokens
+        self._pack = None   # _packed()
 
     def encode(self, doc: str) -> list[int]:
         bos = self.tokenizer.bos
         return ([bos] + self.tokenizer.encode(doc) + [bos])[: self.block_size + 1]
 
     def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
-        start = (step * world + rank) * batch_size
-        return [self.train[(start + j) % len(self.train)] for j in range(batch_size)]
+        n = len(self.train)
+        first = (step * world + rank) * batch_size % n
+        if first + batch_size > n:   # it wraps round the list (or repeats documents)
+            return [self.train[(first + j) % n] for j in range(batch_size)]
+        tokens, lengths, starts = self._packed()
+        last = first + batch_size
+        return Batch(self.train[first:last], tokens[starts[first]:starts[last]], lengths[first:last])
+
+    def _packed(self) -> tuple[array, array, array]:
+        """The training documents end to end, their lengths and where each starts (built once)."""
+        if self._pack is None:
+            lengths = array("q", map(len, self.train))
+            starts = array("q", itertools.accumulate(lengths, initial=0))
+            self._pack = array("q", itertools.chain.from_iterable(self.train)), lengths, starts
+        return self._pack
 
     def val_batches(self, batch_size: int):
         for i in range(0, len(self.val), batch_size):

@@ -34,6 +34,7 @@ DTYPES = numpy_engine.DTYPES
 
 import numpy as np  # noqa: E402
 
+from microgpt.data import Batch  # noqa: E402
 from microgpt.engines import base, compiled_kernels as k  # noqa: E402
 from microgpt.errors import UsageError  # noqa: E402
 from microgpt.params import param_shapes  # noqa: E402
@@ -90,12 +91,17 @@ class Engine(base.Engine):
 
     # ---- one compiled call per batch ---------------------------------------------------------
     def _call(self, seqs, mode: int) -> float:
+        packed = isinstance(seqs, Batch)   # DocumentData's batches come packed: read in place
         if len(seqs) == 1:   # the common case, kept short: this Python runs once per step
-            tokens, starts = np.array(seqs[0], np.int64), self._one_doc
+            tokens = np.frombuffer(seqs.tokens, np.int64) if packed else np.array(seqs[0], np.int64)
+            starts = self._one_doc
             starts[1] = len(seqs[0])
         else:
-            lengths = [len(s) for s in seqs]
-            tokens = np.fromiter(itertools.chain.from_iterable(seqs), np.int64, sum(lengths))
+            if packed:
+                tokens, lengths = np.frombuffer(seqs.tokens, np.int64), np.frombuffer(seqs.lengths, np.int64)
+            else:
+                lengths = [len(s) for s in seqs]
+                tokens = np.fromiter(itertools.chain.from_iterable(seqs), np.int64, sum(lengths))
             starts = np.zeros(len(seqs) + 1, np.int64)
             np.cumsum(lengths, out=starts[1:])
         chunks = min(len(seqs), CHUNKS)
