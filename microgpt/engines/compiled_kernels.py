@@ -358,24 +358,26 @@ def softmax_rows(p):
 
 @njit(**JIT)
 def softmax_columns(p, most, total):
-    """softmax over each column of p (V, R), in place, as softmax_rows over rows; most, total (R,): scratch."""
+    """softmax over each column of p (V, R), in place, as softmax_rows over rows (the sums taken as the exps
+    are, and one reciprocal a column); most, total (R,): scratch."""
     V, R = p.shape[0], p.shape[1]
     for r in range(R):
         most[r] = p[0, r]
     for i in range(1, V):
         for r in range(R):
             most[r] = max(most[r], p[i, r])
-    for i in range(V):
-        for r in range(R):
-            p[i, r] = exp_nonpositive(p[i, r] - most[r])
     for r in range(R):
-        total[r] = p[0, r]
-    for i in range(1, V):
-        for r in range(R):
-            total[r] += p[i, r]
+        total[r] = 0
     for i in range(V):
         for r in range(R):
-            p[i, r] /= total[r]
+            e = exp_nonpositive(p[i, r] - most[r])
+            p[i, r] = e
+            total[r] += e
+    for r in range(R):
+        total[r] = 1 / total[r]
+    for i in range(V):
+        for r in range(R):
+            p[i, r] *= total[r]
 
 
 # ---- attention, row by row (atomic.py's order) ----------------------------------------------------------
@@ -616,12 +618,18 @@ def attention_by_position_back(dq, dk, dv, dy, q, k, v, att, dw, lanes, inv_sqrt
         o, n = lanes[t], lanes[t + 1] - lanes[t]
         a, g = att[wat[t]:wat[t + 1]], dw[:wat[t + 1] - wat[t]]   # (t + 1) n: the weights, their gradient
         dot = dw[N * J:N * J + n]                                  # (n,)
+        # (one store a loop: with two, LLVM checks more pairs of them for overlap before it vectorizes)
         for j in range(t + 1):                                 # y = sum_j a_j v_j
-            s, a_j, ko = g[j * n:(j + 1) * n], a[j * n:(j + 1) * n], lanes[t - j]
+            s, ko = g[j * n:(j + 1) * n], lanes[t - j]
             for d in range(D):
-                dy_d, v_d, dv_d = dy[d, o:o + n], v[d, ko:ko + n], dv[d, ko:ko + n]
+                dy_d, v_d = dy[d, o:o + n], v[d, ko:ko + n]
                 for i in range(n):
                     s[i] = dy_d[i] * v_d[i] if d == 0 else s[i] + dy_d[i] * v_d[i]
+        for d in range(D):
+            dy_d = dy[d, o:o + n]
+            for j in range(t + 1):
+                a_j, dv_d = a[j * n:(j + 1) * n], dv[d, lanes[t - j]:lanes[t - j] + n]
+                for i in range(n):
                     dv_d[i] += a_j[i] * dy_d[i]
         for i in range(n):                                     # softmax: dscore_j = a_j (g_j - a . g)
             dot[i] = a[i] * g[i]
@@ -630,14 +638,17 @@ def attention_by_position_back(dq, dk, dv, dy, q, k, v, att, dw, lanes, inv_sqrt
             for i in range(n):
                 dot[i] += a_j[i] * s[i]
         for j in range(t + 1):                                 # score = q . k_j / sqrt(D)
-            s, a_j, ko = g[j * n:(j + 1) * n], a[j * n:(j + 1) * n], lanes[t - j]
+            s, a_j = g[j * n:(j + 1) * n], a[j * n:(j + 1) * n]
             for i in range(n):
                 s[i] = a_j[i] * (s[i] - dot[i]) * inv_sqrt_d
-            for d in range(D):
-                q_d, k_d = q[d, o:o + n], k[d, ko:ko + n]
-                dq_d, dk_d = dq[d, o:o + n], dk[d, ko:ko + n]
+        for d in range(D):
+            q_d, dq_d = q[d, o:o + n], dq[d, o:o + n]
+            for j in range(t + 1):
+                s, ko = g[j * n:(j + 1) * n], lanes[t - j]
+                k_d, dk_d = k[d, ko:ko + n], dk[d, ko:ko + n]
                 for i in range(n):
                     dq_d[i] += s[i] * k_d[i]
+                for i in range(n):
                     dk_d[i] += s[i] * q_d[i]
 
 
