@@ -140,7 +140,8 @@ class Batch(list):
     """A batch of documents: their token lists, as every engine takes them, and the same tokens packed,
     `tokens` (the documents end to end) and `lengths` (array('q') both, sliced from DocumentData's packed
     copy, no loop over the tokens). The compiled engine reads those in place (NumPy's frombuffer) instead
-    of packing the lists again each step."""
+    of packing the lists again each step. Read it only: the packed copy does not follow changes to the lists
+    (a slice or a sum of batches is a plain list, which the engine packs itself)."""
 
     def __init__(self, seqs: list[list[int]], tokens: array, lengths: array):
         super().__init__(seqs)
