@@ -71,6 +71,20 @@ def test_losses_equal_scalar_on_own_file(tmp_path):
     assert max(abs(a - b) for a, b in zip(want, got)) <= 1e-9
 
 
+def test_narrow_model_and_tiny_vocabulary_by_position_equal_scalar(tmp_path, monkeypatch):
+    """Fewer than four rows in a product (width 2, a vocabulary of 3: two letters and BOS) take
+    matmul_left's one-row path, in tiles laid out by position."""
+    monkeypatch.setattr(compiled_engine, "BY_POSITION_LANES", 1)
+    data = tmp_path / "ab.txt"
+    data.write_text("\n".join("".join(random.Random(i).choice("ab") for _ in range(1 + i % 11)) for i in range(50)),
+                    encoding="utf-8")
+    model = {"n_layer": 1, "n_embd": 2, "n_head": 1, "block_size": 8}
+    want = train_losses(tmp_path, "scalar", "scalar", model, data=str(data), seed=2, batch_size=3, stop_after=40)
+    got = train_losses(tmp_path, "compiled", "compiled", model, data=str(data), seed=2, batch_size=3, stop_after=40)
+    assert len(want) == len(got) == 40
+    assert max(abs(a - b) for a, b in zip(want, got)) <= 1e-9
+
+
 def test_reproduces_reference_run(tmp_path, names_path, reference):
     losses = train_losses(tmp_path, "ref", "compiled", data=names_path, seed=42, steps=1000)
     want = reference["printed_losses_4dp"]

@@ -180,9 +180,20 @@ def matmul_left(out, w, x):
     """out (I, R) = w (I, O) @ x (O, R), for activations in columns (forward_columns): row i of out is the
     sum of the rows of x weighted by w[i], a loop along the tile's R rows. Four rows of out at a time from
     four rows of x at a time: each load of x feeds four sums (at four rows of x and of out, the most that
-    LLVM still vectorizes here). w may be a transposed view. I >= 4: when I is not a multiple of 4, the last
-    four are rows I - 4..I - 1, and the rows among them already done are written again with the same sums."""
+    LLVM still vectorizes here). w may be a transposed view. When I is not a multiple of 4, the last four are
+    rows I - 4..I - 1, and the rows among them already done are written again with the same sums; fewer
+    than four rows (a model narrower than 4, or a vocabulary under 4) go one at a time."""
     I, O, R = w.shape[0], w.shape[1], x.shape[1]
+    if I < 4:
+        for i in range(I):
+            out_i, w_i = out[i], w[i]                                           # (R,), (O,)
+            for r in range(R):
+                out_i[r] = w_i[0] * x[0, r]
+            for o in range(1, O):
+                x_o, w_io = x[o], w_i[o]
+                for r in range(R):
+                    out_i[r] += w_io * x_o[r]
+        return
     for quad in range(0, I, 4):
         i = min(quad, I - 4)
         out0, out1, out2, out3 = out[i], out[i + 1], out[i + 2], out[i + 3]    # (R,) rows i..i+3 of out
@@ -997,7 +1008,7 @@ def chunk_work(p, g, ws, ints, offsets, dims, hyper, tokens, starts, doc_loss, m
     while b < hi:
         first = b
         rows, b = fill_tile(ints, tokens, starts, b, hi, dims[R_])
-        by_pos = (b - first) * dims[H_] >= dims[BYPOS_] and min(dims[C_], dims[V_]) >= 4   # (see matmul_left)
+        by_pos = (b - first) * dims[H_] >= dims[BYPOS_]
         cols = padded(rows, dims)
         columns = lead(probs, (dims[V_], cols))        # a tile by position's probabilities, (V, R)
         if by_pos:
