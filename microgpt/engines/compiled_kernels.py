@@ -735,6 +735,31 @@ def carve(ws, dims):
             wide[:L], probs.reshape((R, V)), dx, wide[L], dn, dy, dqkv, dweights, scratch)
 
 
+# ---- the embeddings, for either layout: e (R, C) in rows, or a tile's columns seen transposed ----------
+@njit(inline="always", **JIT)
+def embed(e, p, offsets, ints, lo, hi):
+    """Rows lo..hi of e (R, C): wte[token] + wpe[position], each row's."""
+    C = e.shape[1]
+    for r in range(lo, hi):
+        tok_at, pos_at = offsets[0] + ints[TOK, r] * C, offsets[1] + ints[POS, r] * C
+        tok_emb, pos_emb = p[tok_at:tok_at + C], p[pos_at:pos_at + C]  # (C,) wte[token], wpe[position]
+        for i in range(C):
+            e[r, i] = tok_emb[i] + pos_emb[i]
+
+
+@njit(inline="always", **JIT)
+def embedding_grads(g, offsets, ints, rows, d):
+    """embed's backward: row r of d (R, C), the gradient of its sum, goes to the token's row of wte and to
+    the position's row of wpe in g."""
+    C = d.shape[1]
+    for r in range(rows):
+        tok_at, pos_at = offsets[0] + ints[TOK, r] * C, offsets[1] + ints[POS, r] * C
+        dtok_emb, dpos_emb = g[tok_at:tok_at + C], g[pos_at:pos_at + C]
+        for i in range(C):
+            dtok_emb[i] += d[r, i]
+            dpos_emb[i] += d[r, i]
+
+
 # ---- forward: atomic.py's gpt(), a layer at a time over rows lo..hi of a tile ---------------------------
 @njit(**JIT)
 def forward_rows(p, offsets, dims, hyper, bufs, ints, lo, hi):
@@ -744,11 +769,8 @@ def forward_rows(p, offsets, dims, hyper, bufs, ints, lo, hi):
     V, C, L, H = dims[V_], dims[C_], dims[L_], dims[H_]
     eps = hyper[RMS_EPS]
     inv_sqrt_d = hyper.dtype.type(1) / np.sqrt(hyper.dtype.type(C // H))
+    embed(emb, p, offsets, ints, lo, hi)
     for r in range(lo, hi):
-        tok_at, pos_at = offsets[0] + ints[TOK, r] * C, offsets[1] + ints[POS, r] * C
-        tok_emb, pos_emb = p[tok_at:tok_at + C], p[pos_at:pos_at + C]  # (C,) wte[token], wpe[position]
-        for i in range(C):
-            emb[r, i] = tok_emb[i] + pos_emb[i]
         s_emb[r] = rmsnorm(xs[0, r], emb[r], eps)   # not redundant: the residual stream carries this normalized x
     for l in range(L):
         w = 3 + 6 * l
@@ -825,11 +847,7 @@ def backward_rows(p, g, offsets, dims, bufs, ints, R, inv_n):
     for r in range(R):
         dn[r, :] = 0
         rmsnorm_back(dn[r], emb[r], s_emb[r], dx[r])
-        tok_at, pos_at = offsets[0] + ints[TOK, r] * C, offsets[1] + ints[POS, r] * C
-        dtok_emb, dpos_emb = g[tok_at:tok_at + C], g[pos_at:pos_at + C]
-        for i in range(C):
-            dtok_emb[i] += dn[r, i]
-            dpos_emb[i] += dn[r, i]
+    embedding_grads(g, offsets, ints, R, dn)
 
 
 # ---- a tile by position, in columns --------------------------------------------------------------------
@@ -867,11 +885,7 @@ def forward_columns(p, offsets, dims, hyper, bufs, ints, rows, lanes):
     inv_sqrt_d = hyper.dtype.type(1) / np.sqrt(hyper.dtype.type(D))
     e = lead(emb, (C, R))
     e[:, rows:] = 0
-    for r in range(rows):
-        tok_at, pos_at = offsets[0] + ints[TOK, r] * C, offsets[1] + ints[POS, r] * C
-        tok_emb, pos_emb = p[tok_at:tok_at + C], p[pos_at:pos_at + C]  # (C,) wte[token], wpe[position]
-        for i in range(C):
-            e[i, r] = tok_emb[i] + pos_emb[i]
+    embed(e.T, p, offsets, ints, 0, rows)
     rmsnorm_columns(lead(xs[0], (C, R)), e, s_emb[:R], eps)
     for l in range(L):
         w = 3 + 6 * l
@@ -952,12 +966,7 @@ def backward_columns(p, g, offsets, dims, bufs, ints, rows, inv_n, lanes):
     # the embeddings: the same gradient to the token's row and the position's
     dn[:] = 0
     rmsnorm_back_columns(dn, lead(emb, (C, R)), s_emb[:R], dx, k_scratch)
-    for r in range(rows):
-        tok_at, pos_at = offsets[0] + ints[TOK, r] * C, offsets[1] + ints[POS, r] * C
-        dtok_emb, dpos_emb = g[tok_at:tok_at + C], g[pos_at:pos_at + C]
-        for i in range(C):
-            dtok_emb[i] += dn[i, r]
-            dpos_emb[i] += dn[i, r]
+    embedding_grads(g, offsets, ints, rows, dn.T)
 
 
 # ---- a batch: chunks of documents, then the gradient's sum and Adam ---------------------------------
