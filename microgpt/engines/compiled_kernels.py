@@ -24,6 +24,8 @@ result depends neither on thread timing nor on the number of threads, bit for bi
 are compiled apart, and with reordered sums the compiler may round them differently: equal to round-off.
 """
 
+import math
+
 import llvmlite.binding
 import numpy as np
 from numba import njit, prange, types
@@ -292,21 +294,21 @@ def exp_nonpositive_in(float_t, int_t, terms, bias, bits, lowest, ln2_hi, ln2_lo
     within a few units in the last place for x >= -10; further out its relative error grows (fastmath may
     merge ln 2's two parts), where a softmax, whose sum is at least 1, cannot see it.
     exp(x) = 2^-k exp(r), k = round(-x / ln 2), r = x + k ln 2 in [-ln(2) / 2, ln(2) / 2] (ln 2 = ln2_hi +
-    ln2_lo, ln2_hi short enough that k ln2_hi is exact): a Taylor series of `terms` terms for exp(r), and
+    ln2_lo, ln2_hi short enough that k ln2_hi is exact): exp(r)'s Taylor polynomial of degree `terms` by Horner's rule, and
     2^-k = 2^-(k // 2) 2^-(k - k // 2), each built from its exponent bits (int_t: the float's width; bias
     and bits: its exponent's), both normal numbers, so that their product underflows to subnormals and 0
     as exp does. Every constant is a float_t: float32 stays float32, twice as many to a vector."""
-    one, half_one, inv_ln2 = float_t(1), float_t(0.5), float_t(1.4426950408889634)
+    half_one, inv_ln2 = float_t(0.5), float_t(1.4426950408889634)
     lowest, ln2_hi, ln2_lo = float_t(lowest), float_t(ln2_hi), float_t(ln2_lo)
-    inverses = tuple(float_t(1 / n) for n in range(terms, 0, -1))
+    top, rest = float_t(1 / math.factorial(terms)), tuple(float_t(1 / math.factorial(n)) for n in range(terms - 1, -1, -1))
 
     def exp_nonpositive(x):
         x = max(float_t(x), lowest)
         k = int_t(-x * inv_ln2 + half_one)
         r = (x + float_t(k) * ln2_hi) + float_t(k) * ln2_lo
-        e = one
-        for inverse in inverses:              # 1 + r (1 + r/2 (1 + r/3 (...)))
-            e = one + e * r * inverse
+        e = top
+        for coefficient in rest:              # Horner: (((r / n! + 1 / (n - 1)!) r + ...) r + 1), one
+            e = e * r + coefficient           # multiply-add a term
         half = k >> 1
         return e * int_t((bias - half) << bits).view(float_t) * int_t((bias - k + half) << bits).view(float_t)
     return exp_nonpositive
