@@ -178,55 +178,73 @@ def weight_grad(gw, d, x):
 
 
 @njit(**TREE)
-def matmul_left(out, w, x):
+def matmul_left(out, w, x, residual=None, relu=False, gate=None):
     """out (I, R) = w (I, O) @ x (O, R), for activations in columns (forward_columns): row i of out is the
     sum of the rows of x weighted by w[i], a loop along the tile's R rows. Four rows of out at a time from
     four rows of x at a time: each load of x feeds four sums (at four rows of x and of out, the most that
     LLVM still vectorizes here). w may be a transposed view. When I is not a multiple of 4, the last four are
     rows I - 4..I - 1, and the rows among them already done are written again with the same sums; fewer
-    than four rows (a model narrower than 4, or a vocabulary under 4) go one at a time."""
+    than four rows (a model narrower than 4, or a vocabulary under 4) go one at a time.
+    Then, four rows at a time while they are in cache (not as passes of their own over the whole tile): given
+    residual (I, R), out = w @ x + residual; with relu, out = max(out, 0); given gate (I, R), out = 0 where
+    gate <= 0 (ReLU's backward, gate = its output; gating out by itself would be slower than relu: with
+    out and gate one array, LLVM's vector loop, which assumes they do not overlap, is skipped)."""
     I, O, R = w.shape[0], w.shape[1], x.shape[1]
-    if I < 4:
-        for i in range(I):
-            out_i, w_i = out[i], w[i]                                           # (R,), (O,)
-            for r in range(R):
-                out_i[r] = w_i[0] * x[0, r]
-            for o in range(1, O):
-                x_o, w_io = x[o], w_i[o]
-                for r in range(R):
-                    out_i[r] += w_io * x_o[r]
-        return
+    zero = out.dtype.type(0)
     for quad in range(0, I, 4):
-        i = min(quad, I - 4)
-        out0, out1, out2, out3 = out[i], out[i + 1], out[i + 2], out[i + 3]    # (R,) rows i..i+3 of out
-        w0, w1, w2, w3 = w[i], w[i + 1], w[i + 2], w[i + 3]                    # (O,) their weights
-        o = 0
-        while o + 4 <= O:
-            first = o == 0
-            x0, x1, x2, x3 = x[o], x[o + 1], x[o + 2], x[o + 3]                # (R,) rows o..o+3 of x
-            a0, a1, a2, a3 = w0[o], w0[o + 1], w0[o + 2], w0[o + 3]
-            b0, b1, b2, b3 = w1[o], w1[o + 1], w1[o + 2], w1[o + 3]
-            c0, c1, c2, c3 = w2[o], w2[o + 1], w2[o + 2], w2[o + 3]
-            d0, d1, d2, d3 = w3[o], w3[o + 1], w3[o + 2], w3[o + 3]
-            for r in range(R):
-                y0, y1, y2, y3 = x0[r], x1[r], x2[r], x3[r]
-                s0 = (a0 * y0 + a1 * y1) + (a2 * y2 + a3 * y3)
-                s1 = (b0 * y0 + b1 * y1) + (b2 * y2 + b3 * y3)
-                s2 = (c0 * y0 + c1 * y1) + (c2 * y2 + c3 * y3)
-                s3 = (d0 * y0 + d1 * y1) + (d2 * y2 + d3 * y3)
-                out0[r] = s0 if first else out0[r] + s0
-                out1[r] = s1 if first else out1[r] + s1
-                out2[r] = s2 if first else out2[r] + s2
-                out3[r] = s3 if first else out3[r] + s3
-            o += 4
-        if O < 4:
-            out[i:i + 4] = 0
-        for o in range(o, O):
-            x_o = x[o]
-            for j in range(i, i + 4):
-                out_j, w_jo = out[j], w[j, o]
+        i = min(quad, I - 4) if I >= 4 else quad
+        rows = min(I - i, 4)                                                    # four, or what a narrow I has
+        if rows < 4 or O < 4:                                                   # one row at a time
+            for j in range(i, i + rows):
+                out_j, w_j = out[j], w[j]                                       # (R,), (O,)
                 for r in range(R):
-                    out_j[r] += w_jo * x_o[r]
+                    out_j[r] = zero
+                for o in range(O):
+                    x_o, w_jo = x[o], w_j[o]
+                    for r in range(R):
+                        out_j[r] += w_jo * x_o[r]
+        else:
+            out0, out1, out2, out3 = out[i], out[i + 1], out[i + 2], out[i + 3]    # (R,) rows i..i+3 of out
+            w0, w1, w2, w3 = w[i], w[i + 1], w[i + 2], w[i + 3]                    # (O,) their weights
+            o = 0
+            while o + 4 <= O:
+                first = o == 0
+                x0, x1, x2, x3 = x[o], x[o + 1], x[o + 2], x[o + 3]                # (R,) rows o..o+3 of x
+                a0, a1, a2, a3 = w0[o], w0[o + 1], w0[o + 2], w0[o + 3]
+                b0, b1, b2, b3 = w1[o], w1[o + 1], w1[o + 2], w1[o + 3]
+                c0, c1, c2, c3 = w2[o], w2[o + 1], w2[o + 2], w2[o + 3]
+                d0, d1, d2, d3 = w3[o], w3[o + 1], w3[o + 2], w3[o + 3]
+                for r in range(R):
+                    y0, y1, y2, y3 = x0[r], x1[r], x2[r], x3[r]
+                    s0 = (a0 * y0 + a1 * y1) + (a2 * y2 + a3 * y3)
+                    s1 = (b0 * y0 + b1 * y1) + (b2 * y2 + b3 * y3)
+                    s2 = (c0 * y0 + c1 * y1) + (c2 * y2 + c3 * y3)
+                    s3 = (d0 * y0 + d1 * y1) + (d2 * y2 + d3 * y3)
+                    out0[r] = s0 if first else out0[r] + s0
+                    out1[r] = s1 if first else out1[r] + s1
+                    out2[r] = s2 if first else out2[r] + s2
+                    out3[r] = s3 if first else out3[r] + s3
+                o += 4
+            for o in range(o, O):
+                x_o = x[o]
+                for j in range(i, i + 4):
+                    out_j, w_jo = out[j], w[j, o]
+                    for r in range(R):
+                        out_j[r] += w_jo * x_o[r]
+        for j in range(i, i + rows):                                            # these rows are in cache now
+            out_j = out[j]
+            if residual is not None:
+                residual_j = residual[j]
+                for r in range(R):
+                    out_j[r] += residual_j[r]
+            if relu:
+                for r in range(R):
+                    out_j[r] = max(out_j[r], zero)
+            if gate is not None:
+                gate_j = gate[j]
+                for r in range(R):
+                    if gate_j[r] <= 0:
+                        out_j[r] = zero
 
 
 @njit(inline="always", **JIT)
@@ -858,21 +876,15 @@ def backward_rows(p, g, offsets, dims, bufs, ints, R, inv_n):
 # would be a loop over a row of a few floats (C = 16: two vectors) whose set-up (row pointers, the
 # compiler's checks that rows do not overlap) costs as much as its arithmetic. In columns, every product,
 # norm and residual is a loop along all R rows. Attention still runs in lanes (to_lanes, from_lanes).
-@njit(**JIT)
-def add_into(out, x):
-    """out += x, elementwise, for contiguous arrays of one shape."""
-    o, a = out.reshape(out.size), x.reshape(x.size)
-    for i in range(o.shape[0]):
-        o[i] += a[i]
-
-
 @njit(inline="always", **JIT)
-def padded(rows, dims):
-    """A tile by position's rows, padded to a whole number of vectors (16 floats): a loop along them has no
-    scalar tail, and each row of a (C, R) array starts on a cache line. The padding holds zeros (its
+def padded(rows, dims, x):
+    """A tile by position's rows, padded to whole 64-byte cache lines (8 floats in float64, 16 in float32: a
+    vector each; x is any array of the engine's dtype): a loop along them has no scalar tail, and each row of
+    a (C, R) array starts on a cache line. The padding holds zeros (its
     embeddings are zero, and from_lanes zeroes its part of attention's outputs), never NaNs, so that it
     adds exact zeros to the weights' gradients."""
-    return min((rows + 15) // 16 * 16, dims[R_])
+    line = 64 // x.itemsize
+    return min((rows + line - 1) // line * line, dims[R_])
 
 
 @njit(**JIT)
@@ -882,7 +894,7 @@ def forward_columns(p, offsets, dims, hyper, bufs, ints, rows, lanes):
     (emb, s_emb, xs, xn1, s1, q, k, v, att, y, xmid, xn2, s2, hid, probs) = bufs[:15]
     dweights, scratch = bufs[20], bufs[21]
     V, C, L, H = dims[V_], dims[C_], dims[L_], dims[H_]
-    D, N, R = C // H, rows * H, padded(rows, dims)
+    D, N, R = C // H, rows * H, padded(rows, dims, p)
     eps = hyper[RMS_EPS]
     inv_sqrt_d = hyper.dtype.type(1) / np.sqrt(hyper.dtype.type(D))
     e = lead(emb, (C, R))
@@ -903,17 +915,12 @@ def forward_columns(p, offsets, dims, hyper, bufs, ints, rows, lanes):
         y_, y_c = lead(scratch, (D, N)), lead(y[l], (C, R))
         attention_by_position(y_, q_, k_, v_, att[l].reshape(att[l].size), lead(dweights, (2, N)), lanes, inv_sqrt_d)
         from_lanes(y_c, y_)
-        matmul_left(xm, matrix(p, offsets[w + 3], C, C), y_c)
-        add_into(xm, x)                                # residual
+        matmul_left(xm, matrix(p, offsets[w + 3], C, C), y_c, x)   # + x: the residual
         # MLP
         rmsnorm_columns(xn_, xm, s2[l, :R], eps)
         h, x_next = lead(hid[l], (4 * C, R)), lead(xs[l + 1], (C, R))
-        matmul_left(h, matrix(p, offsets[w + 4], 4 * C, C), xn_)
-        h_flat = h.reshape(h.size)
-        for i in range(h_flat.shape[0]):
-            h_flat[i] = max(h_flat[i], h.dtype.type(0))
-        matmul_left(x_next, matrix(p, offsets[w + 5], C, 4 * C), h)
-        add_into(x_next, xm)                           # residual
+        matmul_left(h, matrix(p, offsets[w + 4], 4 * C, C), xn_, None, True)   # and ReLU
+        matmul_left(x_next, matrix(p, offsets[w + 5], C, 4 * C), h, xm)     # + xm: the residual
     matmul_left(lead(probs, (V, R)), matrix(p, offsets[2], V, C), lead(xs[L], (C, R)))
 
 
@@ -924,7 +931,7 @@ def backward_columns(p, g, offsets, dims, bufs, ints, rows, inv_n, lanes):
     (emb, s_emb, xs, xn1, s1, q, k, v, att, y, xmid, xn2, s2, hid, probs,
      dx, dh, dn, dy, dqkv, dweights, scratch) = bufs
     V, C, L, H = dims[V_], dims[C_], dims[L_], dims[H_]
-    D, N, n, R = C // H, rows * H, rows * C, padded(rows, dims)
+    D, N, n, R = C // H, rows * H, rows * C, padded(rows, dims, p)
     inv_sqrt_d = p.dtype.type(1) / np.sqrt(p.dtype.type(D))
     dx, dh, dn, dy, dqkv = lead(dx, (C, R)), lead(dh, (4 * C, R)), lead(dn, (C, R)), lead(dy, (C, R)), \
         lead(dqkv, (3 * C, R))
@@ -942,12 +949,8 @@ def backward_columns(p, g, offsets, dims, bufs, ints, rows, inv_n, lanes):
         w = 3 + 6 * l
         h = lead(hid[l], (4 * C, R))
         # MLP block
-        matmul_left(dh, matrix(p, offsets[w + 5], C, 4 * C).T, dx)
+        matmul_left(dh, matrix(p, offsets[w + 5], C, 4 * C).T, dx, None, False, h)   # and ReLU's gate
         matmul_nt(matrix(g, offsets[w + 5], C, 4 * C), dx, h, True)
-        dh_flat, h_flat = dh.reshape(dh.size), h.reshape(h.size)
-        for i in range(dh_flat.shape[0]):
-            if h_flat[i] <= 0:
-                dh_flat[i] = 0                         # ReLU's gate
         matmul_left(dn, matrix(p, offsets[w + 4], 4 * C, C).T, dh)
         matmul_nt(matrix(g, offsets[w + 4], 4 * C, C), dh, lead(xn2[l], (C, R)), True)
         rmsnorm_back_columns(dx, lead(xmid[l], (C, R)), s2[l, :R], dn, k_scratch)
@@ -1020,7 +1023,7 @@ def chunk_work(p, g, ws, ints, offsets, dims, hyper, tokens, starts, doc_loss, m
         first = b
         rows, b = fill_tile(ints, tokens, starts, b, hi, dims[R_])
         by_pos = (b - first) * dims[H_] >= dims[BYPOS_]
-        cols = padded(rows, dims)
+        cols = padded(rows, dims, p)
         columns = lead(probs, (dims[V_], cols))        # a tile by position's probabilities, (V, R)
         if by_pos:
             lanes = by_position(ints, tokens, starts, first, b, dims[H_])
