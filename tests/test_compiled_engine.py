@@ -196,7 +196,7 @@ def test_thread_count_changes_nothing_not_even_round_off():
             for engine, threads in ((one, 1), (two, 2)):
                 numba.set_num_threads(threads)
                 losses.append(kernels.step_parallel(engine.flat, engine.offsets, engine.dims, engine.hyper, tokens,
-                                                    starts, engine.work, engine.ints, kernels.TRAIN, 8))
+                                                    starts, engine.work, engine.ints, kernels.TRAIN, 8, threads))
             loss = kernels.step_serial(serial.flat, serial.offsets, serial.dims, serial.hyper, tokens, starts,
                                        work, ints, kernels.TRAIN, 8)
             assert losses[0] == losses[1]

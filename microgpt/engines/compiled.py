@@ -32,6 +32,7 @@ from microgpt.engines import numpy as numpy_engine
 
 DTYPES = numpy_engine.DTYPES
 
+import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 from microgpt.data import Batch  # noqa: E402
@@ -107,8 +108,8 @@ class Engine(base.Engine):
         chunks = min(len(seqs), CHUNKS)
         # several documents: step_parallel even on one thread, so that the numbers, bit for bit, do not
         # depend on the thread count (step_serial is the same loops compiled apart: equal to round-off)
-        step = k.step_parallel if chunks > 1 else k.step_serial
-        loss = step(self.flat, self.offsets, self.dims, self.hyper, tokens, starts, self.work, self.ints, mode, chunks)
+        args = (self.flat, self.offsets, self.dims, self.hyper, tokens, starts, self.work, self.ints, mode, chunks)
+        loss = k.step_parallel(*args, numba.get_num_threads()) if chunks > 1 else k.step_serial(*args)
         if loss < 0:
             raise UsageError(f"every sequence needs 2 to {self.cfg.block_size + 1} tokens, each below the vocab "
                              f"size {self.cfg.vocab_size}: encode documents with the run's tokenizer")

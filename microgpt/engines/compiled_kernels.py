@@ -1097,26 +1097,37 @@ def step_serial(state, offsets, dims, hyper, tokens, starts, ws, ints, mode, chu
 
 
 @njit(parallel=True, **JIT)
-def step_parallel(state, offsets, dims, hyper, tokens, starts, ws, ints, mode, chunks):
-    """step_serial with the chunks, and then slices of the parameters, on Numba's threads."""
+def step_parallel(state, offsets, dims, hyper, tokens, starts, ws, ints, mode, chunks, threads):
+    """step_serial with the chunks, and then slices of the parameters, on Numba's threads. `threads` must be
+    numba.get_num_threads(), the number prange runs on: with one, the chunks share ws[0] and ints[0], one after
+    another. (Called in here, get_num_threads would keep this function out of Numba's disk cache.)"""
     if not check_batch(tokens, starts, dims):
         return -1.0
     B = starts.shape[0] - 1
     inv_n = 1.0 / (tokens.shape[0] - B)
     doc_loss = np.empty(B)
+    alone = threads == 1   # one thread: no counter to fight over, so the arrays are used in place
     for chunk in prange(chunks):
         c = np.int64(chunk)   # prange's index is unsigned: as int64, chunk_work is the one step_serial compiled
-        # Each thread works on arrays of its own: every view of an array (and these loops make millions)
-        # counts references on its parent, atomically, so threads viewing one shared array would fight
-        # over that counter's cache line. A copy of the parameters costs O(P) a chunk; its documents far more.
-        # doc_loss is shared: each chunk writes only its own documents' entries. (np.zeros here would be
-        # shared too: Numba hoists that allocation out of the loop, one array for every thread.)
+        # With several threads, each works on arrays of its own: every view of an array (and these loops make
+        # millions) counts references on its parent, atomically, so threads viewing one shared array would
+        # fight over that counter's cache line. A copy of the parameters costs O(P) a chunk; its documents far
+        # more. doc_loss is shared: each chunk writes only its own documents' entries. (np.zeros here would
+        # be shared too: Numba hoists that allocation out of the loop, one array for every thread.)
         # (The work space is scratch: every buffer is written before it is read, so it is not copied;
-        # ws and ints are the shape of one, ws[0] and ints[0].)
-        p, g, w, i = state[0].copy(), np.empty_like(state[0]), np.empty_like(ws[0]), np.empty_like(ints[0])
-        chunk_work(p, g, w, i, offsets.copy(), dims.copy(), hyper.copy(), tokens.copy(), starts.copy(), doc_loss, mode,
+        # ws and ints are the shape of one, ws[0] and ints[0]. Of the tokens, the chunk copies only its own
+        # documents', and its starts say where each begins in that copy; the others' are never read.)
+        # The same numbers either way, bit for bit: only where they are kept differs.
+        if alone:
+            p, g, w, i, own_tokens, own_starts = state[0], state[3 + c], ws[0], ints[0], tokens, starts
+        else:
+            lo, hi = chunk_docs(B, c, chunks)
+            p, g, w, i = state[0].copy(), np.empty_like(state[0]), np.empty_like(ws[0]), np.empty_like(ints[0])
+            own_tokens, own_starts = tokens[starts[lo]:starts[hi]].copy(), starts - starts[lo]
+        chunk_work(p, g, w, i, offsets.copy(), dims.copy(), hyper.copy(), own_tokens, own_starts, doc_loss, mode,
                    hyper.dtype.type(inv_n), c, chunks)
-        state[3 + c, :] = g
+        if not alone:
+            state[3 + c, :] = g
     if mode != EVAL:
         P = state.shape[1]
         line = 64 // state.itemsize   # slices of whole cache lines: every element then goes through the same
