@@ -494,10 +494,16 @@ def by_position(ints, tokens, starts, first, last, H):
     order among equals). Returns where each position's lanes (H a row, to_lanes) start: the lanes at
     position t are lanes[t]..lanes[t + 1], and lanes[J] is H x the number of rows."""
     n = np.empty(last - first, np.int64)                       # positions predicted by each document
+    J = 0
     for d in range(first, last):
         n[d - first] = starts[d + 1] - starts[d] - 1
-    order = np.argsort(-n, kind="mergesort")                   # longest first; stable
-    J = n[order[0]]
+        J = max(J, n[d - first])
+    order, k = np.empty(last - first, np.int64), 0             # longest first, in batch order among equals: a
+    for length in range(J, 0, -1):                             # counting sort (lengths are at most T), not argsort
+        for i in range(last - first):
+            if n[i] == length:
+                order[k] = i
+                k += 1
     lanes = np.empty(J + 1, np.int64)
     r = 0
     for t in range(J):
