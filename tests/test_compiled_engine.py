@@ -163,6 +163,26 @@ def test_exp_nonpositive_is_exp(dtype):
     assert got[-3] == 1 and got[-1] == 0
 
 
+@pytest.mark.parametrize("I,O", [(16, 16), (27, 16), (16, 27), (64, 16), (3, 2), (2, 5), (5, 3)])
+def test_matmul_left_and_what_it_folds_in_equal_numpy(I, O):
+    """The columns' product, out = w @ x, alone, plus a residual, with ReLU, and gated (ReLU's backward), on
+    whole quads of rows, a last quad that overlaps the one before (I % 4), fewer than four rows or inputs,
+    and w as a transposed view: against NumPy's product and np.maximum / np.where."""
+    rng = np.random.default_rng(I * 100 + O)
+    R = 24
+    w, x, residual, gate = rng.standard_normal((I, O)), rng.standard_normal((O, R)), \
+        rng.standard_normal((I, R)), rng.standard_normal((I, R))
+    product = w @ x
+    out = np.full((I, R), np.nan)
+    for args, want in [((), product), ((residual,), product + residual), ((None, True), np.maximum(product, 0)),
+                       ((None, False, gate), np.where(gate <= 0, 0, product)),
+                       ((residual, False, gate), np.where(gate <= 0, 0, product + residual))]:
+        kernels.matmul_left(out, w, x, *args)
+        np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+    kernels.matmul_left(out, np.ascontiguousarray(w.T).T, x)   # an F-ordered w, as the backward passes it
+    np.testing.assert_allclose(out, product, rtol=1e-12, atol=1e-12)
+
+
 def test_logits_with_kv_cache_equal_scalar():
     seqs, vocab = names_batch(16, 2, seed=5)
     cfg = ModelConfig(vocab_size=vocab, n_layer=2)
