@@ -13,7 +13,8 @@ params.py's order: row 0 the parameters, 1 and 2 Adam's m and v, 3 onwards one g
 documents (row 3 ends up holding the batch's gradient). `views(row)` gives each parameter by name.
 Each row starts on a 64-byte line and P is padded to whole lines (the padding stays 0 throughout).
 One work space holds a tile of documents (TILE_ROWS positions at most): step_serial's, and the
-KV cache of a sample; step_parallel gives each thread a fresh one of the same size.
+KV cache of a sample; step_parallel on several threads gives each a fresh one of the same size (on one,
+it uses this one, chunk after chunk).
 
 Threads. A batch is cut into min(batch, CHUNKS) chunks of consecutive documents; the chunks run on
 Numba's threads (NUMBA_NUM_THREADS, default: every core) and their gradients are added in chunk order,
