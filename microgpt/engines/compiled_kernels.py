@@ -312,13 +312,15 @@ def exp_nonpositive_in(float_t, int_t, terms, bias, bits, lowest, ln2_hi, ln2_lo
     within a few units in the last place for x >= -10; further out its relative error grows (fastmath may
     merge ln 2's two parts), where a softmax, whose sum is at least 1, cannot see it.
     exp(x) = 2^-k exp(r), k = round(-x / ln 2), r = x + k ln 2 in [-ln(2) / 2, ln(2) / 2] (ln 2 = ln2_hi +
-    ln2_lo, ln2_hi short enough that k ln2_hi is exact): exp(r)'s Taylor polynomial of degree `terms` by Horner's rule, and
-    2^-k = 2^-(k // 2) 2^-(k - k // 2), each built from its exponent bits (int_t: the float's width; bias
-    and bits: its exponent's), both normal numbers, so that their product underflows to subnormals and 0
-    as exp does. Every constant is a float_t: float32 stays float32, twice as many to a vector."""
+    ln2_lo, ln2_hi short enough that k ln2_hi is exact): exp(r)'s Taylor polynomial of degree `terms` by
+    Horner's rule, and 2^-k = 2^-(k // 2) 2^-(k - k // 2), each built from its exponent bits (int_t: the
+    float's width; bias and bits: its exponent's), both normal numbers, so that their product underflows to
+    subnormals and 0 as exp does. Every constant is a float_t: float32 stays float32, twice as many to a
+    vector."""
     half_one, inv_ln2 = float_t(0.5), float_t(1.4426950408889634)
     lowest, ln2_hi, ln2_lo = float_t(lowest), float_t(ln2_hi), float_t(ln2_lo)
-    top, rest = float_t(1 / math.factorial(terms)), tuple(float_t(1 / math.factorial(n)) for n in range(terms - 1, -1, -1))
+    top = float_t(1 / math.factorial(terms))                                   # 1/n!, the highest n first
+    rest = tuple(float_t(1 / math.factorial(n)) for n in range(terms - 1, -1, -1))
 
     def exp_nonpositive(x):
         x = max(float_t(x), lowest)
@@ -886,9 +888,9 @@ def backward_rows(p, g, offsets, dims, bufs, ints, R, inv_n):
 def padded(rows, dims, x):
     """A tile by position's rows, padded to whole 64-byte cache lines (8 floats in float64, 16 in float32: a
     vector each; x is any array of the engine's dtype): a loop along them has no scalar tail, and each row of
-    a (C, R) array starts on a cache line. The padding holds zeros (its
-    embeddings are zero, and from_lanes zeroes its part of attention's outputs), never NaNs, so that it
-    adds exact zeros to the weights' gradients."""
+    a (C, R) array starts on a cache line. The padding holds zeros (its embeddings are zero, and from_lanes
+    zeroes its part of attention's outputs), never NaNs, so that it adds exact zeros to the weights'
+    gradients."""
     line = 64 // x.itemsize
     return min((rows + line - 1) // line * line, dims[R_])
 
