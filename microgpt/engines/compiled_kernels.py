@@ -1128,11 +1128,13 @@ def step_parallel(state, offsets, dims, hyper, tokens, starts, ws, ints, mode, c
         # The same numbers either way, bit for bit: only where they are kept differs.
         if alone:
             p, g, w, i, own_tokens, own_starts = state[0], state[3 + c], ws[0], ints[0], tokens, starts
+            own_offsets, own_dims, own_hyper = offsets, dims, hyper
         else:
             lo, hi = chunk_docs(B, c, chunks)
             p, g, w, i = state[0].copy(), np.empty_like(state[0]), np.empty_like(ws[0]), np.empty_like(ints[0])
             own_tokens, own_starts = tokens[starts[lo]:starts[hi]].copy(), starts - starts[lo]
-        chunk_work(p, g, w, i, offsets.copy(), dims.copy(), hyper.copy(), own_tokens, own_starts, doc_loss, mode,
+            own_offsets, own_dims, own_hyper = offsets.copy(), dims.copy(), hyper.copy()
+        chunk_work(p, g, w, i, own_offsets, own_dims, own_hyper, own_tokens, own_starts, doc_loss, mode,
                    hyper.dtype.type(inv_n), c, chunks)
         if not alone:
             state[3 + c, :] = g
