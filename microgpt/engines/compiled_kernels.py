@@ -29,6 +29,7 @@ import math
 import llvmlite.binding
 import numpy as np
 from numba import njit, prange, types
+from numba.core import config
 from numba.extending import overload
 
 # LLVM vectorizes a loop 8 floats wide and then, by default, runs four such vectors per iteration; a
@@ -36,6 +37,16 @@ from numba.extending import overload
 # at a time. One vector per iteration: a step 10% faster. (An LLVM option: it holds for every loop Numba
 # compiles in this process from here on.)
 llvmlite.binding.set_option("", "-force-vector-interleave=1")
+
+# On a core with AVX-512, LLVM's tuning for most models still keeps vectors to 256 bits ('prefer-256-bit',
+# against the clock drop that 512-bit instructions cost older Intel cores). Lifted: 8 float64 or 16 float32
+# a vector, and a batched step about 10% faster in float64 on this project's Intel (AVX-512) host. Numba reads
+# the setting when it first compiles anything in the process, and keys its disk cache on it; a user's own
+# NUMBA_CPU_NAME or NUMBA_CPU_FEATURES is left as given.
+if config.CPU_NAME is None and config.CPU_FEATURES is None:
+    host_features = llvmlite.binding.get_host_cpu_features()
+    if host_features.get("avx512f"):
+        config.CPU_FEATURES = host_features.flatten() + ",-prefer-256-bit"
 
 # Let the compiler reorder and fuse floating-point sums (so that they vectorize); keep NaN and inf
 # semantics (softmax's max and exp rely on them). error_model="numpy": a division by zero gives inf
