@@ -163,6 +163,30 @@ def test_exp_nonpositive_is_exp(dtype):
     assert got[-3] == 1 and got[-1] == 0
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_reciprocal_is_one_over(dtype):
+    """Adam's division by Newton's steps, in each dtype, against NumPy's 1 / d in float64: within an ulp or
+    two from the smallest normal number to its reciprocal (Adam's d, a square root, stays far below that), and
+    finite below it (where 1 / d overflows)."""
+    @numba.njit(**dict(kernels.TREE, cache=False))   # adam's flags; not cached, as above
+    def reciprocals(d, out):
+        for i in range(d.shape[0]):
+            out[i] = kernels.reciprocal(d[i])
+    info = np.finfo(dtype)
+    d = np.concatenate([np.geomspace(info.tiny, 1 / info.tiny, 200001, dtype=np.float64),
+                        np.random.default_rng(1).random(100000) + 0.5]).astype(dtype)
+    got = np.empty_like(d)
+    reciprocals(d, got)
+    assert got.dtype == np.dtype(dtype)
+    want = 1 / d.astype(np.float64)
+    ulps = np.abs(got - want) / np.spacing(want.astype(dtype)).astype(np.float64)
+    assert ulps.max() <= 2
+    tiny = np.array([info.smallest_subnormal, info.tiny / 2, 0], dtype)
+    out = np.empty_like(tiny)
+    reciprocals(tiny, out)
+    assert np.all(np.isfinite(out)) and np.all(out > 0)      # as 1 / (the smallest normal number)
+
+
 @pytest.mark.parametrize("I,O", [(16, 16), (27, 16), (16, 27), (64, 16), (3, 2), (2, 5), (5, 3)])
 def test_matmul_left_and_what_it_folds_in_equal_numpy(I, O):
     """The columns' product, out = w @ x, alone, plus a residual, with ReLU, and gated (ReLU's backward), on
