@@ -111,14 +111,16 @@ def test_check_passes(capsys):
     assert rows and all(line.endswith("ok") for line in rows)
 
 
-# A layer runs over a tile of whole documents at once. 26 documents make 8 chunks of 3 or 4; tiles of 8
-# rows hold one document each, tiles of 20 hold two and leave the next for a new tile, and tiles of 64 hold
-# a whole chunk. A tile of at least BY_POSITION_LANES documents x heads (3 heads here) is laid out by
-# position, for attention's sake: 1, every tile; 6, the tiles of two documents (tiles of 20 rows mix both).
+# A layer runs over a tile of whole documents at once. 26 documents make 8 chunks of 3 or 4 (CHUNK_DOCS 1: a
+# chunk may have as few as one); tiles of 8 rows hold one document each, tiles of 20 hold two and leave the
+# next for a new tile, and tiles of 64 hold a whole chunk. A tile of at least BY_POSITION_LANES documents x
+# heads (3 heads here) is laid out by position, for attention's sake: 1, every tile; 6, the tiles of two
+# documents (tiles of 20 rows mix both).
 @pytest.mark.parametrize("tile_rows,by_position_lanes", [(8, 10**9), (20, 10**9), (64, 10**9), (8, 1), (64, 1), (20, 6)])
 def test_gradients_equal_scalar_per_tensor(monkeypatch, tile_rows, by_position_lanes):
     monkeypatch.setattr(compiled_engine, "TILE_ROWS", tile_rows)
     monkeypatch.setattr(compiled_engine, "BY_POSITION_LANES", by_position_lanes)
+    monkeypatch.setattr(compiled_engine, "CHUNK_DOCS", 1)
     seqs, vocab = names_batch(8, 26, seed=4)   # ends with long names, cut at the block
     cfg = ModelConfig(vocab_size=vocab, n_layer=2, n_embd=12, n_head=3, block_size=8)
     scalar, compiled = engines_for(cfg, ["scalar", "compiled"], seed=5)
@@ -131,8 +133,8 @@ def test_gradients_equal_scalar_per_tensor(monkeypatch, tile_rows, by_position_l
 
 
 def test_a_large_batch_equals_numpy_per_tensor():
-    """The engine as shipped (tiles of up to 256 rows, by position from 16 lanes) on a batch of 256 names:
-    8 chunks of 32 documents, each a tile by position. The numpy engine computes the same function."""
+    """The engine as shipped (tiles of up to 256 rows in float64, by position from 16 lanes) on a batch of 256
+    names: 4 chunks of 64 documents, each two tiles by position. The numpy engine computes the same function."""
     seqs, vocab = names_batch(16, 256, seed=8)
     numpy, compiled = engines_for(ModelConfig(vocab_size=vocab), ["numpy", "compiled"], seed=3)
     want_loss, want = numpy.loss_and_grads(seqs)

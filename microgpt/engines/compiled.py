@@ -12,11 +12,12 @@ Memory. Parameters, Adam's moments and the gradients are rows of one flat (3 + c
 params.py's order: row 0 the parameters, 1 and 2 Adam's m and v, 3 onwards one gradient per chunk of
 documents (row 3 ends up holding the batch's gradient). `views(row)` gives each parameter by name.
 Each row starts on a 64-byte line and P is padded to whole lines (the padding stays 0 throughout).
-One work space holds a tile of documents (TILE_ROWS positions at most): step_serial's, and the
-KV cache of a sample; step_parallel on several threads gives each a fresh one of the same size (on one,
-it uses this one, chunk after chunk).
+One work space holds a tile of documents (TILE_ROWS positions at most, twice that in float32): step_serial's,
+and the KV cache of a sample; step_parallel on several threads gives each a fresh one of the same size (on
+one, it uses this one, chunk after chunk).
 
-Threads. A batch is cut into min(batch, CHUNKS) chunks of consecutive documents; the chunks run on
+Threads. A batch is cut into chunks of consecutive documents, CHUNK_DOCS or more each, but two chunks at
+least and CHUNKS at most (a batch of 256: 4 chunks; of 512 or more: 8). The chunks run on
 Numba's threads (NUMBA_NUM_THREADS, default: every core) and their gradients are added in chunk order,
 so the numbers depend neither on thread timing nor on the thread count (a batch of several documents
 takes step_parallel even on one thread: step_serial, for one document, is the same loops compiled
@@ -43,7 +44,11 @@ from microgpt.params import param_shapes  # noqa: E402
 from microgpt.tensor import Tensor  # noqa: E402
 
 CHUNKS = 8   # the most chunks a batch is cut into: the most threads a step can use
-TILE_ROWS = 256   # the most positions a layer runs over at once (whole documents; at least block_size)
+CHUNK_DOCS = 64   # ... and a chunk takes this many documents or more, where the batch still makes two chunks
+TILE_ROWS = 256   # the most positions a layer runs over at once in float64 (whole documents; at least block_size),
+# and as many bytes in float32, 512. On the default model (batches of 256, one thread), chunks of 64 names
+# (about 450 positions) in tiles of 512 made a float32 step 9% faster than chunks of 32 in tiles of 256; in
+# float64, tiles of 512 were 1% slower and chunks of 64 no faster (the kernels side by side in one process).
 TILE_BYTES = 2 ** 23   # ... and fewer where a tile's work space would pass this. On the names preset's shape
 # (4 layers of width 96, float32, batch 256, one thread) tiles of 80 rows (2 MB) took 408 µs a document row by
 # row and 490 by position (whose loops run along the rows); tiles of 256 rows (8 MB), 336 and 323.
@@ -77,7 +82,8 @@ class Engine(base.Engine):
             model_cfg.vocab_size, model_cfg.n_embd, model_cfg.block_size, model_cfg.n_layer, model_cfg.n_head, CHUNKS, 1,
             BY_POSITION_LANES)
         per_row = k.work_size(self.dims + np.eye(k.DIMS_SIZE, dtype=np.int64)[k.R_]) - k.work_size(self.dims)   # floats
-        rows = max(model_cfg.block_size, min(TILE_ROWS, TILE_BYTES // (per_row * np.dtype(self.dtype).itemsize)))
+        itemsize = np.dtype(self.dtype).itemsize
+        rows = max(model_cfg.block_size, min(TILE_ROWS * 8 // itemsize, TILE_BYTES // (per_row * itemsize)))
         self.dims[k.R_] = rows
         self.work = aligned_zeros((1, k.work_size(self.dims)), self.dtype)   # a tile's activations
         self.ints = np.zeros((1, k.INTS, rows), np.int64)   # the tile's rows: token, position, ... of each
@@ -106,7 +112,7 @@ class Engine(base.Engine):
                 tokens = np.fromiter(itertools.chain.from_iterable(seqs), np.int64, sum(lengths))
             starts = np.zeros(len(seqs) + 1, np.int64)
             np.cumsum(lengths, out=starts[1:])
-        chunks = min(len(seqs), CHUNKS)
+        chunks = min(len(seqs), CHUNKS, max(2, len(seqs) // CHUNK_DOCS))
         # several documents: step_parallel even on one thread, so that the numbers, bit for bit, do not
         # depend on the thread count (step_serial is the same loops compiled apart: equal to round-off)
         args = (self.flat, self.offsets, self.dims, self.hyper, tokens, starts, self.work, self.ints, mode, chunks)
