@@ -2,13 +2,15 @@
 
     git worktree add ../before HEAD~1          (any two checkouts of this repo)
     python scripts/ab_kernels.py ../before . --dtype float64 [--rounds 15] [--batches 20]
+    python scripts/ab_kernels.py . . --dtype float32 --tiles 256x8,512x4   (one version, two tile sizes)
 
 Loads compiled_kernels.py from each checkout as a module of its own, gives each its own copy of one
 engine's parameters and work space (aligned to 64-byte lines, as the engine's are), and times one
 training step of each (step_parallel on one thread, batches of 256 names) in turn, batch after batch:
 a host that slows down for a moment slows both alike. Prints each version's µs a document (best and
 median round), the ratio B/A (median of the rounds' ratios, with their range) and both last losses,
-which should agree to round-off. The kernels compile on the first call, into a cache directory of
+which should agree to round-off. --tiles AxM,BxN gives A a tile of A rows and M chunks a batch, and B
+B rows and N chunks (default: the engine's own, compiled.py's TILE_ROWS and chunk_count). The kernels compile on the first call, into a cache directory of
 this script's own (NUMBA_CACHE_DIR, default a temporary one): Numba keys its disk cache on the source
 file alone, and an entry written under this script's module names would break the engine's.
 """
@@ -29,7 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 from microgpt.config import ModelConfig, TrainConfig  # noqa: E402
-from microgpt.engines.compiled import aligned_zeros  # noqa: E402
+from microgpt.engines.compiled import aligned_zeros, chunk_count  # noqa: E402
 from microgpt.errors import UsageError  # noqa: E402
 from microgpt.run import Run  # noqa: E402
 
@@ -59,6 +61,20 @@ def packed(batch) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(batch.tokens, np.int64), starts
 
 
+def parse_tiles(text, rows: int, chunks: int, block_size: int) -> list[tuple[int, int]]:
+    """--tiles 'AxM,BxN' as [(A, M), (B, N)]; without it, the engine's own tile rows and chunks, twice."""
+    if text is None:
+        return [(int(rows), chunks)] * 2
+    try:
+        tiles = [tuple(int(n) for n in part.split("x")) for part in text.split(",")]
+    except ValueError:
+        tiles = []
+    if len(tiles) != 2 or any(len(t) != 2 or t[0] < block_size or not 1 <= t[1] <= 8 for t in tiles):
+        raise UsageError(f"--tiles takes two ROWSxCHUNKS, rows at least the block size ({block_size}) and 1 to 8 "
+                         f"chunks, e.g. --tiles 256x8,512x4 (got {text!r})")
+    return tiles
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("a", help="checkout A (the baseline)")
@@ -67,6 +83,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--batches", type=int, default=20, help="batches of 256 names a round")
     p.add_argument("--data", default=None, help="the training text (default: the embedded names)")
+    p.add_argument("--tiles", default=None, help="ROWSxCHUNKS,ROWSxCHUNKS: A's and B's tile rows and chunks a batch")
     args = p.parse_args(argv)
     if args.rounds <= 0 or args.batches <= 0:
         raise UsageError("--rounds and --batches must be positive integers")
@@ -76,15 +93,21 @@ def main(argv=None) -> int:
     hyper = engine.hyper
     hyper[[kernels[0].LR, kernels[0].C1, kernels[0].C2]] = 0.01, 1 - 0.85, 1 - 0.99   # Adam, its second step
     batches = [packed(run.data.batch(s, 256)) for s in range(args.batches)]
-    states = [(aligned_copy(engine.flat), aligned_copy(engine.work)) for _ in kernels]
+    tiles = parse_tiles(args.tiles, engine.dims[kernels[0].R_], chunk_count(256), engine.cfg.block_size)
+    states = []
+    for k, (rows, _) in zip(kernels, tiles):
+        dims = engine.dims.copy()
+        dims[k.R_] = rows
+        states.append((aligned_copy(engine.flat), aligned_zeros((1, k.work_size(dims)), engine.dtype),
+                       np.zeros((1, k.INTS, rows), np.int64), dims))
 
     # kernels from before step_parallel took the thread count go without it (looked up once, not per step)
     threads = [(1,) if "threads" in inspect.signature(k.step_parallel.py_func).parameters else () for k in kernels]
 
     def step(i, tokens, starts):
-        k, (flat, work) = kernels[i], states[i]
-        return k.step_parallel(flat, engine.offsets, engine.dims, hyper, tokens, starts, work, engine.ints, k.TRAIN,
-                               8, *threads[i])
+        k, (flat, work, ints, dims) = kernels[i], states[i]
+        return k.step_parallel(flat, engine.offsets, dims, hyper, tokens, starts, work, ints, k.TRAIN,
+                               tiles[i][1], *threads[i])
 
     for i in range(2):   # compile, or load from the cache
         step(i, *batches[0])
@@ -102,6 +125,7 @@ def main(argv=None) -> int:
     ratios = sorted(b / a for a, b in zip(*per_doc))
     for name, times in zip("AB", per_doc):
         print(f"{name}: {min(times):.3f} µs a document (best round), median {statistics.median(times):.3f}")
+    print(f"tiles: A {tiles[0][0]} rows x {tiles[0][1]} chunks, B {tiles[1][0]} x {tiles[1][1]}")
     print(f"B/A: {statistics.median(ratios):.3f} (rounds {ratios[0]:.3f}..{ratios[-1]:.3f}); {args.dtype}, one thread, "
           f"{args.rounds} rounds of {args.batches} batches of 256; last losses {losses[0]:.6f} {losses[1]:.6f}; "
           f"load average {os.getloadavg()[0]:.2f}")

@@ -55,6 +55,11 @@ TILE_BYTES = 2 ** 23   # ... and fewer where a tile's work space would pass this
 BY_POSITION_LANES = 16   # a tile of documents x heads >= this is laid out by position (compiled_kernels.py)
 
 
+def chunk_count(docs: int) -> int:
+    """How many chunks a batch of `docs` documents is cut into (the module's docstring: Threads)."""
+    return min(docs, CHUNKS, max(2, docs // CHUNK_DOCS))
+
+
 def aligned_zeros(shape, dtype):
     """Zeros of `shape` whose last axis is padded to whole 64-byte lines and whose rows each start on
     one: the kernels' vector loads then never straddle two cache lines. NumPy aligns to 16 bytes only,
@@ -112,7 +117,7 @@ class Engine(base.Engine):
                 tokens = np.fromiter(itertools.chain.from_iterable(seqs), np.int64, sum(lengths))
             starts = np.zeros(len(seqs) + 1, np.int64)
             np.cumsum(lengths, out=starts[1:])
-        chunks = min(len(seqs), CHUNKS, max(2, len(seqs) // CHUNK_DOCS))
+        chunks = chunk_count(len(seqs))
         # several documents: step_parallel even on one thread, so that the numbers, bit for bit, do not
         # depend on the thread count (step_serial is the same loops compiled apart: equal to round-off)
         args = (self.flat, self.offsets, self.dims, self.hyper, tokens, starts, self.work, self.ints, mode, chunks)
