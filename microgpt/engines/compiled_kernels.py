@@ -225,16 +225,19 @@ def matmul_left(out, w, x, residual=None, relu=False, gate=None):
                 b0, b1, b2, b3 = w1[o], w1[o + 1], w1[o + 2], w1[o + 3]
                 c0, c1, c2, c3 = w2[o], w2[o + 1], w2[o + 2], w2[o + 3]
                 d0, d1, d2, d3 = w3[o], w3[o + 1], w3[o + 2], w3[o + 3]
+                # The sum so far enters the last multiply-add: four terms and it in five operations (two
+                # multiplies, two multiply-adds, an add), where adding it after the four took six: 2% of a
+                # step. (With `first` as two loops of their own, rather than this choice, 30% slower.)
                 for r in range(R):
                     y0, y1, y2, y3 = x0[r], x1[r], x2[r], x3[r]
-                    s0 = (a0 * y0 + a1 * y1) + (a2 * y2 + a3 * y3)
-                    s1 = (b0 * y0 + b1 * y1) + (b2 * y2 + b3 * y3)
-                    s2 = (c0 * y0 + c1 * y1) + (c2 * y2 + c3 * y3)
-                    s3 = (d0 * y0 + d1 * y1) + (d2 * y2 + d3 * y3)
-                    out0[r] = s0 if first else out0[r] + s0
-                    out1[r] = s1 if first else out1[r] + s1
-                    out2[r] = s2 if first else out2[r] + s2
-                    out3[r] = s3 if first else out3[r] + s3
+                    o0 = zero if first else out0[r]
+                    o1 = zero if first else out1[r]
+                    o2 = zero if first else out2[r]
+                    o3 = zero if first else out3[r]
+                    out0[r] = (a0 * y0 + a1 * y1) + (a2 * y2 + (a3 * y3 + o0))
+                    out1[r] = (b0 * y0 + b1 * y1) + (b2 * y2 + (b3 * y3 + o1))
+                    out2[r] = (c0 * y0 + c1 * y1) + (c2 * y2 + (c3 * y3 + o2))
+                    out3[r] = (d0 * y0 + d1 * y1) + (d2 * y2 + (d3 * y3 + o3))
                 o += 4
             for o in range(o, O):
                 x_o = x[o]
