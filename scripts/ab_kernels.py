@@ -9,10 +9,11 @@ engine's parameters and work space (aligned to 64-byte lines, as the engine's ar
 training step of each (step_parallel on one thread, batches of 256 names) in turn, batch after batch:
 a host that slows down for a moment slows both alike. Prints each version's µs a document (best and
 median round), the ratio B/A (median of the rounds' ratios, with their range) and both last losses,
-which should agree to round-off. --tiles AxM,BxN gives A a tile of A rows and M chunks a batch, and B
-B rows and N chunks (default: the engine's own, compiled.py's TILE_ROWS and chunk_count). The kernels compile on the first call, into a cache directory of
-this script's own (NUMBA_CACHE_DIR, default a temporary one): Numba keys its disk cache on the source
-file alone, and an entry written under this script's module names would break the engine's.
+which should agree to round-off. --tiles AxM,BxN gives version A tiles of A rows and M chunks a batch,
+and version B tiles of B rows and N chunks (default: the engine's own for both, compiled.py's TILE_ROWS
+and chunk_count). The kernels compile on the first call, into a cache directory of this script's own
+(NUMBA_CACHE_DIR, default a temporary one): Numba keys its disk cache on the source file alone, and an
+entry written under this script's module names would break the engine's.
 """
 
 import argparse
