@@ -134,7 +134,7 @@ def test_gradients_equal_scalar_per_tensor(monkeypatch, tile_rows, by_position_l
 
 def test_a_large_batch_equals_numpy_per_tensor():
     """The engine as shipped (tiles of up to 256 rows in float64, by position from 16 lanes) on a batch of 256
-    names: 4 chunks of 64 documents, each two tiles by position. The numpy engine computes the same function."""
+    names: 8 chunks of 32 documents, each a tile by position. The numpy engine computes the same function."""
     seqs, vocab = names_batch(16, 256, seed=8)
     numpy, compiled = engines_for(ModelConfig(vocab_size=vocab), ["numpy", "compiled"], seed=3)
     want_loss, want = numpy.loss_and_grads(seqs)

@@ -16,8 +16,10 @@ One work space holds a tile of documents (TILE_ROWS positions at most, twice tha
 and the KV cache of a sample; step_parallel on several threads gives each a fresh one of the same size (on
 one, it uses this one, chunk after chunk).
 
-Threads. A batch is cut into chunks of consecutive documents, CHUNK_DOCS or more each, but two chunks at
-least and CHUNKS at most (a batch of 256: 4 chunks; of 512 or more: 8). The chunks run on
+Threads. A batch is cut into chunks of consecutive documents, CHUNK_DOCS or more each in float64 and twice
+that in float32 (whose tiles hold twice the positions), but two chunks at least and CHUNKS at most: a batch
+of 256 makes 8 chunks in float64 and 4 in float32, and one under 96 (float64) or 192 (float32) makes two,
+each as full a tile as it can be (more chunks would mean more threads but smaller tiles). The chunks run on
 Numba's threads (NUMBA_NUM_THREADS, default: every core) and their gradients are added in chunk order,
 so the numbers depend neither on thread timing nor on the thread count (a batch of several documents
 takes step_parallel even on one thread: step_serial, for one document, is the same loops compiled
@@ -44,20 +46,23 @@ from microgpt.params import param_shapes  # noqa: E402
 from microgpt.tensor import Tensor  # noqa: E402
 
 CHUNKS = 8   # the most chunks a batch is cut into: the most threads a step can use
-CHUNK_DOCS = 64   # ... and a chunk takes this many documents or more, where the batch still makes two chunks
+CHUNK_DOCS = 32   # ... and a chunk takes this many float64 documents or more (float32: twice as many), where
+#                   the batch still makes two chunks
 TILE_ROWS = 256   # the most positions a layer runs over at once in float64 (whole documents; at least block_size),
 # and as many bytes in float32, 512. On the default model (batches of 256, one thread), chunks of 64 names
 # (about 450 positions) in tiles of 512 made a float32 step 9% faster than chunks of 32 in tiles of 256; in
-# float64, tiles of 512 were 1% slower and chunks of 64 no faster (the kernels side by side in one process).
+# float64, tiles of 512 were 1% slower and chunks of 64 no faster (the kernels side by side in one process), so
+# float64 keeps chunks of 32: a batch of 256 still runs on up to 8 threads.
 TILE_BYTES = 2 ** 23   # ... and fewer where a tile's work space would pass this. On the names preset's shape
 # (4 layers of width 96, float32, batch 256, one thread) tiles of 80 rows (2 MB) took 408 µs a document row by
 # row and 490 by position (whose loops run along the rows); tiles of 256 rows (8 MB), 336 and 323.
 BY_POSITION_LANES = 16   # a tile of documents x heads >= this is laid out by position (compiled_kernels.py)
 
 
-def chunk_count(docs: int) -> int:
-    """How many chunks a batch of `docs` documents is cut into (the module's docstring: Threads)."""
-    return min(docs, CHUNKS, max(2, docs // CHUNK_DOCS))
+def chunk_count(docs: int, itemsize: int) -> int:
+    """How many chunks a batch of `docs` documents of floats of `itemsize` bytes is cut into (the module's
+    docstring: Threads)."""
+    return min(docs, CHUNKS, max(2, docs // (CHUNK_DOCS * 8 // itemsize)))
 
 
 def aligned_zeros(shape, dtype):
@@ -109,6 +114,7 @@ class Engine(base.Engine):
             tokens = np.frombuffer(seqs.tokens, np.int64) if packed else np.array(seqs[0], np.int64)
             starts = self._one_doc
             starts[1] = len(seqs[0])
+            chunks = 1
         else:
             if packed:
                 tokens, lengths = np.frombuffer(seqs.tokens, np.int64), np.frombuffer(seqs.lengths, np.int64)
@@ -117,7 +123,7 @@ class Engine(base.Engine):
                 tokens = np.fromiter(itertools.chain.from_iterable(seqs), np.int64, sum(lengths))
             starts = np.zeros(len(seqs) + 1, np.int64)
             np.cumsum(lengths, out=starts[1:])
-        chunks = chunk_count(len(seqs))
+            chunks = chunk_count(len(seqs), self.flat.itemsize)
         # several documents: step_parallel even on one thread, so that the numbers, bit for bit, do not
         # depend on the thread count (step_serial is the same loops compiled apart: equal to round-off)
         args = (self.flat, self.offsets, self.dims, self.hyper, tokens, starts, self.work, self.ints, mode, chunks)
