@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     hyper = engine.hyper
     hyper[[kernels[0].LR, kernels[0].C1, kernels[0].C2]] = 0.01, 1 - 0.85, 1 - 0.99   # Adam, its second step
     batches = [packed(run.data.batch(s, 256)) for s in range(args.batches)]
-    tiles = parse_tiles(args.tiles, engine.dims[kernels[0].R_], chunk_count(256, engine.flat.itemsize), engine.cfg.block_size)
+    tiles = parse_tiles(args.tiles, engine.dims[kernels[0].R_], chunk_count(256, engine.chunk_docs), engine.cfg.block_size)
     states = []
     for k, (rows, _) in zip(kernels, tiles):
         dims = engine.dims.copy()

@@ -59,10 +59,10 @@ TILE_BYTES = 2 ** 23   # ... and fewer where a tile's work space would pass this
 BY_POSITION_LANES = 16   # a tile of documents x heads >= this is laid out by position (compiled_kernels.py)
 
 
-def chunk_count(docs: int, itemsize: int) -> int:
-    """How many chunks a batch of `docs` documents of floats of `itemsize` bytes is cut into (the module's
-    docstring: Threads)."""
-    return min(docs, CHUNKS, max(2, docs // (CHUNK_DOCS * 8 // itemsize)))
+def chunk_count(docs: int, chunk_docs: int) -> int:
+    """How many chunks a batch of `docs` documents is cut into, chunk_docs or more each (the engine's: see
+    the module's docstring, Threads)."""
+    return min(docs, CHUNKS, max(2, docs // chunk_docs))
 
 
 def aligned_zeros(shape, dtype):
@@ -93,7 +93,9 @@ class Engine(base.Engine):
             BY_POSITION_LANES)
         per_row = k.work_size(self.dims + np.eye(k.DIMS_SIZE, dtype=np.int64)[k.R_]) - k.work_size(self.dims)   # floats
         itemsize = np.dtype(self.dtype).itemsize
-        rows = max(model_cfg.block_size, min(TILE_ROWS * 8 // itemsize, TILE_BYTES // (per_row * itemsize)))
+        widen = 8 // itemsize   # float32: twice the positions a tile and the documents a chunk (the same bytes)
+        rows = max(model_cfg.block_size, min(TILE_ROWS * widen, TILE_BYTES // (per_row * itemsize)))
+        self.chunk_docs = CHUNK_DOCS * widen
         self.dims[k.R_] = rows
         self.work = aligned_zeros((1, k.work_size(self.dims)), self.dtype)   # a tile's activations
         self.ints = np.zeros((1, k.INTS, rows), np.int64)   # the tile's rows: token, position, ... of each
@@ -123,7 +125,7 @@ class Engine(base.Engine):
                 tokens = np.fromiter(itertools.chain.from_iterable(seqs), np.int64, sum(lengths))
             starts = np.zeros(len(seqs) + 1, np.int64)
             np.cumsum(lengths, out=starts[1:])
-            chunks = chunk_count(len(seqs), self.flat.itemsize)
+            chunks = chunk_count(len(seqs), self.chunk_docs)
         # several documents: step_parallel even on one thread, so that the numbers, bit for bit, do not
         # depend on the thread count (step_serial is the same loops compiled apart: equal to round-off)
         args = (self.flat, self.offsets, self.dims, self.hyper, tokens, starts, self.work, self.ints, mode, chunks)

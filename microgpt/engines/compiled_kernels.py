@@ -355,14 +355,18 @@ EXP_NONPOSITIVE = {   # below `lowest`, exp is 0 (exp(-746) in float64, exp(-104
 }
 
 
-def exp_nonpositive(x):
-    """exp(x) for x <= 0 in x's own float type, in compiled code (EXP_NONPOSITIVE)."""
-    raise TypeError("exp_nonpositive runs in compiled code only")
+def per_float_type(name, implementations, doc):
+    """A function for compiled code that runs implementations[the type of its float argument], inlined (so
+    that float32 arithmetic stays float32); called from Python, it says that it runs in compiled code only."""
+    def function(x):
+        raise TypeError(f"{name} runs in compiled code only")
+    function.__name__ = function.__qualname__ = name
+    function.__doc__ = doc
+    overload(function, inline="always")(lambda x: implementations[x])
+    return function
 
 
-@overload(exp_nonpositive, inline="always")
-def _exp_nonpositive(x):
-    return EXP_NONPOSITIVE[x]
+exp_nonpositive = per_float_type("exp_nonpositive", EXP_NONPOSITIVE, "exp(x) for x <= 0 in x's own float type.")
 
 
 def reciprocal_in(float_t, int_t, magic, steps):
@@ -374,8 +378,8 @@ def reciprocal_in(float_t, int_t, magic, steps):
     1 / d overflows anyway)."""
     two, smallest, magic = float_t(2), float_t(np.finfo(float_t).tiny), int_t(magic)
 
-    def reciprocal(d):
-        d = float_t(max(d, smallest))
+    def reciprocal(x):
+        d = float_t(max(x, smallest))
         z = int_t(magic - d.view(int_t)).view(float_t)
         for _ in range(steps):
             z = z * (two - d * z)
@@ -387,14 +391,8 @@ RECIPROCAL = {types.float64: reciprocal_in(np.float64, np.int64, 0x7FDE623822FC1
               types.float32: reciprocal_in(np.float32, np.int32, 0x7EF311C7, 4)}
 
 
-def reciprocal(d):
-    """1 / d for 0 < d < 1 / (the smallest normal number), in d's own float type, in compiled code (RECIPROCAL)."""
-    raise TypeError("reciprocal runs in compiled code only")
-
-
-@overload(reciprocal, inline="always")
-def _reciprocal(d):
-    return RECIPROCAL[d]
+reciprocal = per_float_type("reciprocal", RECIPROCAL,
+                            "1 / x for 0 < x < 1 / (the smallest normal number), in x's own float type.")
 
 
 @njit(inline="always", **JIT)
