@@ -9,7 +9,10 @@ kernels (a minute or two per dtype); Numba caches them on disk for the next.
 """
 
 import json
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -251,6 +254,20 @@ def test_thread_count_changes_nothing_not_even_round_off():
             assert np.abs(serial.flat[:3] - one.flat[:3]).max() <= 1e-12
     finally:
         numba.set_num_threads(before)
+
+
+def test_numbers_do_not_depend_on_where_the_kernels_came_from(tmp_path):
+    """Kernels compiled in the process, and the same kernels loaded from Numba's disk cache by a process
+    that calls its entry points in the other order (step_parallel before step_serial), give the same bits:
+    each entry point runs its own copies of the functions it calls (compiled_kernels.py, OWN_SYMBOLS)."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))   # an empty cache: the first compiles
+    runs = []
+    for order in ("serial-first", "parallel-first"):
+        proc = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "compiled_probe.py"), order],
+                              env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr
+        runs.append(json.loads(proc.stdout))
+    assert runs[0] == runs[1]
 
 
 def test_a_batch_takes_the_parallel_step_with_one_thread_too(monkeypatch):
