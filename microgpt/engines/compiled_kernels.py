@@ -28,9 +28,9 @@ import math
 
 import llvmlite.binding
 import numpy as np
-from numba import njit, prange, types
+from numba import carray, njit, prange, types
 from numba.core import codegen as numba_codegen, config
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 # LLVM vectorizes a loop 8 floats wide and then, by default, runs four such vectors per iteration; a
 # loop shorter than 32 (a row of width 16, a head's 4) then never enters that body and runs one float
@@ -94,10 +94,30 @@ EVAL, GRADS, TRAIN = 0, 1, 2
 # of a flat buffer, row-major: w[o, i] is flat[at + o * nin + i].
 # Inner loops index slices by their own loop counter: Numba wraps a negative index around, and an
 # index it cannot prove non-negative (at + i) makes that a per-element test that stops vectorization.
+@intrinsic
+def element_address(typingctx, array, at):
+    """A pointer to element `at` of a C-contiguous array, counted flat (any other array: a typing error)."""
+    if not isinstance(array, types.Array) or array.layout != "C":
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.gep(context.make_array(signature.args[0])(context, builder, args[0]).data, [args[1]])
+    return types.CPointer(array.dtype)(array, at), codegen
+
+
+@njit(inline="always", **JIT)
+def uncounted(x):
+    """A C-contiguous array x as a view that counts no references. Numba counts references on every view it
+    makes of an array that came from Python (an atomic increment and decrement each: 12% of a batch-1 step);
+    views of this one, and views of those, skip that. For arrays the caller holds for the whole call."""
+    return carray(element_address(x, 0), x.shape)
+
+
 @njit(inline="always", **JIT)
 def matrix(flat, at, nout, nin):
-    """The (nout, nin) matrix at `at` in flat, a view."""
-    return flat[at:at + nout * nin].reshape((nout, nin))
+    """The (nout, nin) matrix at `at` in flat, a view (that counts no references, see uncounted, and with no
+    call to Numba's reshape)."""
+    return carray(element_address(flat, at), (nout, nin))
 
 
 @njit(inline="always", **JIT)
@@ -1165,6 +1185,8 @@ def step_serial(state, offsets, dims, hyper, tokens, starts, ws, ints, mode, chu
     B = starts.shape[0] - 1
     inv_n = 1.0 / (tokens.shape[0] - B)
     doc_loss = np.empty(B)
+    state, ws, ints, tokens, starts = uncounted(state), uncounted(ws), uncounted(ints), uncounted(tokens), uncounted(starts)
+    offsets, dims, hyper = uncounted(offsets), uncounted(dims), uncounted(hyper)
     for c in range(chunks):
         chunk_work(state[0], state[3 + c], ws[c], ints[c], offsets, dims, hyper, tokens, starts, doc_loss, mode,
                    hyper.dtype.type(inv_n), c, chunks)
@@ -1183,30 +1205,19 @@ def step_parallel(state, offsets, dims, hyper, tokens, starts, ws, ints, mode, c
     B = starts.shape[0] - 1
     inv_n = 1.0 / (tokens.shape[0] - B)
     doc_loss = np.empty(B)
-    alone = threads == 1   # one thread: no counter to fight over, so the arrays are used in place
+    # Every thread reads the parameters and the documents in place, and writes its chunk's gradient row and
+    # its documents' losses: as uncounted views (a shared reference count would be a cache line that every
+    # thread's views fight over). (Not doc_loss, which this function owns: its uncounted view would outlive it.)
+    state, tokens, starts = uncounted(state), uncounted(tokens), uncounted(starts)
+    offsets, dims, hyper, ws, ints = uncounted(offsets), uncounted(dims), uncounted(hyper), uncounted(ws), uncounted(ints)
+    alone = threads == 1   # one thread: the chunks share one work space, one after another
     for chunk in prange(chunks):
         c = np.int64(chunk)   # prange's index is unsigned: as int64, chunk_work is the one step_serial compiled
-        # With several threads, each works on arrays of its own: every view of an array (and these loops make
-        # millions) counts references on its parent, atomically, so threads viewing one shared array would
-        # fight over that counter's cache line. A copy of the parameters costs O(P) a chunk; its documents far
-        # more. doc_loss is shared: each chunk writes only its own documents' entries. (np.zeros here would
-        # be shared too: Numba hoists that allocation out of the loop, one array for every thread.)
-        # (The work space is scratch: every buffer is written before it is read, so it is not copied;
-        # ws and ints are the shape of one, ws[0] and ints[0]. Of the tokens, the chunk copies only its own
-        # documents', and its starts say where each begins in that copy; the others' are never read.)
-        # The same numbers either way, bit for bit: only where they are kept differs.
-        if alone:
-            p, g, w, i, own_tokens, own_starts = state[0], state[3 + c], ws[0], ints[0], tokens, starts
-            own_offsets, own_dims, own_hyper = offsets, dims, hyper
-        else:
-            lo, hi = chunk_docs(B, c, chunks)
-            p, g, w, i = state[0].copy(), np.empty_like(state[0]), np.empty_like(ws[0]), np.empty_like(ints[0])
-            own_tokens, own_starts = tokens[starts[lo]:starts[hi]].copy(), starts - starts[lo]
-            own_offsets, own_dims, own_hyper = offsets.copy(), dims.copy(), hyper.copy()
-        chunk_work(p, g, w, i, own_offsets, own_dims, own_hyper, own_tokens, own_starts, doc_loss, mode,
+        # With several threads, each chunk has a work space of its own, fresh (scratch: every buffer is written
+        # before it is read). (np.empty outside this loop would be freed while uncounted views of it are used.)
+        w, i = (ws[0], ints[0]) if alone else (np.empty_like(ws[0]), np.empty_like(ints[0]))
+        chunk_work(state[0], state[3 + c], w, i, offsets, dims, hyper, tokens, starts, doc_loss, mode,
                    hyper.dtype.type(inv_n), c, chunks)
-        if not alone:
-            state[3 + c, :] = g
     if mode != EVAL:
         P = state.shape[1]
         line = 64 // state.itemsize   # slices of whole cache lines: every element then goes through the same
@@ -1222,6 +1233,7 @@ def step_parallel(state, offsets, dims, hyper, tokens, starts, ws, ints, mode, c
 def position_logits(p, offsets, dims, hyper, ws, ints, token_id, t):
     """Sampling: the logits (V,) at position t of one sequence, whose positions 0..t-1 are already in
     the work space (ws, ints: one chunk's, the KV cache of one sample): row t of a one-document tile."""
+    p, offsets, dims, hyper, ws, ints = uncounted(p), uncounted(offsets), uncounted(dims), uncounted(hyper), uncounted(ws), uncounted(ints)
     ints[TOK, t], ints[POS, t], ints[DOC0, t] = token_id, t, 0
     bufs = carve(ws, dims)
     forward_rows(p, offsets, dims, hyper, bufs, ints, t, t + 1)
