@@ -114,10 +114,16 @@ def uncounted(x):
 
 
 @njit(inline="always", **JIT)
+def view_as(x, at, shape):
+    """The floats of a C-contiguous array x from flat index `at` on, as an array of `shape`: a view that
+    counts no references (see uncounted), made without a call to Numba's runtime, as a reshape is."""
+    return carray(element_address(x, at), shape)
+
+
+@njit(inline="always", **JIT)
 def matrix(flat, at, nout, nin):
-    """The (nout, nin) matrix at `at` in flat, a view (that counts no references, see uncounted, and with no
-    call to Numba's reshape)."""
-    return carray(element_address(flat, at), (nout, nin))
+    """The (nout, nin) matrix at `at` in flat, a view."""
+    return view_as(flat, at, (nout, nin))
 
 
 @njit(inline="always", **JIT)
@@ -465,7 +471,7 @@ def softmax_rows(p):
             top = max(top, p_r[i])
         for i in range(p_r.shape[0]):
             p_r[i] -= top
-    flat = p.reshape(p.size)
+    flat = lead(p, (p.size,))
     for i in range(flat.shape[0]):
         flat[i] = exp_nonpositive(flat[i])
     for r in range(p.shape[0]):
@@ -571,11 +577,8 @@ def attention_rows_back(dq, dk, dv, dy, q, k, v, att, dweights, ints, R, H, inv_
 # one (t + 1, n) block.
 @njit(inline="always", **JIT)
 def lead(x, shape):
-    """The first floats of x (any contiguous array) as an array of `shape`, a view."""
-    n = 1
-    for size in shape:
-        n *= size
-    return x.reshape(x.size)[:n].reshape(shape)
+    """The first floats of x (a C-contiguous array) as an array of `shape`, a view."""
+    return view_as(x, 0, shape)
 
 
 @njit(**JIT)
@@ -653,9 +656,9 @@ def to_lanes(out, x):
                 lanes[4 * r + 2] = x2[r]
                 lanes[4 * r + 3] = x3[r]
     else:
-        heads = x.reshape((H, D, x.shape[1]))                  # (H, D, R + padding)
+        heads = lead(x, (H, D, x.shape[1]))                    # (H, D, R + padding)
         for d in range(D):
-            transpose_into(out[d].reshape((R, H)), heads[:, d, :R])
+            transpose_into(lead(out[d], (R, H)), heads[:, d, :R])
 
 
 @njit(**JIT)
@@ -673,9 +676,9 @@ def from_lanes(out, x):
                 y2[r] = lanes[4 * r + 2]
                 y3[r] = lanes[4 * r + 3]
     else:
-        heads = out.reshape((H, D, out.shape[1]))              # (H, D, R + padding)
+        heads = lead(out, (H, D, out.shape[1]))                # (H, D, R + padding)
         for d in range(D):
-            transpose_into(heads[:, d, :R], x[d].reshape((R, H)))
+            transpose_into(heads[:, d, :R], lead(x[d], (R, H)))
     out[:, R:] = 0
 
 
@@ -818,8 +821,8 @@ def take(ws, at, n):
 @njit(**JIT)
 def carve(ws, dims):
     """One chunk's work space (a flat row) cut into the buffers a tile's forward and backward use.
-    The buffers of one row shape are slices of one block, reshaped once (a reshape is a call to
-    Numba's runtime; slicing a block's first axis is not). The shapes below are the rows'; a tile by
+    The buffers of one row shape are slices of one block, viewed in that shape once (`lead`; slicing a
+    block's first axis makes no call either). The shapes below are the rows'; a tile by
     position uses the same floats as columns, (C, R) (`lead`), and keeps q, k and v as lanes, (D, R H)."""
     V, C, T, L, H, R = dims[V_], dims[C_], dims[T_], dims[L_], dims[H_], dims[R_]
     n_c, n_4c, n_s, n_att, n_probs, n_dweights, n_scratch = pieces(dims)
@@ -832,7 +835,7 @@ def carve(ws, dims):
     #                                            the columns' softmax and norms take (R,) pieces of it
     scratch, at = take(ws, at, n_scratch)      # a tile by position's: q, k, v (3C, R) fresh from their
     #                                            product, then up to four (D, R H) in lanes
-    c = block_c.reshape((8 * L + 8, R, C))
+    c = lead(block_c, (8 * L + 8, R, C))
     emb = c[0]                                 # (R, C) wte[tok] + wpe[pos]
     xs = c[1:L + 2]                            # (L + 1, R, C) the residual stream entering each layer; xs[L]: the last
     xn1 = c[L + 2:2 * L + 2]                   # (L, R, C) rmsnorm(xs[l]), attention's input
@@ -845,10 +848,10 @@ def carve(ws, dims):
     dx, dn, dy = c[8 * L + 2], c[8 * L + 3], c[8 * L + 4]   # backward: (R, C) each; dx the residual stream's
     dqkv = c[8 * L + 5:8 * L + 8]              # gradient; (3, R, C) dq, dk, dv: dk and dv the cached keys' and
     #                                            values', filled by every later position that read them
-    wide = block_4c.reshape((L + 1, R, 4 * C))  # (L, R, 4C) hid = relu(fc1 xn2) in [:L]; then dh (R, 4C)
-    s = block_s.reshape((2 * L + 1, R))        # rmsnorm scales: (R,) of the embedding, (L, R) of xs, (L, R) of xmid
-    return (emb, s[0], xs, xn1, s[1:L + 1], q, k, v, att.reshape((L, H, R, T)), y, xmid, xn2, s[L + 1:],
-            wide[:L], probs.reshape((R, V)), dx, wide[L], dn, dy, dqkv, dweights, scratch)
+    wide = lead(block_4c, (L + 1, R, 4 * C))    # (L, R, 4C) hid = relu(fc1 xn2) in [:L]; then dh (R, 4C)
+    s = lead(block_s, (2 * L + 1, R))          # rmsnorm scales: (R,) of the embedding, (L, R) of xs, (L, R) of xmid
+    return (emb, s[0], xs, xn1, s[1:L + 1], q, k, v, lead(att, (L, H, R, T)), y, xmid, xn2, s[L + 1:],
+            wide[:L], lead(probs, (R, V)), dx, wide[L], dn, dy, dqkv, dweights, scratch)
 
 
 # ---- the embeddings, for either layout: e (R, C) in rows, or a tile's columns seen transposed ----------
@@ -1009,7 +1012,7 @@ def forward_columns(p, offsets, dims, hyper, bufs, ints, rows, lanes):
         to_lanes(k_, qkv[C:2 * C])
         to_lanes(v_, qkv[2 * C:])
         y_, y_c = lead(scratch, (D, N)), lead(y[l], (C, R))
-        attention_by_position(y_, q_, k_, v_, att[l].reshape(att[l].size), lead(dweights, (2, N)), lanes, inv_sqrt_d)
+        attention_by_position(y_, q_, k_, v_, lead(att[l], (att[l].size,)), lead(dweights, (2, N)), lanes, inv_sqrt_d)
         from_lanes(y_c, y_)
         matmul_left(xm, matrix(p, offsets[w + 3], C, C), y_c, x)   # + x: the residual
         # MLP
@@ -1057,7 +1060,7 @@ def backward_columns(p, g, offsets, dims, bufs, ints, rows, inv_n, lanes):
             lead(scratch[3 * n:], (D, N))
         to_lanes(dy_, dy)
         attention_by_position_back(dq_, dk_, dv_, dy_, lead(q[l], (D, N)), lead(k[l], (D, N)), lead(v[l], (D, N)),
-                                   att[l].reshape(att[l].size), dweights, lanes, inv_sqrt_d)
+                                   lead(att[l], (att[l].size,)), dweights, lanes, inv_sqrt_d)
         from_lanes(dqkv[:C], dq_)
         from_lanes(dqkv[C:2 * C], dk_)
         from_lanes(dqkv[2 * C:], dv_)
