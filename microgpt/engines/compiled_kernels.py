@@ -62,6 +62,7 @@ _optimize_final_module = numba_codegen.CPUCodeLibrary._optimize_final_module
 
 
 def _optimize_with_private_copies(library):
+    """Numba's optimization of a library's final module, its linked-in copies first made private."""
     functions = list(library._final_module.functions)
     if any(f.name.startswith(OWN_SYMBOLS) for f in functions):
         for f in functions:
@@ -1216,8 +1217,8 @@ def step_parallel(state, offsets, dims, hyper, tokens, starts, ws, ints, mode, c
     alone = threads == 1   # one thread: the chunks share one work space, one after another
     for chunk in prange(chunks):
         c = np.int64(chunk)   # prange's index is unsigned: as int64, chunk_work is the one step_serial compiled
-        # With several threads, each chunk has a work space of its own, fresh (scratch: every buffer is written
-        # before it is read). (np.empty outside this loop would be freed while uncounted views of it are used.)
+        # With several threads, each chunk gets a fresh work space of its own (scratch: every buffer is written
+        # before it is read); with one, the chunks share ws[0] and ints[0].
         w, i = (ws[0], ints[0]) if alone else (np.empty_like(ws[0]), np.empty_like(ints[0]))
         chunk_work(state[0], state[3 + c], w, i, offsets, dims, hyper, tokens, starts, doc_loss, mode,
                    hyper.dtype.type(inv_n), c, chunks)
