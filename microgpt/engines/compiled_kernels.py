@@ -93,8 +93,6 @@ EVAL, GRADS, TRAIN = 0, 1, 2
 # A layer runs over a tile of rows at once (a row: one position of one document), so each weight is
 # read once per tile, not once per position. A matrix w (nout, nin) is the stretch flat[at:at + nout * nin]
 # of a flat buffer, row-major: w[o, i] is flat[at + o * nin + i].
-# Inner loops index slices by their own loop counter: Numba wraps a negative index around, and an
-# index it cannot prove non-negative (at + i) makes that a per-element test that stops vectorization.
 @intrinsic
 def element_address(typingctx, array, at):
     """A pointer to element `at` of a C-contiguous array, counted flat (any other array: a typing error)."""
@@ -121,6 +119,8 @@ def view_as(x, at, shape):
     return carray(element_address(x, at), shape)
 
 
+# Inner loops index slices by their own loop counter: Numba wraps a negative index around, and an
+# index it cannot prove non-negative (at + i) makes that a per-element test that stops vectorization.
 @njit(inline="always", **JIT)
 def matrix(flat, at, nout, nin):
     """The (nout, nin) matrix at `at` in flat, a view."""
@@ -1179,6 +1179,13 @@ def mean_loss(doc_loss, inv_n):
     return total * inv_n
 
 
+@njit(inline="always", **JIT)
+def uncounted_step(state, offsets, dims, hyper, tokens, starts, ws, ints):
+    """A step's arrays as uncounted views (the engine holds them through the call)."""
+    return (uncounted(state), uncounted(offsets), uncounted(dims), uncounted(hyper), uncounted(tokens),
+            uncounted(starts), uncounted(ws), uncounted(ints))
+
+
 @njit(**JIT)
 def step_serial(state, offsets, dims, hyper, tokens, starts, ws, ints, mode, chunks):
     """One call for a whole batch: forward, and for GRADS the gradient in state[3], and for TRAIN
@@ -1189,8 +1196,8 @@ def step_serial(state, offsets, dims, hyper, tokens, starts, ws, ints, mode, chu
     B = starts.shape[0] - 1
     inv_n = 1.0 / (tokens.shape[0] - B)
     doc_loss = np.empty(B)
-    state, ws, ints, tokens, starts = uncounted(state), uncounted(ws), uncounted(ints), uncounted(tokens), uncounted(starts)
-    offsets, dims, hyper = uncounted(offsets), uncounted(dims), uncounted(hyper)
+    state, offsets, dims, hyper, tokens, starts, ws, ints = uncounted_step(state, offsets, dims, hyper, tokens, starts,
+                                                                         ws, ints)
     for c in range(chunks):
         chunk_work(state[0], state[3 + c], ws[c], ints[c], offsets, dims, hyper, tokens, starts, doc_loss, mode,
                    hyper.dtype.type(inv_n), c, chunks)
@@ -1212,8 +1219,8 @@ def step_parallel(state, offsets, dims, hyper, tokens, starts, ws, ints, mode, c
     # Every thread reads the parameters and the documents in place, and writes its chunk's gradient row and
     # its documents' losses: as uncounted views (a shared reference count would be a cache line that every
     # thread's views fight over). (Not doc_loss, which this function owns: its uncounted view would outlive it.)
-    state, tokens, starts = uncounted(state), uncounted(tokens), uncounted(starts)
-    offsets, dims, hyper, ws, ints = uncounted(offsets), uncounted(dims), uncounted(hyper), uncounted(ws), uncounted(ints)
+    state, offsets, dims, hyper, tokens, starts, ws, ints = uncounted_step(state, offsets, dims, hyper, tokens, starts,
+                                                                         ws, ints)
     alone = threads == 1   # one thread: the chunks share one work space, one after another
     for chunk in prange(chunks):
         c = np.int64(chunk)   # prange's index is unsigned: as int64, chunk_work is the one step_serial compiled
