@@ -5,6 +5,7 @@ autograd) or the reference run's printed losses. Speed is not tested here; see `
 """
 
 import json
+import math
 import random
 from dataclasses import replace
 
@@ -234,6 +235,17 @@ def test_bench_json_reports_every_row(capsys):
     assert all(r["rounds"] == 2 for r in rows)
     for r in rows:
         assert r["ms_per_step"] > 0 and r["us_per_doc"] > 0 and np.isfinite(r["final_loss"])
+
+
+def test_bench_preset_trains_with_its_init_and_schedule(capsys):
+    """--preset names times the preset's width with its init and lr schedule: a few batched steps end near the
+    loss of a model that knows nothing, ln(vocab). (With atomic.py's lr and no warmup they diverged: 13.8.)"""
+    argv = ["bench", "--engines", "numpy", "--preset", "names", "--steps", "3", "--batched-steps", "3",
+            "--batch-size", "64", "--rounds", "1", "--json"]
+    assert cli.main(argv) == 0
+    batched = [r for r in json.loads(capsys.readouterr().out) if r["batch"] == 64]
+    vocab = Run.fresh(ModelConfig(), TrainConfig()).model.vocab_size   # the embedded names' characters and BOS
+    assert len(batched) == 1 and batched[0]["final_loss"] < math.log(vocab) + 1, batched
 
 
 def test_bench_table(capsys):
