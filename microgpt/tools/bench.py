@@ -121,9 +121,12 @@ def bench_configs(preset: str | None) -> tuple[ModelConfig, dict]:
     return model, {k: v for k, v in values.items() if k in PRESET_SETTINGS}
 
 
-def measure(model: ModelConfig, row: dict, data: str | None, settings: dict) -> tuple[list[float], float]:
-    """One training run: the `dt` of each step (seconds) and the final loss. settings: bench_configs'."""
-    settings = dict(settings, warmup_steps=min(settings.get("warmup_steps", 0), row["steps"] - 1))
+def measure(model: ModelConfig, row: dict, data: str | None,
+            settings: dict | None = None) -> tuple[list[float], float]:
+    """One training run: the `dt` of each step (seconds) and the final loss. settings: bench_configs' (none:
+    atomic.py's)."""
+    settings = dict(settings or {})
+    settings["warmup_steps"] = min(settings.get("warmup_steps", 0), row["steps"] - 1)
     tcfg = TrainConfig(engine=row["engine"], batch_size=row["batch"], steps=row["steps"], samples=0,
                        dtype=row["dtype"], save_every=row["steps"],
                        threads=row["threads"] if row["engine"] == "torch" else 0, **settings)
@@ -227,8 +230,8 @@ def add_arguments(p) -> None:
                    help="thread counts of the compiled and torch engines' batched rows, comma-separated "
                         "(default: 1 and every core)")
     p.add_argument("--preset", choices=sorted(PRESETS),
-                   help="time a preset's model (layers, width, heads, block, init) and lr schedule instead of atomic.py's; "
-                        "every engine still runs Adam (the preset's torch-only options are left out)")
+                   help="time a preset's model (layers, width, heads, block, init) and lr schedule instead of "
+                        "atomic.py's; every engine still runs Adam (the preset's torch-only options are left out)")
     p.add_argument("--peak", help="one core's peak GFLOP/s, FLOAT64[,FLOAT32] (default: measured)")
     p.add_argument("--data", help="text file, one document per line (default: the embedded baby names)")
     p.add_argument("--rounds", type=int, default=3, help="times each row runs, the rows taking turns (default 3)")
