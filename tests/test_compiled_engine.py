@@ -329,6 +329,21 @@ def test_malformed_batch_is_a_usage_error():
             compiled.eval_loss(seqs)
 
 
+@pytest.mark.parametrize("threads", ["0", "-1", "two", "100000"])
+def test_a_bad_thread_count_is_one_line(tmp_path, threads):
+    """NUMBA_NUM_THREADS is read when Numba is imported: 0 raised there (a traceback), 100000 crashed the
+    process starting threads, and text was ignored with a warning."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=repo, NUMBA_NUM_THREADS=threads)
+    result = subprocess.run([sys.executable, "-m", "microgpt", "train", "--engine", "compiled", "--steps", "1",
+                             "--out", str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        f"microgpt: error: NUMBA_NUM_THREADS must be a whole number from 1 to {compiled_engine.MAX_THREADS} "
+        f"(got {threads!r}); unset it to use every core"]
+    assert not list((tmp_path / "run").iterdir())   # --out is made (and probed) first; nothing is written in it
+
+
 # ---- bench -----------------------------------------------------------------------------------------
 def test_bench_rows_and_ideal(capsys):
     """The compiled rows, one batched row per thread count with the same loss, and the ideal column
