@@ -238,14 +238,15 @@ def test_bench_json_reports_every_row(capsys):
 
 
 def test_bench_preset_trains_with_its_init_and_schedule(capsys):
-    """--preset names times the preset's width with its init and lr schedule: a few batched steps end near the
-    loss of a model that knows nothing, ln(vocab). (With atomic.py's lr and no warmup they diverged: 13.8.)"""
-    argv = ["bench", "--engines", "numpy", "--preset", "names", "--steps", "3", "--batched-steps", "3",
+    """--preset names times the preset's width with its init and lr schedule (on Adam): ten batched steps learn,
+    ending below the loss of a model that knows nothing, ln(vocab). (With atomic.py's lr they were still
+    recovering from a jump to 13.8 at step three: 4.75.)"""
+    argv = ["bench", "--engines", "numpy", "--preset", "names", "--steps", "3", "--batched-steps", "10",
             "--batch-size", "64", "--rounds", "1", "--json"]
     assert cli.main(argv) == 0
     batched = [r for r in json.loads(capsys.readouterr().out) if r["batch"] == 64]
     vocab = Run.fresh(ModelConfig(), TrainConfig()).model.vocab_size   # the embedded names' characters and BOS
-    assert len(batched) == 1 and batched[0]["final_loss"] < math.log(vocab) + 1, batched
+    assert len(batched) == 1 and batched[0]["final_loss"] < math.log(vocab), batched
 
 
 def test_bench_table(capsys):

@@ -39,7 +39,8 @@ import time
 from dataclasses import replace
 
 from microgpt import engines
-from microgpt.config import DTYPES, ENGINE_DTYPES, MODEL_FIELDS, PRESETS, ModelConfig, TrainConfig
+from microgpt.config import (DTYPES, ENGINE_DTYPES, MODEL_FIELDS, OPTIONS, PRESETS, ModelConfig, TrainConfig, resolve,
+                             scale_preset)
 from microgpt.data import EMBEDDED_NAMES
 from microgpt.errors import UsageError
 from microgpt.params import num_params
@@ -104,32 +105,22 @@ def set_threads(engine: str, threads: int | None) -> None:
         numba.set_num_threads(threads)
 
 
-# A preset's settings that a bench takes besides its shape and init: its learning-rate schedule (its warmup cut
-# to each row's steps), which every engine runs. Its engine-specific options (config.OPTIONS: the names preset's
-# Muon, dropout and EMA) are left out: every row runs Adam, the one computation all engines share.
-PRESET_SETTINGS = ("lr", "min_lr", "lr_schedule", "warmup_steps")
+# With --preset, the rows train the preset's model (its shape and init) on its learning-rate schedule, sized
+# to each row's steps as `train --preset --steps` sizes it (config.scale_preset). The preset's engine-specific
+# options (config.OPTIONS: the names preset's Muon, dropout and EMA) are left off, so that every row runs Adam,
+# the one computation all engines share; and a bench times steps: no held-out documents to evaluate.
+def bench_configs(preset: str | None) -> tuple[ModelConfig, TrainConfig]:
+    """The model a bench times and the TrainConfig its rows start from: atomic.py's, or the preset's."""
+    model, tcfg = resolve({}, preset)
+    return model, replace(tcfg, val_docs=0, **{name: off for name, (off, _) in OPTIONS.items()})
 
 
-def bench_configs(preset: str | None) -> tuple[ModelConfig, dict]:
-    """The model a bench times and the TrainConfig fields every row shares: atomic.py's, or a preset's shape,
-    init and schedule (with atomic.py's lr and no warmup, the names preset's width diverged within a few steps:
-    a loss of 13.8 after three)."""
-    if not preset:
-        return ModelConfig(), {}
-    values = PRESETS[preset]
-    model = ModelConfig(**{k: v for k, v in values.items() if k in (*MODEL_FIELDS, "init_std")})
-    return model, {k: v for k, v in values.items() if k in PRESET_SETTINGS}
-
-
-def measure(model: ModelConfig, row: dict, data: str | None,
-            settings: dict | None = None) -> tuple[list[float], float]:
-    """One training run: the `dt` of each step (seconds) and the final loss. settings: bench_configs' (none:
-    atomic.py's)."""
-    settings = dict(settings or {})
-    settings["warmup_steps"] = min(settings.get("warmup_steps", 0), row["steps"] - 1)
-    tcfg = TrainConfig(engine=row["engine"], batch_size=row["batch"], steps=row["steps"], samples=0,
-                       dtype=row["dtype"], save_every=row["steps"],
-                       threads=row["threads"] if row["engine"] == "torch" else 0, **settings)
+def measure(model: ModelConfig, row: dict, data: str | None, preset: str | None = None) -> tuple[list[float], float]:
+    """One training run: the `dt` of each step (seconds) and the final loss."""
+    tcfg = replace(bench_configs(preset)[1], engine=row["engine"], batch_size=row["batch"], steps=row["steps"],
+                   samples=0, dtype=row["dtype"], save_every=row["steps"],
+                   threads=row["threads"] if row["engine"] == "torch" else 0)
+    tcfg, _ = scale_preset(preset, {"steps": row["steps"]}, tcfg)
     set_threads(row["engine"], row["threads"])
     # Python's garbage collector rescans every live object, and the scalar engine's graphs trigger it
     # thousands of times per step: freeze what earlier rows and imports (torch's are large) left
@@ -231,7 +222,8 @@ def add_arguments(p) -> None:
                         "(default: 1 and every core)")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="time a preset's model (layers, width, heads, block, init) and lr schedule instead of "
-                        "atomic.py's; every engine still runs Adam (the preset's torch-only options are left out)")
+                        "atomic.py's, the schedule sized to each row's steps; every engine runs Adam (the preset's "
+                        "torch-only options are left off)")
     p.add_argument("--peak", help="one core's peak GFLOP/s, FLOAT64[,FLOAT32] (default: measured)")
     p.add_argument("--data", help="text file, one document per line (default: the embedded baby names)")
     p.add_argument("--rounds", type=int, default=3, help="times each row runs, the rows taking turns (default 3)")
@@ -260,7 +252,7 @@ def run(args) -> int:
         if getattr(args, flag) <= 0:
             raise UsageError(f"--{flag.replace('_', '-')} must be a positive integer (got {getattr(args, flag)})")
     args.thread_counts = parse_threads(args.threads)
-    model, settings = bench_configs(args.preset)
+    model = bench_configs(args.preset)[0]
     rows = rows_to_run(args)
     if any(r["engine"] == "compiled" for r in rows):
         engines.get("compiled")   # imported through the engine, which first keeps numpy's BLAS to one thread
@@ -278,7 +270,7 @@ def run(args) -> int:
     # weighs on every engine alike; each row's median is over the steps of all its rounds.
     for round_ in range(args.rounds):
         for i, row in enumerate(rows):
-            row_dts, losses[i] = measure(model, row, args.data, settings)
+            row_dts, losses[i] = measure(model, row, args.data, args.preset)
             key = (row["engine"], row["dtype"])
             if key not in first_call:   # this process's first step of this engine: compile or load time
                 first_call[key] = row_dts[0]
