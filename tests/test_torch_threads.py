@@ -5,6 +5,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -90,3 +92,44 @@ def test_bench_runs_the_torch_rows_once_per_thread_count(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [(r["threads"], r["batch"]) for r in rows] == [(1, 1), (1, 4), (2, 4)]  # batched: once per count
     assert rows[1]["final_loss"] == pytest.approx(rows[2]["final_loss"], abs=1e-9)  # threads change no result
+
+
+NESTING_PROBE = """
+import ctypes, os, sys
+import numba, numpy as np
+from microgpt.config import ModelConfig, TrainConfig
+from microgpt.run import Run
+
+@numba.njit(parallel=True)
+def total(x):
+    s = 0.0
+    for i in numba.prange(x.shape[0]):
+        s += x[i]
+    return s
+
+total(np.ones(64))   # Numba's first parallel launch starts its OpenMP threads
+try:
+    gomp = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD)
+except OSError:
+    sys.exit("skip: no libgomp loaded")
+if numba.threading_layer() != "omp" or gomp.omp_get_max_active_levels() <= 1:
+    sys.exit("skip: Numba left OpenMP nesting off here")
+before = gomp.omp_get_max_active_levels()
+Run.fresh(ModelConfig(), TrainConfig(engine="torch", threads=2)).engine()
+print(before, gomp.omp_get_max_active_levels())
+"""
+
+
+def test_the_engine_turns_off_the_openmp_nesting_that_numba_turns_on():
+    """After the compiled engine's threads in one process, torch's two-thread steps ran 40x slower
+    (openmp_nesting_off). In a process of its own: which engine first started OpenMP decides the state."""
+    pytest.importorskip("numba", reason="needs numba, whose OpenMP threads turn nesting on")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", NESTING_PROBE], env=dict(os.environ, PYTHONPATH=repo),
+                            capture_output=True, text=True, timeout=300)
+    if result.returncode and result.stderr.strip().startswith("skip:"):
+        pytest.skip(result.stderr.strip()[6:])
+    assert result.returncode == 0, result.stderr[-2000:]
+    before, after = map(int, result.stdout.split()[-2:])
+    assert before > 1 and after == 1
+

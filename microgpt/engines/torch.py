@@ -237,6 +237,19 @@ def choose_threads(requested: int, n_params: int) -> tuple[int, str]:
     return idle, f"{cores} cores, load {load:.1f}; --threads N to choose"
 
 
+def openmp_nesting_off() -> None:
+    """Nested OpenMP regions off, OpenMP's default, which torch's CPU threads expect. Numba's OpenMP threads
+    (the compiled engine, earlier in the same process, as in `microgpt bench`) turn nesting on in the libgomp
+    both may share, and then every region that MKL opens inside one of torch's starts a team of new threads: a
+    two-thread step of the shakespeare-cpu preset's model took 1.8 s instead of 45 ms. Only a libgomp that is
+    already loaded is touched (torch's own copy, where it has one, was never shared)."""
+    try:
+        gomp = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD)
+    except (OSError, AttributeError):   # not loaded, or no RTLD_NOLOAD (not Linux)
+        return
+    gomp.omp_set_max_active_levels(1)
+
+
 # ---- the engine --------------------------------------------------------------------------------
 class Engine(base.Engine):
     name = "torch"
@@ -256,6 +269,7 @@ class Engine(base.Engine):
         self.rank, self.world = init_distributed(self.device)
         threads, why = choose_threads(t.threads, num_params(model_cfg))
         torch.set_num_threads(threads)
+        openmp_nesting_off()
         self.note = f"torch: {threads} CPU thread{'s' if threads > 1 else ''} ({why})"
         self.sum_dtype = torch.float32 if self.device_type == "mps" else torch.float64  # for loss and token sums
 
