@@ -240,9 +240,9 @@ def choose_threads(requested: int, n_params: int) -> tuple[int, str]:
 def openmp_nesting_off() -> None:
     """Nested OpenMP regions off, OpenMP's default, which torch's CPU threads expect. Numba's OpenMP threads
     (the compiled engine, earlier in the same process, as in `microgpt bench`) turn nesting on in the libgomp
-    both may share, and then every region that MKL opens inside one of torch's starts a team of new threads: a
-    two-thread step of the shakespeare-cpu preset's model took 1.8 s instead of 45 ms. Only a libgomp that is
-    already loaded is touched (torch's own copy, where it has one, was never shared)."""
+    both may share, and then the regions opened inside torch's (by its math libraries, presumably) each start a
+    team of new threads: a two-thread step of the shakespeare-cpu preset's model took 1.8 s instead of 45 ms.
+    Only a libgomp that is already loaded is touched (torch's own copy, where it has one, was never shared)."""
     try:
         gomp = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD)
     except (OSError, AttributeError):   # not loaded, or no RTLD_NOLOAD (not Linux)
