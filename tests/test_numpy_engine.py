@@ -249,6 +249,23 @@ def test_bench_preset_trains_with_its_init_and_schedule(capsys):
     assert len(batched) == 1 and batched[0]["final_loss"] < math.log(vocab), batched
 
 
+def test_bench_ideal_counts_the_rows_own_sequences(tmp_path, capsys):
+    """A stream preset's rows train on sequences of block_size + 1 characters: the ideal time counts those, not
+    the file's lines (it had counted lines: about half the FLOPs on shakespeare-cpu)."""
+    from microgpt.tools.bench import ADAM_FLOPS_PER_PARAM, flops_per_doc
+    from microgpt.params import num_params
+    text = tmp_path / "text.txt"
+    text.write_text((CUSTOM_TEXT + "\n") * 20)
+    argv = ["bench", "--engines", "numpy", "--preset", "shakespeare-cpu", "--data", str(text), "--peak", "100",
+            "--steps", "1", "--batched-steps", "1", "--batch-size", "2", "--rounds", "1", "--json"]
+    assert cli.main(argv) == 0
+    batched = [r for r in json.loads(capsys.readouterr().out) if r["batch"] == 2]
+    model = Run.fresh(ModelConfig(n_layer=4, n_embd=128, n_head=4, block_size=64),
+                      TrainConfig(data_mode="stream"), str(text)).model
+    flops = 2 * flops_per_doc(model, model.block_size) + ADAM_FLOPS_PER_PARAM * num_params(model)
+    assert len(batched) == 1 and batched[0]["ideal_us_per_doc"] == pytest.approx(flops / 2 / 100e9 * 1e6)
+
+
 def test_bench_table(capsys):
     assert cli.main(["bench", "--engines", "numpy", "--steps", "3", "--batched-steps", "2", "--batch-size", "4"]) == 0
     out = capsys.readouterr().out
