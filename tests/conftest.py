@@ -45,9 +45,10 @@ def pytest_xdist_make_scheduler(config, log):
     return None
 
 
-def run_cli(*args, cwd=None, timeout=600):
-    """Run `python -m microgpt ARGS` in a subprocess; returns the CompletedProcess."""
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def run_cli(*args, cwd=None, timeout=600, env=None):
+    """Run `python -m microgpt ARGS` in a subprocess, with these environment variables added (env); returns
+    the CompletedProcess."""
+    env = dict(os.environ, **(env or {}), PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-m", "microgpt", *map(str, args)], cwd=cwd or REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

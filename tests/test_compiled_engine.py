@@ -25,6 +25,7 @@ from microgpt.data import Batch, DocumentData, Tokenizer, read_text, split_docs 
 from microgpt.engines import compiled as compiled_engine, compiled_kernels as kernels  # noqa: E402
 from microgpt.errors import UsageError  # noqa: E402
 from microgpt.params import init_tensors  # noqa: E402
+from conftest import run_cli  # noqa: E402
 from test_numpy_engine import CUSTOM_TEXT, assert_tensors_close, names_batch  # noqa: E402
 from tiny_run import samples_by_engine, train  # noqa: E402
 
@@ -333,10 +334,8 @@ def test_malformed_batch_is_a_usage_error():
 def test_a_bad_thread_count_is_one_line(tmp_path, threads):
     """NUMBA_NUM_THREADS is read when Numba is imported: 0 raised there (a traceback), 100000 crashed the
     process starting threads, and text was ignored with a warning."""
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=repo, NUMBA_NUM_THREADS=threads)
-    result = subprocess.run([sys.executable, "-m", "microgpt", "train", "--engine", "compiled", "--steps", "1",
-                             "--out", str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=300)
+    result = run_cli("train", "--engine", "compiled", "--steps", "1", "--out", tmp_path / "run", timeout=300,
+                     env={"NUMBA_NUM_THREADS": threads})
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [
         f"microgpt: error: NUMBA_NUM_THREADS must be a whole number from 1 to {compiled_engine.MAX_THREADS} "

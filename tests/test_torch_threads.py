@@ -12,6 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the torch engine needs torch: pip install torch")
 
+from conftest import REPO  # noqa: E402
 from microgpt import cli  # noqa: E402
 from microgpt.config import ModelConfig, TrainConfig  # noqa: E402
 from microgpt.engines.torch import SMALL_MODEL, choose_threads  # noqa: E402
@@ -124,8 +125,7 @@ def test_the_engine_turns_off_the_openmp_nesting_that_numba_turns_on():
     """After the compiled engine's threads in one process, torch's two-thread steps ran 40x slower
     (openmp_nesting_off). In a process of its own: which engine first started OpenMP decides the state."""
     pytest.importorskip("numba", reason="needs numba, whose OpenMP threads turn nesting on")
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-c", NESTING_PROBE], env=dict(os.environ, PYTHONPATH=repo),
+    result = subprocess.run([sys.executable, "-c", NESTING_PROBE], env=dict(os.environ, PYTHONPATH=REPO),
                             capture_output=True, text=True, timeout=300)
     if result.returncode and result.stderr.strip().startswith("skip:"):
         pytest.skip(result.stderr.strip()[6:])

@@ -1244,7 +1244,8 @@ def step_parallel(state, offsets, dims, hyper, tokens, starts, ws, ints, mode, c
 def position_logits(p, offsets, dims, hyper, ws, ints, token_id, t):
     """Sampling: the logits (V,) at position t of one sequence, whose positions 0..t-1 are already in
     the work space (ws, ints: one chunk's, the KV cache of one sample): row t of a one-document tile."""
-    p, offsets, dims, hyper, ws, ints = uncounted(p), uncounted(offsets), uncounted(dims), uncounted(hyper), uncounted(ws), uncounted(ints)
+    p, offsets, dims, hyper = uncounted(p), uncounted(offsets), uncounted(dims), uncounted(hyper)
+    ws, ints = uncounted(ws), uncounted(ints)
     ints[TOK, t], ints[POS, t], ints[DOC0, t] = token_id, t, 0
     bufs = carve(ws, dims)
     forward_rows(p, offsets, dims, hyper, bufs, ints, t, t + 1)

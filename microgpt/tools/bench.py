@@ -252,7 +252,7 @@ def run(args) -> int:
         if getattr(args, flag) <= 0:
             raise UsageError(f"--{flag.replace('_', '-')} must be a positive integer (got {getattr(args, flag)})")
     args.thread_counts = parse_threads(args.threads)
-    model = bench_configs(args.preset)[0]
+    model, base = bench_configs(args.preset)
     rows = rows_to_run(args)
     if any(r["engine"] == "compiled" for r in rows):
         engines.get("compiled")   # imported through the engine, which first keeps numpy's BLAS to one thread
@@ -260,7 +260,7 @@ def run(args) -> int:
         args.thread_counts = [min(n, numba.config.NUMBA_NUM_THREADS) for n in args.thread_counts]
         for r in rows:
             r["threads"] = r["threads"] and min(r["threads"], numba.config.NUMBA_NUM_THREADS)
-    probe = Run.fresh(model, bench_configs(args.preset)[1], args.data)   # the rows' data, once, for the FLOP counts
+    probe = Run.fresh(model, base, args.data)   # the rows' data, once, for the FLOP counts
     model = replace(model, vocab_size=probe.model.vocab_size)
     peak, peak_source = peaks(args, sorted({r["dtype"] for r in rows}))
     progress(f"peak GFLOP/s of one core: {', '.join(f'{d} {g:.1f}' for d, g in peak.items()) or '-'} ({peak_source})")
