@@ -50,17 +50,27 @@ def engines_for(cfg, names, seed=0, dtype="float64"):
             for n in names]
 
 
+def lay_out(monkeypatch, layout):
+    """Every tile in one layout: 'rows' (attention row by row), 'position' (in columns, attention across
+    documents by position) or 'document' (in columns, attention on each document's block)."""
+    monkeypatch.setattr(compiled_engine, "BY_POSITION_LANES", 1 if layout == "position" else 10**9)
+    monkeypatch.setattr(compiled_engine, "BY_DOCUMENT_POSITIONS", 1 if layout == "document" else 10**9)
+
+
 # ---- per-step losses against the scalar engine -------------------------------------------------
 # small configs: the scalar engine is slow
-@pytest.mark.parametrize("model,batch,seed,by_position", [
-    (DEFAULT_MODEL, 1, 42, False),                                               # the reference run's first 40 steps
-    ({"n_layer": 2, "n_embd": 8, "n_head": 2, "block_size": 8}, 3, 7, False),    # deeper, narrower, cut documents, a batch
-    ({"n_layer": 2, "n_embd": 8, "n_head": 2, "block_size": 8}, 3, 7, True),     # ... in tiles laid out by position
-    ({"n_layer": 1, "n_embd": 20, "n_head": 5, "block_size": 8}, 1, 3, False),   # wider, five heads
-    ({"n_layer": 1, "n_embd": 4, "n_head": 2, "block_size": 8}, 2, 5, True),     # narrower than the products' blocks of 8
+@pytest.mark.parametrize("model,batch,seed,layout", [
+    (DEFAULT_MODEL, 1, 42, "rows"),                                                 # the reference run's first 40 steps
+    ({"n_layer": 2, "n_embd": 8, "n_head": 2, "block_size": 8}, 3, 7, "rows"),      # deeper, narrower, cut documents, a batch
+    ({"n_layer": 2, "n_embd": 8, "n_head": 2, "block_size": 8}, 3, 7, "position"),  # ... in tiles laid out by position
+    ({"n_layer": 2, "n_embd": 8, "n_head": 2, "block_size": 8}, 3, 7, "document"),  # ... and by document
+    ({"n_layer": 1, "n_embd": 20, "n_head": 5, "block_size": 8}, 1, 3, "rows"),     # wider, five heads
+    ({"n_layer": 1, "n_embd": 20, "n_head": 5, "block_size": 8}, 2, 3, "document"),
+    ({"n_layer": 1, "n_embd": 4, "n_head": 2, "block_size": 8}, 2, 5, "position"),  # narrower than the products' blocks
+    ({"n_layer": 1, "n_embd": 4, "n_head": 2, "block_size": 8}, 2, 5, "document"),  # of 8, heads narrower than 4
 ])
-def test_losses_equal_scalar_for_40_steps(tmp_path, monkeypatch, model, batch, seed, by_position):
-    monkeypatch.setattr(compiled_engine, "BY_POSITION_LANES", 1 if by_position else 10**9)
+def test_losses_equal_scalar_for_40_steps(tmp_path, monkeypatch, model, batch, seed, layout):
+    lay_out(monkeypatch, layout)
     want = train_losses(tmp_path, "scalar", "scalar", model, seed=seed, batch_size=batch, stop_after=40)
     got = train_losses(tmp_path, "compiled", "compiled", model, seed=seed, batch_size=batch, stop_after=40)
     assert len(want) == len(got) == 40
@@ -97,9 +107,9 @@ def test_reproduces_reference_run(tmp_path, names_path, reference):
     assert not bad, f"steps differing from the reference: {bad[:5]}"
 
 
-@pytest.mark.parametrize("by_position", [False, True])
-def test_float32_tracks_float64(tmp_path, monkeypatch, by_position):
-    monkeypatch.setattr(compiled_engine, "BY_POSITION_LANES", 1 if by_position else 10**9)
+@pytest.mark.parametrize("layout", ["rows", "position", "document"])
+def test_float32_tracks_float64(tmp_path, monkeypatch, layout):
+    lay_out(monkeypatch, layout)
     f64 = train_losses(tmp_path, "f64", "compiled", seed=42, batch_size=4, stop_after=100)
     f32 = train_losses(tmp_path, "f32", "compiled", seed=42, batch_size=4, dtype="float32", stop_after=100)
     assert len(f64) == len(f32) == 100
@@ -119,11 +129,15 @@ def test_check_passes(capsys):
 # chunk may have as few as one); tiles of 8 rows hold one document each, tiles of 20 hold two and leave the
 # next for a new tile, and tiles of 64 hold a whole chunk. A tile of at least BY_POSITION_LANES documents x
 # heads (3 heads here) is laid out by position, for attention's sake: 1, every tile; 6, the tiles of two
-# documents (tiles of 20 rows mix both).
-@pytest.mark.parametrize("tile_rows,by_position_lanes", [(8, 10**9), (20, 10**9), (64, 10**9), (8, 1), (64, 1), (20, 6)])
-def test_gradients_equal_scalar_per_tensor(monkeypatch, tile_rows, by_position_lanes):
+# documents (tiles of 20 rows mix both). A tile of fewer lanes whose documents average BY_DOCUMENT_POSITIONS
+# positions or more runs by document: 1, every such tile; 5, those of long names (tiles of 20 mix all three).
+@pytest.mark.parametrize("tile_rows,by_position_lanes,by_document_positions", [
+    (8, 10**9, 10**9), (20, 10**9, 10**9), (64, 10**9, 10**9), (8, 1, 10**9), (64, 1, 10**9), (20, 6, 10**9),
+    (8, 10**9, 1), (64, 10**9, 1), (20, 6, 5)])
+def test_gradients_equal_scalar_per_tensor(monkeypatch, tile_rows, by_position_lanes, by_document_positions):
     monkeypatch.setattr(compiled_engine, "TILE_ROWS", tile_rows)
     monkeypatch.setattr(compiled_engine, "BY_POSITION_LANES", by_position_lanes)
+    monkeypatch.setattr(compiled_engine, "BY_DOCUMENT_POSITIONS", by_document_positions)
     monkeypatch.setattr(compiled_engine, "CHUNK_DOCS", 1)
     seqs, vocab = names_batch(8, 26, seed=4)   # ends with long names, cut at the block
     cfg = ModelConfig(vocab_size=vocab, n_layer=2, n_embd=12, n_head=3, block_size=8)
@@ -141,6 +155,20 @@ def test_a_large_batch_equals_numpy_per_tensor():
     names: 8 chunks of 32 documents, each a tile by position. The numpy engine computes the same function."""
     seqs, vocab = names_batch(16, 256, seed=8)
     numpy, compiled = engines_for(ModelConfig(vocab_size=vocab), ["numpy", "compiled"], seed=3)
+    want_loss, want = numpy.loss_and_grads(seqs)
+    got_loss, got = compiled.loss_and_grads(seqs)
+    assert abs(got_loss - want_loss) <= 1e-12
+    assert_tensors_close(want, got, 1e-10)
+
+
+def test_long_sequences_equal_numpy_per_tensor():
+    """The engine as shipped on a stream preset's kind of batch: three sequences of block_size + 1 tokens make
+    chunks of one and two, tiles of too few lanes for by position (4 heads a document) whose documents are
+    long: by document."""
+    rng = random.Random(6)
+    seqs = [[rng.randrange(30) for _ in range(65)] for _ in range(3)]
+    cfg = ModelConfig(vocab_size=30, n_layer=2, n_embd=32, n_head=4, block_size=64)
+    numpy, compiled = engines_for(cfg, ["numpy", "compiled"], seed=9)
     want_loss, want = numpy.loss_and_grads(seqs)
     got_loss, got = compiled.loss_and_grads(seqs)
     assert abs(got_loss - want_loss) <= 1e-12

@@ -72,6 +72,8 @@ TILE_BYTES = 2 ** 23   # ... and fewer where a tile's work space would pass this
 # (4 layers of width 96, float32, batch 256, one thread) tiles of 80 rows (2 MB) took 408 µs a document row by
 # row and 490 by position (whose loops run along the rows); tiles of 256 rows (8 MB), 336 and 323.
 BY_POSITION_LANES = 16   # a tile of documents x heads >= this is laid out by position (compiled_kernels.py)
+BY_DOCUMENT_POSITIONS = 32   # ... and a tile of fewer lanes whose documents average this many positions or more
+#                              runs in columns by document (a stream preset's sequences)
 
 
 def chunk_count(docs: int, chunk_docs: int) -> int:
@@ -103,9 +105,9 @@ class Engine(base.Engine):
         self.offsets = np.cumsum([0] + sizes[:-1]).astype(np.int64)   # where each parameter starts
         self.flat = aligned_zeros((3 + CHUNKS, sum(sizes)), self.dtype)   # params; m; v; a gradient per chunk
         self.dims = np.zeros(k.DIMS_SIZE, np.int64)
-        self.dims[[k.V_, k.C_, k.T_, k.L_, k.H_, k.K_, k.R_, k.BYPOS_]] = (
+        self.dims[[k.V_, k.C_, k.T_, k.L_, k.H_, k.K_, k.R_, k.BYPOS_, k.BYDOC_]] = (
             model_cfg.vocab_size, model_cfg.n_embd, model_cfg.block_size, model_cfg.n_layer, model_cfg.n_head, CHUNKS, 1,
-            BY_POSITION_LANES)
+            BY_POSITION_LANES, BY_DOCUMENT_POSITIONS)
         per_row = k.work_size(self.dims + np.eye(k.DIMS_SIZE, dtype=np.int64)[k.R_]) - k.work_size(self.dims)   # floats
         itemsize = np.dtype(self.dtype).itemsize
         widen = 8 // itemsize   # float32: twice the positions a tile and the documents a chunk (the same bytes)

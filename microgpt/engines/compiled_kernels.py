@@ -9,7 +9,9 @@ document. Nothing here is a library call: every sum is a loop that Numba (LLVM) 
 instructions, so a training step costs its arithmetic, not the ~1 µs per call a NumPy step pays ~95 times.
 A tile of many documents is laid out by position instead (see attention_by_position), so that attention,
 too, runs as long loops: across documents rather than along each one's few keys; and its activations are
-kept transposed, (C, R) (forward_columns), so that every product runs along the tile's rows.
+kept transposed, (C, R) (forward_columns), so that every product runs along the tile's rows. A tile of a
+few long documents (a stream preset's sequences) runs in columns too, with its attention as small matrix
+products on each document's queries, keys and values (attention_by_document).
 
 Shapes: V = vocab_size, C = n_embd, H heads of D = C / H, L layers, T = block_size, R rows a tile,
 P parameters. Every array is in the engine's dtype (float64 or float32); constants come in through
@@ -80,8 +82,9 @@ FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 JIT = dict(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
 
 # dims: what the kernels know of the model, an int64 array
-V_, C_, T_, L_, H_, K_, R_, BYPOS_ = range(8)  # vocab, n_embd, block_size, n_layer, n_head, chunks, rows a tile,
-DIMS_SIZE = 8                              # and the fewest lanes (documents x heads) for a tile by position
+V_, C_, T_, L_, H_, K_, R_, BYPOS_, BYDOC_ = range(9)  # vocab, n_embd, block_size, n_layer, n_head, chunks, rows a
+DIMS_SIZE = 9   # tile, the fewest lanes (documents x heads) for a tile by position, and the fewest positions a
+#                 document for a tile by document (one with fewer lanes)
 # hyper: the step's constants, in the engine's dtype
 LR, BETA1, BETA2, EPS, C1, C2, RMS_EPS = range(7)
 HYPER_SIZE = 7
@@ -783,6 +786,135 @@ def attention_by_position_back(dq, dk, dv, dy, q, k, v, att, dw, lanes, inv_sqrt
                     dk_d[i] += s[i] * q_d[i]
 
 
+# ---- attention by document: a tile of a few long documents, in columns --------------------------------------
+# A tile of a few long documents (a stream preset's sequences of block_size positions) has too few lanes at each
+# position for attention by position, and row by row (attention_rows) its scores are short dot products over a
+# head's D, one at a time. Such a tile keeps its documents side by side, each one's positions together
+# (fill_tile's order), and its activations in columns, as a tile by position does. Attention then cuts the
+# queries, keys and values into a (D, n) block for each document of n positions and each head (to_blocks), and
+# runs on each block as three small matrix products: every query against every key at once, the weights
+# a (n, n) with a[u, t] query t's weight on key u. That computes the scores of the keys past each query too and
+# then zeroes their weights (twice the scores' multiply-adds, a few percent of a step's), so that every loop
+# runs along a whole row of the block.
+@njit(inline="always", **JIT)
+def block_of(flat, C, H, c0, n, h):
+    """Head h's (D, n) block of the document at columns c0..c0 + n, in a flat (C R,) array of blocks: the
+    document's blocks lie at C c0, one head after another."""
+    D = C // H
+    return view_as(flat, C * c0 + h * D * n, (D, n))
+
+
+@njit(**JIT)
+def copy_blocks(cols, blocks, bounds, H, into_blocks):
+    """Between activations in columns, cols (C, R + padding), and the same cut into blocks, blocks (C R,)
+    (block_of), for the documents at columns bounds[b]..bounds[b + 1]: into_blocks, blocks = cols cut up;
+    else cols = the blocks put back, and its padding zeroed."""
+    C = cols.shape[0]
+    D = C // H
+    for b in range(bounds.shape[0] - 1):
+        c0, n = bounds[b], bounds[b + 1] - bounds[b]
+        for h in range(H):
+            block = block_of(blocks, C, H, c0, n, h)           # (D, n)
+            for d in range(D):
+                block_d, cols_d = block[d], cols[h * D + d, c0:c0 + n]
+                if into_blocks:
+                    for t in range(n):
+                        block_d[t] = cols_d[t]
+                else:
+                    for t in range(n):
+                        cols_d[t] = block_d[t]
+    if not into_blocks:
+        cols[:, bounds[-1]:] = 0
+
+
+@njit(inline="always", **JIT)
+def to_blocks(out, x, bounds, H):
+    """out (C R,) = x (C, R + padding) in columns, cut into blocks."""
+    copy_blocks(x, out, bounds, H, True)
+
+
+@njit(inline="always", **JIT)
+def from_blocks(out, x, bounds, H):
+    """out (C, R + padding) = the blocks x (C R,) back in columns, its padding zeroed."""
+    copy_blocks(out, x, bounds, H, False)
+
+
+@njit(inline="always", **JIT)
+def causal_softmax(a, most, total, inv_sqrt_d):
+    """a (n, n) of dot products q_t . k_u at [u, t] into attention's weights, in place: column t, query t's,
+    is softmax(scores / sqrt(D)) over its keys u <= t, max subtracted, and zero at the keys past it.
+    most, total (n,): scratch."""
+    n = a.shape[0]
+    for t in range(n):
+        most[t] = a[0, t]
+        total[t] = 0
+    for u in range(1, n):
+        a_u = a[u]
+        for t in range(u, n):
+            most[t] = max(most[t], a_u[t])
+    for u in range(n):
+        a_u = a[u]
+        for t in range(u):
+            a_u[t] = 0                                         # key u comes after query t
+        for t in range(u, n):
+            e = exp_nonpositive((a_u[t] - most[t]) * inv_sqrt_d)
+            a_u[t] = e
+            total[t] += e
+    for t in range(n):
+        total[t] = 1 / total[t]
+    for u in range(n):
+        a_u = a[u]
+        for t in range(u, n):
+            a_u[t] *= total[t]
+
+
+@njit(**JIT)
+def attention_by_document(y, q, k, v, att, top, bounds, C, H, inv_sqrt_d):
+    """The heads' outputs y from queries, keys and values q, k, v, all (C R,) in blocks (to_blocks'). Fills
+    the weights: att (R T H,), each document's and head's (n, n) one after another. top (2, T): scratch."""
+    at = 0
+    for b in range(bounds.shape[0] - 1):
+        c0, n = bounds[b], bounds[b + 1] - bounds[b]
+        for h in range(H):
+            q_, k_, v_, y_ = block_of(q, C, H, c0, n, h), block_of(k, C, H, c0, n, h), \
+                block_of(v, C, H, c0, n, h), block_of(y, C, H, c0, n, h)           # (D, n) each
+            a = view_as(att, at, (n, n))                       # a[u, t]: query t's weight on key u
+            at += n * n
+            matmul_left(a, k_.T, q_)                           # a[u, t] = k_u . q_t
+            causal_softmax(a, top[0, :n], top[1, :n], inv_sqrt_d)
+            matmul_left(y_, v_, a)                             # y_t = sum_u a[u, t] v_u
+
+
+@njit(**JIT)
+def attention_by_document_back(dq, dk, dv, dy, q, k, v, att, dw, bounds, C, H, inv_sqrt_d):
+    """attention_by_document's backward: from dy and the weights att, dq, dk and dv, all (C R,) in blocks,
+    which it overwrites. dw (T T + T,): scratch."""
+    at = 0
+    for b in range(bounds.shape[0] - 1):
+        c0, n = bounds[b], bounds[b + 1] - bounds[b]
+        dot = dw[n * n:n * n + n]                              # (n,)
+        for h in range(H):
+            q_, k_, v_ = block_of(q, C, H, c0, n, h), block_of(k, C, H, c0, n, h), block_of(v, C, H, c0, n, h)
+            dq_, dk_, dv_ = block_of(dq, C, H, c0, n, h), block_of(dk, C, H, c0, n, h), block_of(dv, C, H, c0, n, h)
+            dy_ = block_of(dy, C, H, c0, n, h)                 # (D, n) each
+            a, g = view_as(att, at, (n, n)), view_as(dw, 0, (n, n))   # the weights, their gradient
+            at += n * n
+            matmul_left(g, v_.T, dy_)                          # y_t = sum_u a[u, t] v_u: g[u, t] = v_u . dy_t
+            matmul_nt(dv_, dy_, a, False)                      # dv_u = sum_t a[u, t] dy_t
+            for t in range(n):                                 # softmax: dscore = a (g - sum_u a g) / sqrt(D)
+                dot[t] = a[0, t] * g[0, t]
+            for u in range(1, n):
+                a_u, g_u = a[u], g[u]
+                for t in range(n):
+                    dot[t] += a_u[t] * g_u[t]
+            for u in range(n):
+                a_u, g_u = a[u], g[u]
+                for t in range(n):
+                    g_u[t] = a_u[t] * (g_u[t] - dot[t]) * inv_sqrt_d
+            matmul_left(dq_, k_, g)                            # score[u, t] = q_t . k_u: dq_t = sum_u g[u, t] k_u
+            matmul_nt(dk_, q_, g, False)                       # dk_u = sum_t g[u, t] q_t
+
+
 # ---- the work space, cut into views -----------------------------------------------------------------
 # A tile is R rows (R = dims[R_] >= T): whole documents side by side, each row one position. For row r
 # the ints hold its token, its position in its document, the row where its document starts, the token
@@ -988,13 +1120,13 @@ def padded(rows, dims, x):
 
 
 @njit(**JIT)
-def forward_columns(p, offsets, dims, hyper, bufs, ints, rows, lanes):
-    """forward_rows for the rows of a tile by position (lanes: by_position's), activations in columns:
-    leaves the logits (V, R) in probs, R = padded(rows)."""
+def forward_columns(p, offsets, dims, hyper, bufs, ints, rows, spans, by_document):
+    """forward_rows for the rows of a tile by position (spans: by_position's lanes) or by document (spans:
+    document_bounds'), activations in columns: leaves the logits (V, R) in probs, R = padded(rows)."""
     (emb, s_emb, xs, xn1, s1, q, k, v, att, y, xmid, xn2, s2, hid, probs) = bufs[:15]
     dweights, scratch = bufs[20], bufs[21]
     V, C, L, H = dims[V_], dims[C_], dims[L_], dims[H_]
-    D, N, R = C // H, rows * H, padded(rows, dims, p)
+    D, N, n, R = C // H, rows * H, rows * C, padded(rows, dims, p)
     eps = hyper[RMS_EPS]
     inv_sqrt_d = hyper.dtype.type(1) / np.sqrt(hyper.dtype.type(D))
     e = lead(emb, (C, R))
@@ -1004,17 +1136,26 @@ def forward_columns(p, offsets, dims, hyper, bufs, ints, rows, lanes):
     for l in range(L):
         w = 3 + 6 * l
         x, xn, xm, xn_ = lead(xs[l], (C, R)), lead(xn1[l], (C, R)), lead(xmid[l], (C, R)), lead(xn2[l], (C, R))
-        # Attention, its q, k and v in lanes
+        # Attention
         rmsnorm_columns(xn, x, s1[l, :R], eps)
         qkv = lead(scratch, (3 * C, R))
         matmul_left(qkv, matrix(p, offsets[w], 3 * C, C), xn)     # wq, wk, wv lie one after another in p
-        q_, k_, v_ = lead(q[l], (D, N)), lead(k[l], (D, N)), lead(v[l], (D, N))
-        to_lanes(q_, qkv[:C])
-        to_lanes(k_, qkv[C:2 * C])
-        to_lanes(v_, qkv[2 * C:])
-        y_, y_c = lead(scratch, (D, N)), lead(y[l], (C, R))
-        attention_by_position(y_, q_, k_, v_, lead(att[l], (att[l].size,)), lead(dweights, (2, N)), lanes, inv_sqrt_d)
-        from_lanes(y_c, y_)
+        y_c, att_l, top = lead(y[l], (C, R)), lead(att[l], (att[l].size,)), lead(dweights, (2, N))
+        if by_document:                                        # q, k and v in blocks
+            q_b, k_b, v_b, y_b = lead(q[l], (n,)), lead(k[l], (n,)), lead(v[l], (n,)), lead(scratch, (n,))
+            to_blocks(q_b, qkv[:C], spans, H)
+            to_blocks(k_b, qkv[C:2 * C], spans, H)
+            to_blocks(v_b, qkv[2 * C:], spans, H)
+            attention_by_document(y_b, q_b, k_b, v_b, att_l, top, spans, C, H, inv_sqrt_d)
+            from_blocks(y_c, y_b, spans, H)
+        else:                                                  # ... or in lanes
+            q_, k_, v_ = lead(q[l], (D, N)), lead(k[l], (D, N)), lead(v[l], (D, N))
+            to_lanes(q_, qkv[:C])
+            to_lanes(k_, qkv[C:2 * C])
+            to_lanes(v_, qkv[2 * C:])
+            y_ = lead(scratch, (D, N))
+            attention_by_position(y_, q_, k_, v_, att_l, top, spans, inv_sqrt_d)
+            from_lanes(y_c, y_)
         matmul_left(xm, matrix(p, offsets[w + 3], C, C), y_c, x)   # + x: the residual
         # MLP
         rmsnorm_columns(xn_, xm, s2[l, :R], eps)
@@ -1025,8 +1166,8 @@ def forward_columns(p, offsets, dims, hyper, bufs, ints, rows, lanes):
 
 
 @njit(**JIT)
-def backward_columns(p, g, offsets, dims, bufs, ints, rows, inv_n, lanes):
-    """backward_rows for a tile by position, after forward_columns (probs: its softmax, (V, R)). A weight's
+def backward_columns(p, g, offsets, dims, bufs, ints, rows, inv_n, spans, by_document):
+    """backward_rows for a tile in columns, after forward_columns (probs: its softmax, (V, R)). A weight's
     gradient, dW (O, I) += dY (O, R) @ X (I, R)^T, is a matmul_nt whose sums run along the rows."""
     (emb, s_emb, xs, xn1, s1, q, k, v, att, y, xmid, xn2, s2, hid, probs,
      dx, dh, dn, dy, dqkv, dweights, scratch) = bufs
@@ -1054,17 +1195,27 @@ def backward_columns(p, g, offsets, dims, bufs, ints, rows, inv_n, lanes):
         matmul_left(dn, matrix(p, offsets[w + 4], 4 * C, C).T, dh)
         matmul_nt(matrix(g, offsets[w + 4], 4 * C, C), dh, lead(xn2[l], (C, R)), True)
         rmsnorm_back_columns(dx, lead(xmid[l], (C, R)), s2[l, :R], dn, k_scratch)
-        # Attention block, in lanes as the forward left q, k and v
+        # Attention block, in blocks or lanes as the forward left q, k and v
         matmul_left(dy, matrix(p, offsets[w + 3], C, C).T, dx)
         matmul_nt(matrix(g, offsets[w + 3], C, C), dx, lead(y[l], (C, R)), True)
-        dy_, dq_, dk_, dv_ = lead(scratch, (D, N)), lead(scratch[n:], (D, N)), lead(scratch[2 * n:], (D, N)), \
-            lead(scratch[3 * n:], (D, N))
-        to_lanes(dy_, dy)
-        attention_by_position_back(dq_, dk_, dv_, dy_, lead(q[l], (D, N)), lead(k[l], (D, N)), lead(v[l], (D, N)),
-                                   lead(att[l], (att[l].size,)), dweights, lanes, inv_sqrt_d)
-        from_lanes(dqkv[:C], dq_)
-        from_lanes(dqkv[C:2 * C], dk_)
-        from_lanes(dqkv[2 * C:], dv_)
+        att_l = lead(att[l], (att[l].size,))
+        if by_document:
+            dy_b, dq_b, dk_b, dv_b = scratch[:n], scratch[n:2 * n], scratch[2 * n:3 * n], scratch[3 * n:4 * n]
+            to_blocks(dy_b, dy, spans, H)
+            attention_by_document_back(dq_b, dk_b, dv_b, dy_b, lead(q[l], (n,)), lead(k[l], (n,)), lead(v[l], (n,)),
+                                       att_l, dweights, spans, C, H, inv_sqrt_d)
+            from_blocks(dqkv[:C], dq_b, spans, H)
+            from_blocks(dqkv[C:2 * C], dk_b, spans, H)
+            from_blocks(dqkv[2 * C:], dv_b, spans, H)
+        else:
+            dy_, dq_, dk_, dv_ = lead(scratch, (D, N)), lead(scratch[n:], (D, N)), lead(scratch[2 * n:], (D, N)), \
+                lead(scratch[3 * n:], (D, N))
+            to_lanes(dy_, dy)
+            attention_by_position_back(dq_, dk_, dv_, dy_, lead(q[l], (D, N)), lead(k[l], (D, N)),
+                                       lead(v[l], (D, N)), att_l, dweights, spans, inv_sqrt_d)
+            from_lanes(dqkv[:C], dq_)
+            from_lanes(dqkv[C:2 * C], dk_)
+            from_lanes(dqkv[2 * C:], dv_)
         matmul_left(dn, matrix(p, offsets[w], 3 * C, C).T, dqkv)
         matmul_nt(matrix(g, offsets[w], 3 * C, C), dqkv, lead(xn1[l], (C, R)), True)
         rmsnorm_back_columns(dx, lead(xs[l], (C, R)), s1[l, :R], dn, k_scratch)
@@ -1110,6 +1261,21 @@ def fill_tile(ints, tokens, starts, b, hi, R):
 
 
 @njit(**JIT)
+def document_bounds(ints, rows):
+    """Where each document of a tile in fill_tile's order starts (its position 0), then `rows`."""
+    count = 0
+    for r in range(rows):
+        count += ints[POS, r] == 0
+    bounds, b = np.empty(count + 1, np.int64), 0
+    for r in range(rows):
+        if ints[POS, r] == 0:
+            bounds[b] = r
+            b += 1
+    bounds[count] = rows
+    return bounds
+
+
+@njit(**JIT)
 def chunk_work(p, g, ws, ints, offsets, dims, hyper, tokens, starts, doc_loss, mode, inv_n, chunk, chunks):
     """Chunk `chunk` of `chunks`: its documents' forward with parameters p, a tile of them at a time,
     and (mode GRADS or TRAIN) their backward into the gradient g; ws and ints are the chunk's work space."""
@@ -1123,11 +1289,13 @@ def chunk_work(p, g, ws, ints, offsets, dims, hyper, tokens, starts, doc_loss, m
         first = b
         rows, b = fill_tile(ints, tokens, starts, b, hi, dims[R_])
         by_pos = (b - first) * dims[H_] >= dims[BYPOS_]
+        by_doc = not by_pos and rows >= (b - first) * dims[BYDOC_]
+        in_columns = by_pos or by_doc
         cols = padded(rows, dims, p)
-        columns = lead(probs, (dims[V_], cols))        # a tile by position's probabilities, (V, R)
-        if by_pos:
-            lanes = by_position(ints, tokens, starts, first, b, dims[H_])
-            forward_columns(p, offsets, dims, hyper, bufs, ints, rows, lanes)
+        columns = lead(probs, (dims[V_], cols))        # a tile in columns: its probabilities, (V, R)
+        if in_columns:
+            spans = by_position(ints, tokens, starts, first, b, dims[H_]) if by_pos else document_bounds(ints, rows)
+            forward_columns(p, offsets, dims, hyper, bufs, ints, rows, spans, by_doc)
             softmax_columns(columns, dweights[:cols], dweights[cols:2 * cols])
         else:
             forward_rows(p, offsets, dims, hyper, bufs, ints, np.int64(0), rows)   # (a literal 0: another compile)
@@ -1136,9 +1304,9 @@ def chunk_work(p, g, ws, ints, offsets, dims, hyper, tokens, starts, doc_loss, m
             doc_loss[d] = 0.0
         for r in range(rows):
             target = ints[TARGET, r]
-            doc_loss[ints[DOC, r]] -= np.log(columns[target, r] if by_pos else probs[r, target])
-        if mode != EVAL and by_pos:
-            backward_columns(p, g, offsets, dims, bufs, ints, rows, inv_n, lanes)
+            doc_loss[ints[DOC, r]] -= np.log(columns[target, r] if in_columns else probs[r, target])
+        if mode != EVAL and in_columns:
+            backward_columns(p, g, offsets, dims, bufs, ints, rows, inv_n, spans, by_doc)
         elif mode != EVAL:
             backward_rows(p, g, offsets, dims, bufs, ints, rows, inv_n)
 
