@@ -129,8 +129,8 @@ def test_check_passes(capsys):
 # chunk may have as few as one); tiles of 8 rows hold one document each, tiles of 20 hold two and leave the
 # next for a new tile, and tiles of 64 hold a whole chunk. A tile of at least BY_POSITION_LANES documents x
 # heads (3 heads here) is laid out by position, for attention's sake: 1, every tile; 6, the tiles of two
-# documents (tiles of 20 rows mix both). A tile of fewer lanes whose documents average BY_DOCUMENT_POSITIONS
-# positions or more runs by document: 1, every such tile; 5, those of long names (tiles of 20 mix all three).
+# documents (tiles of 20 rows mix both). But a tile whose documents average BY_DOCUMENT_POSITIONS positions or
+# more runs by document: 1, every tile; 5, those of long names (tiles of 20 mix all three).
 @pytest.mark.parametrize("tile_rows,by_position_lanes,by_document_positions", [
     (8, 10**9, 10**9), (20, 10**9, 10**9), (64, 10**9, 10**9), (8, 1, 10**9), (64, 1, 10**9), (20, 6, 10**9),
     (8, 10**9, 1), (64, 10**9, 1), (20, 6, 5)])
@@ -163,8 +163,7 @@ def test_a_large_batch_equals_numpy_per_tensor():
 
 def test_long_sequences_equal_numpy_per_tensor():
     """The engine as shipped on a stream preset's kind of batch: three sequences of block_size + 1 tokens make
-    chunks of one and two, tiles of too few lanes for by position (4 heads a document) whose documents are
-    long: by document."""
+    chunks of one and two, tiles whose documents are long: by document."""
     rng = random.Random(6)
     seqs = [[rng.randrange(30) for _ in range(65)] for _ in range(3)]
     cfg = ModelConfig(vocab_size=30, n_layer=2, n_embd=32, n_head=4, block_size=64)

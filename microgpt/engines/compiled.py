@@ -68,12 +68,15 @@ TILE_ROWS = 256   # the most positions a layer runs over at once in float64 (who
 # (about 450 positions) in tiles of 512 made a float32 step 9% faster than chunks of 32 in tiles of 256; in
 # float64, tiles of 512 were 1% slower and chunks of 64 no faster (the kernels side by side in one process), so
 # float64 keeps chunks of 32: a batch of 256 still runs on up to 8 threads.
-TILE_BYTES = 2 ** 23   # ... and fewer where a tile's work space would pass this. On the names preset's shape
+TILE_BYTES = 2 ** 24   # ... and fewer where a tile's work space would pass this. On the names preset's shape
 # (4 layers of width 96, float32, batch 256, one thread) tiles of 80 rows (2 MB) took 408 µs a document row by
-# row and 490 by position (whose loops run along the rows); tiles of 256 rows (8 MB), 336 and 323.
-BY_POSITION_LANES = 16   # a tile of documents x heads >= this is laid out by position (compiled_kernels.py)
-BY_DOCUMENT_POSITIONS = 32   # ... and a tile of fewer lanes whose documents average this many positions or more
-#                              runs in columns by document (a stream preset's sequences)
+# row and 490 by position (whose loops run along the rows); tiles of 256 rows (8 MB), 336 and 323; and (another
+# host) tiles of 320 rows (8 MB), 289 by position, against 243-262 in tiles of 512 (13 MB, this limit). On
+# shakespeare-cpu's (float32, batch 12), three sequences a tile (8 MB) took 57-59 ms a step, six (16 MB) 54.
+BY_DOCUMENT_POSITIONS = 48   # a tile whose documents average this many positions or more runs in columns by
+#                              document (a stream preset's sequences: attention's loops along each one's keys)
+BY_POSITION_LANES = 16   # ... and a tile of shorter ones, documents x heads >= this, is laid out by position (its
+#                          loops across documents), in columns too; a tile of fewer lanes runs row by row
 
 
 def chunk_count(docs: int, chunk_docs: int) -> int:

@@ -9,8 +9,8 @@ document. Nothing here is a library call: every sum is a loop that Numba (LLVM) 
 instructions, so a training step costs its arithmetic, not the ~1 µs per call a NumPy step pays ~95 times.
 A tile of many documents is laid out by position instead (see attention_by_position), so that attention,
 too, runs as long loops: across documents rather than along each one's few keys; and its activations are
-kept transposed, (C, R) (forward_columns), so that every product runs along the tile's rows. A tile of a
-few long documents (a stream preset's sequences) runs in columns too, with its attention as small matrix
+kept transposed, (C, R) (forward_columns), so that every product runs along the tile's rows. A tile of
+long documents (a stream preset's sequences) runs in columns too, with its attention as small matrix
 products on each document's queries, keys and values (attention_by_document).
 
 Shapes: V = vocab_size, C = n_embd, H heads of D = C / H, L layers, T = block_size, R rows a tile,
@@ -84,7 +84,7 @@ JIT = dict(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
 # dims: what the kernels know of the model, an int64 array
 V_, C_, T_, L_, H_, K_, R_, BYPOS_, BYDOC_ = range(9)  # vocab, n_embd, block_size, n_layer, n_head, chunks, rows a
 DIMS_SIZE = 9   # tile, the fewest lanes (documents x heads) for a tile by position, and the fewest positions a
-#                 document for a tile by document (one with fewer lanes)
+#                 document (on average) for a tile by document (which comes first)
 # hyper: the step's constants, in the engine's dtype
 LR, BETA1, BETA2, EPS, C1, C2, RMS_EPS = range(7)
 HYPER_SIZE = 7
@@ -787,9 +787,9 @@ def attention_by_position_back(dq, dk, dv, dy, q, k, v, att, dw, lanes, inv_sqrt
 
 
 # ---- attention by document: a tile of a few long documents, in columns --------------------------------------
-# A tile of a few long documents (a stream preset's sequences of block_size positions) has too few lanes at each
-# position for attention by position, and row by row (attention_rows) its scores are short dot products over a
-# head's D, one at a time. Such a tile keeps its documents side by side, each one's positions together
+# A tile of long documents (a stream preset's sequences of block_size positions) has few lanes at each position
+# for attention by position, and long ones at the first, few at the last; row by row (attention_rows) its scores
+# are short dot products over a head's D, one at a time. Such a tile keeps its documents side by side, each one's positions together
 # (fill_tile's order), and its activations in columns, as a tile by position does. Attention then cuts the
 # queries, keys and values into a (D, n) block for each document of n positions and each head (to_blocks), and
 # runs on each block as three small matrix products: every query against every key at once, the weights
@@ -1288,8 +1288,8 @@ def chunk_work(p, g, ws, ints, offsets, dims, hyper, tokens, starts, doc_loss, m
     while b < hi:
         first = b
         rows, b = fill_tile(ints, tokens, starts, b, hi, dims[R_])
-        by_pos = (b - first) * dims[H_] >= dims[BYPOS_]
-        by_doc = not by_pos and rows >= (b - first) * dims[BYDOC_]
+        by_doc = rows >= (b - first) * dims[BYDOC_]
+        by_pos = not by_doc and (b - first) * dims[H_] >= dims[BYPOS_]
         in_columns = by_pos or by_doc
         cols = padded(rows, dims, p)
         columns = lead(probs, (dims[V_], cols))        # a tile in columns: its probabilities, (V, R)
