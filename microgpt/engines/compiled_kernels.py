@@ -956,7 +956,8 @@ def carve(ws, dims):
     """One chunk's work space (a flat row) cut into the buffers a tile's forward and backward use.
     The buffers of one row shape are slices of one block, viewed in that shape once (`lead`; slicing a
     block's first axis makes no call either). The shapes below are the rows'; a tile by
-    position uses the same floats as columns, (C, R) (`lead`), and keeps q, k and v as lanes, (D, R H)."""
+    position or by document uses the same floats as columns, (C, R) (`lead`), and keeps q, k and v as lanes,
+    (D, R H), or as blocks, (C R,) (block_of)."""
     V, C, T, L, H, R = dims[V_], dims[C_], dims[T_], dims[L_], dims[H_], dims[R_]
     n_c, n_4c, n_s, n_att, n_probs, n_dweights, n_scratch = pieces(dims)
     block_c, at = take(ws, 0, n_c)
@@ -964,10 +965,10 @@ def carve(ws, dims):
     block_s, at = take(ws, at, n_s)
     att, at = take(ws, at, n_att)
     probs, at = take(ws, at, n_probs)
-    dweights, at = take(ws, at, n_dweights)   # attention's scratch: a row's (T,), or a tile by position's;
-    #                                            the columns' softmax and norms take (R,) pieces of it
-    scratch, at = take(ws, at, n_scratch)      # a tile by position's: q, k, v (3C, R) fresh from their
-    #                                            product, then up to four (D, R H) in lanes
+    dweights, at = take(ws, at, n_dweights)   # attention's scratch: a row's (T,), a tile by position's, or a
+    #                                            document's (n, n); the columns' softmax and norms take (R,) pieces
+    scratch, at = take(ws, at, n_scratch)      # a tile in columns': q, k, v (3C, R) fresh from their product,
+    #                                            then up to four (D, R H) in lanes or (C R,) in blocks
     c = lead(block_c, (8 * L + 8, R, C))
     emb = c[0]                                 # (R, C) wte[tok] + wpe[pos]
     xs = c[1:L + 2]                            # (L + 1, R, C) the residual stream entering each layer; xs[L]: the last
