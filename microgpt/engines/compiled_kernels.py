@@ -842,30 +842,16 @@ def from_blocks(out, x, bounds, H):
 @njit(inline="always", **JIT)
 def causal_softmax(a, most, total, inv_sqrt_d):
     """a (n, n) of dot products q_t . k_u at [u, t] into attention's weights, in place: column t, query t's,
-    is softmax(scores / sqrt(D)) over its keys u <= t, max subtracted, and zero at the keys past it.
-    most, total (n,): scratch."""
+    is softmax(scores / sqrt(D)) over its keys u <= t (softmax_columns, the keys past it at -inf: exp gives
+    them 0). most, total (n,): scratch."""
     n = a.shape[0]
-    for t in range(n):
-        most[t] = a[0, t]
-        total[t] = 0
-    for u in range(1, n):
-        a_u = a[u]
-        for t in range(u, n):
-            most[t] = max(most[t], a_u[t])
     for u in range(n):
         a_u = a[u]
         for t in range(u):
-            a_u[t] = 0                                         # key u comes after query t
+            a_u[t] = -np.inf                                   # key u comes after query t
         for t in range(u, n):
-            e = exp_nonpositive((a_u[t] - most[t]) * inv_sqrt_d)
-            a_u[t] = e
-            total[t] += e
-    for t in range(n):
-        total[t] = 1 / total[t]
-    for u in range(n):
-        a_u = a[u]
-        for t in range(u, n):
-            a_u[t] *= total[t]
+            a_u[t] *= inv_sqrt_d
+    softmax_columns(a, most, total)
 
 
 @njit(**JIT)
