@@ -245,7 +245,9 @@ def test_logits_with_kv_cache_equal_scalar():
     cfg = ModelConfig(vocab_size=vocab, n_layer=2)
     scalar, compiled = engines_for(cfg, ["scalar", "compiled"], seed=9)
     cs, cc = scalar.new_cache(), compiled.new_cache()
-    for pos, token in enumerate(seqs[0][:-1]):
+    tokens = [t for s in seqs for t in s][:cfg.block_size]   # a whole block: the cache's last position too
+    assert len(tokens) == cfg.block_size
+    for pos, token in enumerate(tokens):
         want, got = scalar.logits(cs, token, pos), compiled.logits(cc, token, pos)
         assert max(abs(a - b) for a, b in zip(want, got)) <= 1e-12
 

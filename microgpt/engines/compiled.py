@@ -12,9 +12,9 @@ Memory. Parameters, Adam's moments and the gradients are rows of one flat (3 + c
 params.py's order: row 0 the parameters, 1 and 2 Adam's m and v, 3 onwards one gradient per chunk of
 documents (row 3 ends up holding the batch's gradient). `views(row)` gives each parameter by name.
 Each row starts on a 64-byte line and P is padded to whole lines (the padding stays 0 throughout).
-One work space holds a tile of documents (TILE_ROWS positions at most, twice that in float32): step_serial's,
-and the KV cache of a sample; step_parallel on several threads gives each a fresh one of the same size (on
-one, it uses this one, chunk after chunk).
+One work space holds a tile of documents (TILE_ROWS positions at most, twice that in float32): step_serial's;
+step_parallel on several threads gives each a fresh one of the same size (on one, it uses this one, chunk
+after chunk). A sample's KV cache is a work space of its own, sized for block_size positions.
 
 Threads. A batch is cut into chunks of consecutive documents, CHUNK_DOCS or more each in float64 and twice
 that in float32 (whose tiles hold twice the positions), but two chunks at least and CHUNKS at most: a batch
@@ -185,8 +185,12 @@ class Engine(base.Engine):
 
     # ---- sampling ----------------------------------------------------------------------------
     def new_cache(self):
-        """One chunk's work space: its keys and values are the KV cache."""
-        return aligned_zeros(self.work.shape[1:], self.dtype), np.zeros(self.ints.shape[1:], np.int64)
+        """A work space for one sequence (a tile of block_size rows, not a training tile's): its keys and
+        values are the KV cache. Returns (dims, work space, ints), dims with that tile's size."""
+        dims = self.dims.copy()
+        dims[k.R_] = self.cfg.block_size
+        return dims, aligned_zeros((k.work_size(dims),), self.dtype), np.zeros((k.INTS, self.cfg.block_size), np.int64)
 
     def logits(self, cache, token_id: int, pos_id: int) -> list[float]:
-        return k.position_logits(self.flat[0], self.offsets, self.dims, self.hyper, *cache, token_id, pos_id).tolist()
+        dims, ws, ints = cache
+        return k.position_logits(self.flat[0], self.offsets, dims, self.hyper, ws, ints, token_id, pos_id).tolist()
