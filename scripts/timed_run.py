@@ -61,6 +61,8 @@ def report(out_dir: str, wall: float, peak: float | None, peak_source: str) -> l
     rows = read_metrics(os.path.join(out_dir, "metrics.jsonl"))
     steps = [row["dt"] for row in rows if "dt" in row]
     vals = [row for row in rows if "val_loss" in row]
+    if not steps:
+        fail(f"{out_dir}/metrics.jsonl holds no training steps: nothing to report")
     median = statistics.median(steps)
     lines = [f"val loss   {vals[-1]['val_loss']:.4f} (step {vals[-1]['step']})" if vals else
              "val loss   none: the run held nothing out (stream data does; or --val-docs N)",
