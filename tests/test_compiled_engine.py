@@ -13,6 +13,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -23,6 +24,7 @@ from microgpt import cli, engines  # noqa: E402
 from microgpt.config import MODEL_FIELDS, ModelConfig, TrainConfig  # noqa: E402
 from microgpt.data import Batch, DocumentData, Tokenizer, read_text, split_docs  # noqa: E402
 from microgpt.engines import compiled as compiled_engine, compiled_kernels as kernels  # noqa: E402
+from microgpt.engines.compiled import COMPILE_NOTE  # noqa: E402
 from microgpt.errors import UsageError  # noqa: E402
 from microgpt.params import init_tensors  # noqa: E402
 from conftest import run_cli  # noqa: E402
@@ -315,6 +317,24 @@ def test_a_batch_takes_the_parallel_step_with_one_thread_too(monkeypatch):
     finally:
         numba.set_num_threads(before)
     assert called == ["parallel", "serial"]
+
+
+def test_a_slow_first_call_says_it_is_compiling(monkeypatch, capsys):
+    """A kernel's first call that outlasts COMPILE_NOTE_AFTER (Numba compiling it: here a kernel made slow)
+    prints the note once on stderr, and returns what the kernel returns; a quick first call (the kernels
+    already compiled) prints nothing."""
+    seqs, vocab = names_batch(16, 4, seed=6)
+    seqs, cfg = seqs[:1], ModelConfig(vocab_size=vocab)   # one document: step_serial
+    (quick,) = engines_for(cfg, ["compiled"])
+    want = quick.eval_loss(seqs)   # compiled (or loaded from the disk cache) by now
+    assert COMPILE_NOTE not in capsys.readouterr().err
+    real = kernels.step_serial
+    monkeypatch.setattr(compiled_engine, "COMPILE_NOTE_AFTER", 0.05)
+    monkeypatch.setattr(kernels, "step_serial", lambda *args: time.sleep(0.5) or real(*args))
+    (slow,) = engines_for(cfg, ["compiled"])
+    assert slow.eval_loss(seqs) == want
+    assert slow.eval_loss(seqs) == want   # the second call: the kernel itself, no note
+    assert capsys.readouterr().err.count(COMPILE_NOTE) == 1
 
 
 def test_a_packed_batch_trains_as_its_lists():

@@ -25,12 +25,15 @@ so the numbers depend neither on thread timing nor on the thread count (a batch 
 takes step_parallel even on one thread: step_serial, for one document, is the same loops compiled
 apart, and the compiler may round those differently).
 
-The first call compiles the kernels (about a minute), and Numba caches the machine code on disk
-(__pycache__ beside the kernels), so later processes start in a second or two.
+The first call compiles the kernels (about a minute; a line on stderr says so after COMPILE_NOTE_AFTER seconds),
+and Numba caches the machine code on disk (__pycache__ beside the kernels), so later processes start in a
+second or two.
 """
 
 import itertools
 import os
+import sys
+import threading
 
 # the numpy engine's dtypes; importing it first also keeps numpy's BLAS to one thread (see there)
 from microgpt.engines import numpy as numpy_engine
@@ -79,6 +82,22 @@ BY_POSITION_LANES = 16   # ... and a tile of shorter ones, documents x heads >= 
 #                          loops across documents), in columns too; a tile of fewer lanes runs row by row
 
 
+COMPILE_NOTE_AFTER = 3.0   # seconds: a kernel's first call still running then is compiling it (loading it from the
+#                            disk cache takes a second or two), and says so on stderr rather than look hung
+COMPILE_NOTE = "compiled engine: compiling the kernels for this CPU (a minute or so, once: Numba caches them on disk)"
+
+
+def call_noting_compile(kernel, args):
+    """kernel(*args), and COMPILE_NOTE on stderr if the call is still running COMPILE_NOTE_AFTER seconds later."""
+    timer = threading.Timer(COMPILE_NOTE_AFTER, lambda: print(COMPILE_NOTE, file=sys.stderr, flush=True))
+    timer.daemon = True
+    timer.start()
+    try:
+        return kernel(*args)
+    finally:
+        timer.cancel()
+
+
 def chunk_count(docs: int, chunk_docs: int) -> int:
     """How many chunks a batch of `docs` documents is cut into, chunk_docs or more each (the engine's: see
     the module's docstring, Threads)."""
@@ -123,6 +142,17 @@ class Engine(base.Engine):
         self.hyper[[k.BETA1, k.BETA2, k.EPS, k.RMS_EPS]] = train_cfg.beta1, train_cfg.beta2, train_cfg.eps, 1e-5
         self._one_doc = np.zeros(2, np.int64)   # starts of a batch of one: [0, its length]
         self._load(self.views(0), params)
+        for name in ("step_serial", "step_parallel", "position_logits"):   # self.step_serial(...): k.step_serial
+            setattr(self, name, self._first_call(name))                  # from the second call on
+
+    def _first_call(self, name: str):
+        """A stand-in for kernel `name` that calls it noting a compile (call_noting_compile), then puts the
+        kernel itself in its place, so that later calls pay nothing for the note."""
+        def first(*args):
+            kernel = getattr(k, name)
+            setattr(self, name, kernel)
+            return call_noting_compile(kernel, args)
+        return first
 
     def views(self, row: int) -> dict[str, np.ndarray]:
         """Row `row` of the flat buffer as name -> (rows, cols) view, in params.py's order."""
@@ -149,7 +179,7 @@ class Engine(base.Engine):
         # several documents: step_parallel even on one thread, so that the numbers, bit for bit, do not
         # depend on the thread count (step_serial is the same loops compiled apart: equal to round-off)
         args = (self.flat, self.offsets, self.dims, self.hyper, tokens, starts, self.work, self.ints, mode, chunks)
-        loss = k.step_parallel(*args, numba.get_num_threads()) if chunks > 1 else k.step_serial(*args)
+        loss = self.step_parallel(*args, numba.get_num_threads()) if chunks > 1 else self.step_serial(*args)
         if loss < 0:
             raise UsageError(f"every sequence needs 2 to {self.cfg.block_size + 1} tokens, each below the vocab "
                              f"size {self.cfg.vocab_size}: encode documents with the run's tokenizer")
@@ -193,4 +223,4 @@ class Engine(base.Engine):
 
     def logits(self, cache, token_id: int, pos_id: int) -> list[float]:
         dims, ws, ints = cache
-        return k.position_logits(self.flat[0], self.offsets, dims, self.hyper, ws, ints, token_id, pos_id).tolist()
+        return self.position_logits(self.flat[0], self.offsets, dims, self.hyper, ws, ints, token_id, pos_id).tolist()
