@@ -54,9 +54,8 @@ def gpu_peak() -> tuple[float, str] | None:
     return next(((peak, name) for part, peak in PEAKS if part in name), None)
 
 
-def report(out_dir: str, wall: float, peak: float | None, peak_source: str) -> list[str]:
-    """The lines that describe the run saved in out_dir, which took `wall` seconds."""
-    run = Run.load(out_dir, with_state=False)
+def report(run: Run, out_dir: str, wall: float, peak: float | None, peak_source: str) -> list[str]:
+    """The lines that describe `run`, saved in out_dir, which took `wall` seconds."""
     model, tcfg = run.model, run.train
     rows = read_metrics(os.path.join(out_dir, "metrics.jsonl"))
     steps = [row["dt"] for row in rows if "dt" in row]
@@ -101,13 +100,13 @@ def main(argv=None) -> None:
     wall = time.perf_counter() - start
     if code != 0:
         fail(f"microgpt train exited with {code}: nothing to report", code)
+    run = Run.load(args.out, with_state=False)
     peak, source = args.peak, "given by --peak"
-    tcfg = Run.load(args.out, with_state=False).train
-    if peak is None and tcfg.dtype == "bfloat16" and tcfg.device in ("auto", "cuda"):   # auto: cuda first
+    if peak is None and run.train.dtype == "bfloat16" and run.train.device in ("auto", "cuda"):   # auto: cuda first
         found = gpu_peak()
         if found:
             peak, source = found[0], f"dense bfloat16 of {found[1]}"
-    print("\n".join(report(args.out, wall, peak, source)), flush=True)
+    print("\n".join(report(run, args.out, wall, peak, source)), flush=True)
 
 
 if __name__ == "__main__":

@@ -219,7 +219,7 @@ class Engine(base.Engine):
         values are the KV cache. Returns (dims, work space, ints), dims with that tile's size."""
         dims = self.dims.copy()
         dims[k.R_] = self.cfg.block_size
-        return dims, aligned_zeros((k.work_size(dims),), self.dtype), np.zeros((k.INTS, self.cfg.block_size), np.int64)
+        return dims, aligned_zeros((k.work_size(dims),), self.dtype), np.zeros((k.INTS, dims[k.R_]), np.int64)
 
     def logits(self, cache, token_id: int, pos_id: int) -> list[float]:
         dims, ws, ints = cache
