@@ -854,6 +854,24 @@ def causal_softmax(a, most, total, inv_sqrt_d):
     softmax_columns(a, most, total)
 
 
+@njit(inline="always", **JIT)
+def causal_softmax_back(g, a, dot, inv_sqrt_d):
+    """causal_softmax's backward, in place: from its weights a (n, n) and g (n, n), the loss's gradient
+    with respect to them, g becomes the gradient with respect to the dot products, column by column
+    a (g - sum_u a g) / sqrt(D) (0 at the keys past each query, whose weights are 0). dot (n,): scratch."""
+    n = a.shape[0]
+    for t in range(n):
+        dot[t] = a[0, t] * g[0, t]
+    for u in range(1, n):
+        a_u, g_u = a[u], g[u]
+        for t in range(n):
+            dot[t] += a_u[t] * g_u[t]
+    for u in range(n):
+        a_u, g_u = a[u], g[u]
+        for t in range(n):
+            g_u[t] = a_u[t] * (g_u[t] - dot[t]) * inv_sqrt_d
+
+
 @njit(**JIT)
 def attention_by_document(y, q, k, v, att, top, bounds, C, H, inv_sqrt_d):
     """The heads' outputs y from queries, keys and values q, k, v, all (C R,) in blocks (to_blocks'). Fills
@@ -887,16 +905,7 @@ def attention_by_document_back(dq, dk, dv, dy, q, k, v, att, dw, bounds, C, H, i
             at += n * n
             matmul_left(g, v_.T, dy_)                          # y_t = sum_u a[u, t] v_u: g[u, t] = v_u . dy_t
             matmul_nt(dv_, dy_, a, False)                      # dv_u = sum_t a[u, t] dy_t
-            for t in range(n):                                 # softmax: dscore = a (g - sum_u a g) / sqrt(D)
-                dot[t] = a[0, t] * g[0, t]
-            for u in range(1, n):
-                a_u, g_u = a[u], g[u]
-                for t in range(n):
-                    dot[t] += a_u[t] * g_u[t]
-            for u in range(n):
-                a_u, g_u = a[u], g[u]
-                for t in range(n):
-                    g_u[t] = a_u[t] * (g_u[t] - dot[t]) * inv_sqrt_d
+            causal_softmax_back(g, a, dot, inv_sqrt_d)         # g[u, t] = d(loss)/d(q_t . k_u)
             matmul_left(dq_, k_, g)                            # score[u, t] = q_t . k_u: dq_t = sum_u g[u, t] k_u
             matmul_nt(dk_, q_, g, False)                       # dk_u = sum_t g[u, t] q_t
 
