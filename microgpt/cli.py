@@ -111,7 +111,8 @@ def train_arguments(p) -> None:
                         f"default {d.device})")
     engine.add_argument("--compile", action="store_true", default=None,
                         help=f"torch.compile the model ({supported_by('compile')}; default off)")
-    engine.add_argument("--threads", type=int, help="CPU threads (default: 1 for a small model, else the cores the "
+    engine.add_argument("--threads", type=int, help="CPU threads (default: OMP_NUM_THREADS for torch or "
+                        "NUMBA_NUM_THREADS for compiled if set; torch: 1 for a small model; else the cores the "
                         f"machine's load leaves idle; training says which; {supported_by('threads')})")
 
 

@@ -68,7 +68,7 @@ class TrainConfig:
     ema: float = 0.0             # > 0: the model is this exponential moving average of the trained weights
     device: str = "auto"         # auto: cuda, else mps, else cpu
     compile: bool = False        # torch.compile the model
-    threads: int = 0             # CPU threads of the torch engine; 0: its choice (engines/torch.py, choose_threads)
+    threads: int = 0             # CPU threads (torch, compiled engines); 0: the engine's choice (choose_threads)
 
 
 # ---- allowed values ------------------------------------------------------------------------------
@@ -97,7 +97,7 @@ OPTIONS = {
     "optimizer": ("adam", ("torch",)),
     "device": ("auto", ("torch",)),
     "compile": (False, ("torch",)),
-    "threads": (0, ("torch",)),
+    "threads": (0, ("torch", "compiled")),
 }
 DISTRIBUTED = ("torch",)
 # Flags that may differ when resuming: they change how the run is shown or stored, not what it computes.

@@ -382,6 +382,81 @@ def test_malformed_batch_is_a_usage_error():
             compiled.eval_loss(seqs)
 
 
+@pytest.fixture
+def four_cores(monkeypatch):
+    """A machine with 4 cores on which Numba started 4 threads, whatever its load is set to; NUMBA_NUM_THREADS
+    unset."""
+    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 4)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+
+    def with_load(load):
+        monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    return with_load
+
+
+@pytest.mark.parametrize("load, threads", [(0.0, 4), (0.3, 4), (1.0, 3), (2.6, 1), (3.9, 1), (12.0, 1)])
+def test_the_default_thread_count_is_the_idle_cores(four_cores, load, threads):
+    """As the torch engine's, but with no small-model rule: the threads share whole chunks of documents."""
+    four_cores(load)
+    chosen, why = compiled_engine.choose_threads(0)
+    assert chosen == threads and why == f"4 cores, load {load:.1f}; --threads N to choose"
+
+
+def test_the_flag_and_the_environment_come_first(four_cores, monkeypatch):
+    four_cores(3.9)
+    assert compiled_engine.choose_threads(3) == (3, "--threads")
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "4")
+    assert compiled_engine.choose_threads(0) == (4, "NUMBA_NUM_THREADS")
+
+
+def test_more_threads_than_numba_runs_is_one_line(tmp_path, capsys):
+    started = numba.config.NUMBA_NUM_THREADS
+    assert cli.main(["train", "--engine", "compiled", "--threads", str(started + 1), "--steps", "1",
+                     "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"microgpt: error: --threads {started + 1} is more than the {started} threads Numba runs here "
+        f"(NUMBA_NUM_THREADS, or one per core if unset); lower it")
+
+
+def test_a_batch_runs_on_the_engines_threads_whatever_the_caller_set(monkeypatch):
+    """Numba's thread count belongs to the calling thread: the engine sets its own before each batch, and
+    tells step_parallel the same count (with one, the chunks share one work space)."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two Numba threads (NUMBA_NUM_THREADS >= 2)")
+    seqs, vocab = names_batch(16, 4, seed=6)
+    cfg = ModelConfig(vocab_size=vocab)
+    params = init_tensors(cfg, random.Random(0))
+    engine, alone = (compiled_engine.Engine(cfg, TrainConfig(engine="compiled", threads=n), params) for n in (2, 1))
+    assert engine.note == "compiled: 2 threads for a batch's documents (--threads)"
+    seen = []
+    step_parallel = kernels.step_parallel
+
+    def spy(*args):
+        seen.append((numba.get_num_threads(), args[-1]))
+        return step_parallel(*args)
+    monkeypatch.setattr(engine, "step_parallel", spy)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        two = engine.eval_loss(seqs)
+        numba.set_num_threads(1)
+        one = alone.eval_loss(seqs)
+        after = numba.get_num_threads()
+    finally:
+        numba.set_num_threads(before)
+    assert seen == [(2, 2)] and after == 1
+    assert two == one   # the same bits on one thread and two
+
+
+def test_train_says_how_many_threads(tmp_path, capsys):
+    assert cli.main(["train", "--engine", "compiled", "--threads", "1", "--batch-size", "4", "--steps", "2",
+                     "--samples", "0", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().err.splitlines()   # stdout keeps atomic.py's format
+    assert [line for line in lines if line.startswith("compiled:")] == [
+        "compiled: 1 thread for a batch's documents (--threads)"]
+
+
 @pytest.mark.parametrize("threads", ["0", "-1", "two", "100000"])
 def test_a_bad_thread_count_is_one_line(tmp_path, threads):
     """NUMBA_NUM_THREADS is read when Numba is imported: 0 raised there (a traceback), 100000 crashed the
@@ -391,7 +466,7 @@ def test_a_bad_thread_count_is_one_line(tmp_path, threads):
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [
         f"microgpt: error: NUMBA_NUM_THREADS must be a whole number from 1 to {compiled_engine.MAX_THREADS} "
-        f"(got {threads!r}); unset it to use every core"]
+        f"(got {threads!r}); unset it to let the engine choose"]
     assert not list((tmp_path / "run").iterdir())   # --out is made (and probed) first; nothing is written in it
 
 
@@ -411,6 +486,16 @@ def test_bench_rows_and_ideal(capsys):
     for fast, slow in zip(rows["40"], rows["20"]):
         assert slow["ideal_us_per_doc"] == pytest.approx(2 * fast["ideal_us_per_doc"])
         assert fast["first_call_s"] > 0
+
+
+def test_bench_threads_0_is_the_engines_own_choice(capsys):
+    assert cli.main(["bench", "--engines", "compiled", "--steps", "2", "--batched-steps", "2", "--batch-size", "8",
+                     "--rounds", "1", "--threads", "0,1"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.lstrip().startswith("compiled")]
+    assert [(row[2], row[3]) for row in rows] == [("1", "1"), ("8", "auto"), ("8", "1")]
+    assert rows[1][-1] == rows[2][-1]   # the same final loss
+    assert cli.main(["bench", "--engines", "compiled", "--threads", "-1"]) == 2
+    assert "--threads takes thread counts" in capsys.readouterr().err
 
 
 def test_bench_bad_peak_is_one_line(capsys):

@@ -76,7 +76,7 @@ def test_train_says_what_it_chose(tmp_path, capsys, monkeypatch):
         f"torch: 1 CPU thread (a model under {SMALL_MODEL:,} parameters; --threads N to choose)"]
 
 
-def test_threads_belong_to_the_torch_engine(tmp_path, capsys):
+def test_threads_belong_to_the_engines_with_threads(tmp_path, capsys):
     assert cli.main(["train", "--engine", "numpy", "--threads", "2", "--out", str(tmp_path / "unused")]) == 2
     assert "--threads is not implemented by --engine numpy" in capsys.readouterr().err
     assert cli.main(["train", "--engine", "torch", "--threads", "-1", "--out", str(tmp_path / "unused")]) == 2

@@ -10,13 +10,15 @@ never asks what is inside it. `load_state` takes back exactly what `state()` gav
 (UsageError) a state that lacks any tensor it needs, so a resume is exact or it does not happen.
 """
 
+import os
+
 from microgpt.errors import UsageError
 from microgpt.tensor import Tensor
 
 
 class Engine:
     name = "base"
-    note = ""  # one line on how the engine runs here (torch: its CPU threads), printed before training
+    note = ""  # one line on how the engine runs here (torch, compiled: their CPU threads), printed before training
 
     def __init__(self, model_cfg, train_cfg, params: dict[str, Tensor]):
         raise NotImplementedError
@@ -90,3 +92,12 @@ def take(state: dict[str, Tensor], prefix: str, names) -> dict[str, Tensor]:
         raise UsageError(f"the checkpoint lacks {missing[0]} ({len(missing)} optimizer tensors missing), so the "
                          f"run cannot resume exactly; restore the checkpoint or start a new --out")
     return {n: state[prefix + n] for n in names}
+
+
+def idle_cores() -> tuple[int, str]:
+    """The cores that the last minute's load average leaves idle, at least 1, and in words how many cores
+    there are and the load: an engine's default thread count (torch, compiled), since threads that wait on
+    busy cores slow every step."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0  # runnable processes, last minute
+    return max(1, min(cores, round(cores - load))), f"{cores} cores, load {load:.1f}"

@@ -2,7 +2,7 @@
 
     pip install -e '.[compiled]'          (Numba)
     microgpt train --engine compiled [--dtype float32] [--batch-size 256]
-    NUMBA_NUM_THREADS=2 microgpt train --engine compiled --batch-size 256     (documents across 2 cores)
+    microgpt train --engine compiled --batch-size 256 --threads 2        (documents across 2 cores)
 
 The model is written as atomic.py writes it, plain loops over positions, layers, heads and rows, and
 its backward by hand (compiled_kernels.py); Numba compiles them to machine code. A whole training step
@@ -20,10 +20,11 @@ Threads. A batch is cut into chunks of consecutive documents, CHUNK_DOCS or more
 that in float32 (whose tiles hold twice the positions), but two chunks at least and CHUNKS at most: a batch
 of 256 makes 8 chunks in float64 and 4 in float32, and one under 96 (float64) or 192 (float32) makes two,
 each as full a tile as it can be (more chunks would mean more threads but smaller tiles). The chunks run on
-Numba's threads (NUMBA_NUM_THREADS, default: every core) and their gradients are added in chunk order,
-so the numbers depend neither on thread timing nor on the thread count (a batch of several documents
-takes step_parallel even on one thread: step_serial, for one document, is the same loops compiled
-apart, and the compiler may round those differently).
+Numba's threads, as many as choose_threads says (--threads N; else NUMBA_NUM_THREADS if set; else the cores
+the machine's load leaves idle, as for the torch engine; training prints the choice), and their gradients
+are added in chunk order, so the numbers depend neither on thread timing nor on the thread count (a batch
+of several documents takes step_parallel even on one thread: step_serial, for one document, is the same
+loops compiled apart, and the compiler may round those differently).
 
 The first call compiles the kernels (about a minute; a line on stderr says so after COMPILE_NOTE_AFTER seconds),
 and Numba caches the machine code on disk (__pycache__ beside the kernels), so later processes start in a
@@ -50,7 +51,7 @@ def check_thread_count(text: str | None) -> None:
         return
     if not text.strip().lstrip("+-").isdigit() or not 1 <= int(text) <= MAX_THREADS:
         raise UsageError(f"NUMBA_NUM_THREADS must be a whole number from 1 to {MAX_THREADS} (got {text!r}); "
-                         f"unset it to use every core")
+                         f"unset it to let the engine choose")
 
 
 check_thread_count(os.environ.get("NUMBA_NUM_THREADS"))
@@ -98,6 +99,22 @@ def call_noting_compile(kernel, args):
         timer.cancel()
 
 
+def choose_threads(requested: int) -> tuple[int, str]:
+    """The threads a batch's chunks run on, and why, in words: --threads if given, else NUMBA_NUM_THREADS
+    if set, else the cores that the machine's load leaves idle (base.idle_cores). Numba starts its threads
+    once, NUMBA_NUM_THREADS of them or one per core, and runs on no more than that."""
+    started = numba.config.NUMBA_NUM_THREADS
+    if requested > started:
+        raise UsageError(f"--threads {requested} is more than the {started} threads Numba runs here "
+                         f"(NUMBA_NUM_THREADS, or one per core if unset); lower it")
+    if requested:
+        return requested, "--threads"
+    if (os.environ.get("NUMBA_NUM_THREADS") or "").strip():
+        return started, "NUMBA_NUM_THREADS"
+    idle, machine = base.idle_cores()
+    return min(idle, started), f"{machine}; --threads N to choose"
+
+
 def chunk_count(docs: int, chunk_docs: int) -> int:
     """How many chunks a batch of `docs` documents is cut into, chunk_docs or more each (the engine's: see
     the module's docstring, Threads)."""
@@ -141,6 +158,9 @@ class Engine(base.Engine):
         self.hyper = np.zeros(k.HYPER_SIZE, self.dtype)
         self.hyper[[k.BETA1, k.BETA2, k.EPS, k.RMS_EPS]] = train_cfg.beta1, train_cfg.beta2, train_cfg.eps, 1e-5
         self._one_doc = np.zeros(2, np.int64)   # starts of a batch of one: [0, its length]
+        self.threads, why = choose_threads(train_cfg.threads)
+        plural = "s" if self.threads > 1 else ""
+        self.note = f"compiled: {self.threads} thread{plural} for a batch's documents ({why})"
         self._load(self.views(0), params)
         for name in ("step_serial", "step_parallel", "position_logits"):   # self.step_serial(...): k.step_serial
             setattr(self, name, self._first_call(name))                  # from the second call on
@@ -179,7 +199,9 @@ class Engine(base.Engine):
         # several documents: step_parallel even on one thread, so that the numbers, bit for bit, do not
         # depend on the thread count (step_serial is the same loops compiled apart: equal to round-off)
         args = (self.flat, self.offsets, self.dims, self.hyper, tokens, starts, self.work, self.ints, mode, chunks)
-        loss = self.step_parallel(*args, numba.get_num_threads()) if chunks > 1 else self.step_serial(*args)
+        if chunks > 1 and numba.get_num_threads() != self.threads:   # Numba's count is the calling thread's
+            numba.set_num_threads(self.threads)
+        loss = self.step_parallel(*args, self.threads) if chunks > 1 else self.step_serial(*args)
         if loss < 0:
             raise UsageError(f"every sequence needs 2 to {self.cfg.block_size + 1} tokens, each below the vocab "
                              f"size {self.cfg.vocab_size}: encode documents with the run's tokenizer")

@@ -231,10 +231,8 @@ def choose_threads(requested: int, n_params: int) -> tuple[int, str]:
         return torch.get_num_threads(), "OMP_NUM_THREADS"
     if n_params < SMALL_MODEL:
         return 1, f"a model under {SMALL_MODEL:,} parameters; --threads N to choose"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0  # runnable processes, last minute
-    idle = max(1, min(cores, round(cores - load)))  # threads waiting on busy cores slow every step
-    return idle, f"{cores} cores, load {load:.1f}; --threads N to choose"
+    idle, machine = base.idle_cores()
+    return idle, f"{machine}; --threads N to choose"
 
 
 def openmp_nesting_off() -> None:

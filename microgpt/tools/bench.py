@@ -8,7 +8,8 @@ and set against what this CPU's arithmetic allows.
 Each row is a real `microgpt train` run (train.train, into a temporary directory, samples off) and
 its times are the `dt` column of that run's metrics.jsonl: the wall time of engine.train_step. The
 scalar engine runs a few steps at batch 1; every other installed engine runs many steps at batch 1
-and a batched row (the compiled and torch engines' batched rows once per --threads count). The rows take turns
+and a batched row (the compiled and torch engines' batched rows once per --threads count; 0: the engine's own
+choice, train's default, shown as auto). The rows take turns
 for --rounds rounds and report the median step over all of them, so a machine that is busier at one
 moment than another slows every row alike. Speedups are against the scalar row of the same run.
 
@@ -99,12 +100,6 @@ def peaks(args, dtypes) -> tuple[dict, str]:
 
 
 # ---- one row -------------------------------------------------------------------------------------
-def set_threads(engine: str, threads: int | None) -> None:
-    if engine == "compiled" and threads:
-        import numba
-        numba.set_num_threads(threads)
-
-
 # With --preset, the rows train the preset's model (its shape and init) on its learning-rate schedule, sized
 # to each row's steps as `train --preset --steps` sizes it (config.scale_preset). The preset's engine-specific
 # options (config.OPTIONS: the names preset's Muon, dropout and EMA) are left off, so that every row runs Adam,
@@ -119,9 +114,8 @@ def measure(model: ModelConfig, row: dict, data: str | None, preset: str | None 
     """One training run: the `dt` of each step (seconds) and the final loss."""
     tcfg = replace(bench_configs(preset)[1], engine=row["engine"], batch_size=row["batch"], steps=row["steps"],
                    samples=0, dtype=row["dtype"], save_every=row["steps"],
-                   threads=row["threads"] if row["engine"] == "torch" else 0)
+                   threads=(row["threads"] or 0) if row["engine"] in OPTIONS["threads"][1] else 0)
     tcfg, _ = scale_preset(preset, {"steps": row["steps"]}, tcfg)
-    set_threads(row["engine"], row["threads"])
     # Python's garbage collector rescans every live object, and the scalar engine's graphs trigger it
     # thousands of times per step: freeze what earlier rows and imports (torch's are large) left
     # alive, so a row costs what it would in a process of its own.
@@ -189,6 +183,11 @@ def time_c_port(exe: str, data: str, short: int, long: int) -> tuple[float, floa
 
 
 # ---- the table -----------------------------------------------------------------------------------
+def threads_shown(threads: int | None) -> str:
+    """A row's thread count in words: '-' for an engine without threads, 'auto' for the engine's own choice."""
+    return "-" if threads is None else str(threads or "auto")
+
+
 def table(results: list[dict]) -> str:
     base = next((r for r in results if r["engine"] == "scalar"), None)
     head = ("engine", "dtype", "batch", "threads", "ms/step", "µs/doc", "x/step", "x/doc",
@@ -198,7 +197,7 @@ def table(results: list[dict]) -> str:
         per_step = f"{base['ms_per_step'] / r['ms_per_step']:.0f}" if base else "-"
         per_doc = f"{base['us_per_doc'] / r['us_per_doc']:.0f}" if base else "-"
         ideal = r.get("ideal_us_per_doc")
-        lines.append((r["engine"], r["dtype"], str(r["batch"]), str(r["threads"] or "-"),
+        lines.append((r["engine"], r["dtype"], str(r["batch"]), threads_shown(r["threads"]),
                       f"{r['ms_per_step']:.4f}", f"{r['us_per_doc']:.1f}", per_step, per_doc,
                       f"{ideal:.2f}" if ideal else "-", f"{r['us_per_doc'] / ideal:.1f}" if ideal else "-",
                       f"{r['final_loss']:.4f}"))
@@ -218,8 +217,8 @@ def add_arguments(p) -> None:
                    help="dtype(s) of the non-scalar engines, comma-separated: float64,float32 (default float64); "
                         "each engine runs those it has")
     p.add_argument("--threads", default=None,
-                   help="thread counts of the compiled and torch engines' batched rows, comma-separated "
-                        "(default: 1 and every core)")
+                   help="thread counts of the compiled and torch engines' batched rows, comma-separated, 0 for "
+                        "the engine's own choice (train --threads 0; shown as auto) (default: 1 and every core)")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="time a preset's model (layers, width, heads, block, init) and lr schedule instead of "
                         "atomic.py's, the schedule sized to each row's steps; every engine runs Adam (the preset's "
@@ -238,8 +237,9 @@ def parse_threads(text: str | None) -> list[int]:
         counts = [int(n) for n in text.split(",")]
     except ValueError:
         counts = []
-    if not counts or min(counts) <= 0:
-        raise UsageError(f"--threads takes positive thread counts, comma-separated, e.g. 1,2 (got {text!r})")
+    if not counts or min(counts) < 0:
+        raise UsageError(f"--threads takes thread counts, comma-separated, 0 for the engine's own choice, e.g. 1,2 "
+                         f"or 0,2 (got {text!r})")
     return counts
 
 
@@ -276,7 +276,7 @@ def run(args) -> int:
                 first_call[key] = row_dts[0]
             dts[i] += row_dts[1:] if len(row_dts) > 1 else row_dts
             progress(f"round {round_ + 1}/{args.rounds}: {row['engine']} {row['dtype']} batch {row['batch']}"
-                     f"{' threads ' + str(row['threads']) if row['threads'] else ''}: "
+                     f"{' threads ' + threads_shown(row['threads']) if row['threads'] is not None else ''}: "
                      f"{statistics.median(row_dts) * 1e3:.4f} ms/step")
 
     results = []
