@@ -102,11 +102,11 @@ def call_noting_compile(kernel, args):
 def choose_threads(requested: int) -> tuple[int, str]:
     """The threads a batch's chunks run on, and why, in words: --threads if given, else NUMBA_NUM_THREADS
     if set, else the cores that the machine's load leaves idle (base.idle_cores). Numba starts its threads
-    once, NUMBA_NUM_THREADS of them or one per core, and runs on no more than that."""
+    once, NUMBA_NUM_THREADS of them or one per core, and runs on no more than that: a larger --threads (asked
+    for, or saved in a checkpoint trained on a larger machine) gets that many, and the words say so."""
     started = numba.config.NUMBA_NUM_THREADS
     if requested > started:
-        raise UsageError(f"--threads {requested} is more than the {started} threads Numba runs here "
-                         f"(NUMBA_NUM_THREADS, or one per core if unset); lower it")
+        return started, f"--threads {requested}, but Numba runs {started} here: NUMBA_NUM_THREADS, or one per core"
     if requested:
         return requested, "--threads"
     if (os.environ.get("NUMBA_NUM_THREADS") or "").strip():
