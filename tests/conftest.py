@@ -23,6 +23,19 @@ def names_path():
 
 
 @pytest.fixture
+def machine(monkeypatch):
+    """A machine with 4 cores, whatever its load is set to (machine(load)); OMP_NUM_THREADS and
+    NUMBA_NUM_THREADS unset: what the engines' default thread counts are chosen from."""
+    for name in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+
+    def with_load(load):
+        monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    return with_load
+
+
+@pytest.fixture
 def reference():
     if not os.path.exists(REFERENCE) or not os.path.exists(NAMES):
         pytest.skip(f"reference run not found at {REFERENCE} (the ../shared folder beside the repo)")

@@ -383,16 +383,10 @@ def test_malformed_batch_is_a_usage_error():
 
 
 @pytest.fixture
-def four_cores(monkeypatch):
-    """A machine with 4 cores on which Numba started 4 threads, whatever its load is set to; NUMBA_NUM_THREADS
-    unset."""
-    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
+def four_cores(machine, monkeypatch):
+    """conftest's machine of 4 cores, on which Numba started 4 threads."""
     monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 4)
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-
-    def with_load(load):
-        monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
-    return with_load
+    return machine
 
 
 @pytest.mark.parametrize("load, threads", [(0.0, 4), (0.3, 4), (1.0, 3), (2.6, 1), (3.9, 1), (12.0, 1)])

@@ -20,17 +20,6 @@ from microgpt.params import num_params  # noqa: E402
 from microgpt.run import Run  # noqa: E402
 
 
-@pytest.fixture
-def machine(monkeypatch):
-    """A machine with 4 cores, whatever its load is set to; OMP_NUM_THREADS unset."""
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-
-    def with_load(load):
-        monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
-    return with_load
-
-
 def test_a_small_model_gets_one_thread(machine):
     machine(0.0)
     assert num_params(ModelConfig(vocab_size=27)) < SMALL_MODEL  # the default model is small
