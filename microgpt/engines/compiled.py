@@ -111,8 +111,8 @@ def choose_threads(requested: int) -> tuple[int, str]:
         return requested, "--threads"
     if (os.environ.get("NUMBA_NUM_THREADS") or "").strip():
         return started, "NUMBA_NUM_THREADS"
-    idle, machine = base.idle_cores()
-    return min(idle, started), f"{machine}; --threads N to choose"
+    idle, why = base.idle_cores()
+    return min(idle, started), why
 
 
 def chunk_count(docs: int, chunk_docs: int) -> int:

@@ -231,8 +231,7 @@ def choose_threads(requested: int, n_params: int) -> tuple[int, str]:
         return torch.get_num_threads(), "OMP_NUM_THREADS"
     if n_params < SMALL_MODEL:
         return 1, f"a model under {SMALL_MODEL:,} parameters; --threads N to choose"
-    idle, machine = base.idle_cores()
-    return idle, f"{machine}; --threads N to choose"
+    return base.idle_cores()
 
 
 def openmp_nesting_off() -> None:

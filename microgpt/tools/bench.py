@@ -114,7 +114,7 @@ def measure(model: ModelConfig, row: dict, data: str | None, preset: str | None 
     """One training run: the `dt` of each step (seconds) and the final loss."""
     tcfg = replace(bench_configs(preset)[1], engine=row["engine"], batch_size=row["batch"], steps=row["steps"],
                    samples=0, dtype=row["dtype"], save_every=row["steps"],
-                   threads=(row["threads"] or 0) if row["engine"] in OPTIONS["threads"][1] else 0)
+                   threads=row["threads"] or 0)   # None: an engine without threads
     tcfg, _ = scale_preset(preset, {"steps": row["steps"]}, tcfg)
     # Python's garbage collector rescans every live object, and the scalar engine's graphs trigger it
     # thousands of times per step: freeze what earlier rows and imports (torch's are large) left
