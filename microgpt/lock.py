@@ -28,11 +28,14 @@ LOCK_NAME = ".lock"
 class RunLock:
     def __init__(self, out_dir: str):
         self.out_dir, self.path, self.fd = out_dir, os.path.join(out_dir, LOCK_NAME), None
-        self.created = False  # whether this lock made the directory
+        self.made = []  # the directories this lock made: out_dir, then the missing folders above it
 
     def __enter__(self):
         try:
-            self.created = not os.path.isdir(self.out_dir)
+            missing = os.path.abspath(self.out_dir)
+            while not os.path.exists(missing):
+                self.made.append(missing)
+                missing = os.path.dirname(missing)
             os.makedirs(self.out_dir, exist_ok=True)
             (self._flock if fcntl is not None else self._exclusive_create)()
         except OSError as e:
@@ -42,14 +45,15 @@ class RunLock:
     def __exit__(self, *exc):
         if self.fd is None:
             return
-        unused = self.created and os.listdir(self.out_dir) == [LOCK_NAME]  # the run failed before writing
+        unused = bool(self.made) and os.listdir(self.out_dir) == [LOCK_NAME]  # the run failed before writing
         os.close(self.fd)  # closing releases the flock
         self.fd = None
         try:
             if fcntl is None or unused:
                 os.remove(self.path)
             if unused:
-                os.rmdir(self.out_dir)  # leave no trace of a run that never started
+                for folder in self.made:  # leave no trace of a run that never started
+                    os.rmdir(folder)  # (fails, and stops, at a folder that something else wrote meanwhile)
         except OSError:  # another run took the directory meanwhile
             pass
 

@@ -135,14 +135,20 @@ class Run:
 
 
 def check_out_dir(out_dir: str) -> None:
-    """--out must be a directory this process can write: made here if missing, then probed with a file."""
+    """--out must be a directory this process can write, or one it can make: probed with a file there, or in
+    the nearest folder above it that exists. Nothing is made here: RunLock makes the directory once the run's
+    set-up is valid, so a start refused before then leaves no trace."""
     if not out_dir:
         raise UsageError("--out is empty; give a directory for the checkpoint, e.g. --out runs/names")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UsageError(f"--out {out_dir} is a file, not a directory; give a directory (it is made if missing)")
+    nearest = os.path.abspath(out_dir)
+    while not os.path.exists(nearest):
+        nearest = os.path.dirname(nearest)
+    if not os.path.isdir(nearest):
+        raise UsageError(f"cannot make --out {out_dir}: {nearest} is a file, not a directory; choose another --out")
     try:
-        os.makedirs(out_dir, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out_dir, prefix=".microgpt-write-test-")
+        fd, probe = tempfile.mkstemp(dir=nearest, prefix=".microgpt-write-test-")
         os.close(fd)
         os.remove(probe)
     except OSError as e:

@@ -363,13 +363,18 @@ CASES = [pytest.param(cls, name, id=f"{cls}: {name}") for cls, cases in CATALOG.
 @pytest.mark.parametrize("cls, name", CASES)
 def test_bad_input_is_one_clear_line(files, cls, name):
     args, words, *code = CATALOG[cls][name]
-    result, seconds = run_limited([a.format(d=files) for a in args], cwd=files)
+    args = [a.format(d=files) for a in args]
+    out = args[args.index("--out") + 1] if "--out" in args else None
+    fresh = args[:1] == ["train"] and out and not os.path.exists(out) and cls != "divergence"   # (which trains)
+    result, seconds = run_limited(args, cwd=files)
     assert seconds < TIME_LIMIT
     assert result.returncode == (code or [2])[0], (result.returncode, result.stderr[-2000:])
     assert "Traceback" not in result.stderr and "Warning" not in result.stderr, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert 1 <= len(lines) <= 3, result.stderr
     assert lines[-1].startswith("microgpt: error:") and words in lines[-1], lines
+    if fresh:
+        assert not os.path.exists(out), f"a refused start left its --out behind: {os.listdir(out)}"
 
 
 def test_the_catalog_covers_every_class_with_60_cases():

@@ -251,9 +251,12 @@ def test_lock_in_process_and_without_fcntl(tmp_path, monkeypatch):
             lock.RunLock(str(tmp_path)).__enter__()
     with lock.RunLock(str(tmp_path)):
         pass
-    with lock.RunLock(str(tmp_path / "new")):  # a run that fails before writing leaves no directory
-        assert os.listdir(tmp_path / "new") == [".lock"]
+    with lock.RunLock(str(tmp_path / "new" / "run")):  # a run that fails before writing leaves no directory,
+        assert os.listdir(tmp_path / "new" / "run") == [".lock"]   # nor the folders it made above it
     assert not (tmp_path / "new").exists()
+    with lock.RunLock(str(tmp_path / "kept" / "run")):
+        (tmp_path / "kept" / "user file").write_text("x")   # a folder it made, written meanwhile, stays
+    assert os.listdir(tmp_path / "kept") == ["user file"]
 
     monkeypatch.setattr(lock, "fcntl", None)
     path = tmp_path / "fallback"
