@@ -127,10 +127,12 @@ def extension_note(saved: TrainConfig, tcfg: TrainConfig, step: int) -> str | No
             f"at step {step})")
 
 
-def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = None, log: str | None = None) -> dict:
+def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = None, log: str | None = None,
+          show_note: bool = True) -> dict:
     """Train `run` from its step to train.steps, then sample. Returns a summary: final loss, val loss,
     samples, status. `stop_after` stops (with a checkpoint) once that many steps are done, as Ctrl-C would.
-    `log="tensorboard"` also writes the metrics as TensorBoard scalars (explog.py)."""
+    `log="tensorboard"` also writes the metrics as TensorBoard scalars (explog.py). show_note=False leaves
+    out the engine's note (its thread count) on stderr."""
     tcfg, data = run.train, run.data
     if data is None:
         raise UsageError("the run's data was not read; load it with Run.load(out_dir, with_data=True)")
@@ -139,7 +141,7 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
         raise UsageError(f"the checkpoint was trained by {run.data_info.get('world', 1)} processes and this run "
                          f"has {world}; resume with the same number (torchrun --nproc_per_node)")
     engine = run.engine(with_state=run.step > 0)
-    if engine.note:  # on stderr: stdout keeps atomic.py's format (ports and `microgpt conform` read it)
+    if engine.note and show_note:  # on stderr: stdout keeps atomic.py's format (ports and `microgpt conform` read it)
         print(engine.note, file=sys.stderr, flush=True)
     if run.step and rank == 0:
         print(f"resuming from step {run.step} of {tcfg.steps}", flush=True)

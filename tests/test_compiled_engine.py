@@ -490,9 +490,12 @@ def test_bench_rows_and_ideal(capsys):
 def test_bench_threads_0_is_the_engines_own_choice(capsys):
     assert cli.main(["bench", "--engines", "compiled", "--steps", "2", "--batched-steps", "2", "--batch-size", "8",
                      "--rounds", "1", "--threads", "0,1"]) == 0
-    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.lstrip().startswith("compiled")]
+    out, err = capsys.readouterr()
+    rows = [line.split() for line in out.splitlines() if line.lstrip().startswith("compiled")]
     assert [(row[2], row[3]) for row in rows] == [("1", "1"), ("8", "auto"), ("8", "1")]
     assert rows[1][-1] == rows[2][-1]   # the same final loss
+    notes = [line for line in err.splitlines() if line.startswith("compiled: ")]
+    assert len(notes) == 1 and "--threads N to choose" in notes[0], err   # only the auto row says why
     assert cli.main(["bench", "--engines", "compiled", "--threads", "-1"]) == 2
     assert "--threads takes thread counts" in capsys.readouterr().err
 

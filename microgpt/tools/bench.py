@@ -122,7 +122,8 @@ def measure(model: ModelConfig, row: dict, data: str | None, preset: str | None 
     gc.collect()
     gc.freeze()
     with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(io.StringIO()):
-        summary = train(Run.fresh(model, tcfg, data), out, log_every=row["steps"])
+        # the engine's note on its threads only where the row lets it choose: the others show their count
+        summary = train(Run.fresh(model, tcfg, data), out, log_every=row["steps"], show_note=row["threads"] == 0)
         with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as f:
             dts = [json.loads(line)["dt"] for line in f if '"dt"' in line]
     gc.unfreeze()
