@@ -36,6 +36,7 @@ def test_a_large_model_gets_the_idle_cores(machine, load, threads):
 def test_the_flag_and_the_environment_come_first(machine, monkeypatch):
     machine(0.0)
     assert choose_threads(3, 10) == (3, "--threads")
+    assert choose_threads(16, 10) == (4, "--threads 16, but 4 cores here")   # e.g. saved by a larger machine
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert choose_threads(0, SMALL_MODEL * 10) == (torch.get_num_threads(), "OMP_NUM_THREADS")
 

@@ -94,10 +94,16 @@ def take(state: dict[str, Tensor], prefix: str, names) -> dict[str, Tensor]:
     return {n: state[prefix + n] for n in names}
 
 
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def idle_cores() -> tuple[int, str]:
     """The cores that the last minute's load average leaves idle, at least 1, and in words how many cores
     there are, the load, and the flag that chooses otherwise: an engine's default thread count (torch,
     compiled), since threads that wait on busy cores slow every step."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores_here = cores()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0  # runnable processes, last minute
-    return max(1, min(cores, round(cores - load))), f"{cores} cores, load {load:.1f}; --threads N to choose"
+    idle = max(1, min(cores_here, round(cores_here - load)))
+    return idle, f"{cores_here} cores, load {load:.1f}; --threads N to choose"
