@@ -32,10 +32,7 @@ class RunLock:
 
     def __enter__(self):
         try:
-            missing = os.path.abspath(self.out_dir)
-            while not os.path.exists(missing):
-                self.made.append(missing)
-                missing = os.path.dirname(missing)
+            self.made = missing_folders(self.out_dir)
             os.makedirs(self.out_dir, exist_ok=True)
             (self._flock if fcntl is not None else self._exclusive_create)()
         except OSError as e:
@@ -84,6 +81,15 @@ class RunLock:
             os.write(self.fd, f"{os.getpid()}\n".encode())
             return
         raise self._in_use(read_pid(self.path))
+
+
+def missing_folders(path: str) -> list[str]:
+    """path and the folders above it that do not exist (absolute), deepest first: what makedirs would make."""
+    missing, folder = [], os.path.abspath(path)
+    while not os.path.exists(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    return missing
 
 
 def read_pid(path: str) -> int | None:

@@ -20,6 +20,7 @@ from microgpt import checkpoint
 from microgpt.config import ENGINE_DTYPES, ModelConfig, TrainConfig, memory_limit, validate
 from microgpt.data import MAX_DATA_MB, DocumentData, StreamData, Tokenizer, read_data_file, split_docs
 from microgpt.errors import UsageError
+from microgpt.lock import missing_folders
 from microgpt.params import init_tensors, num_params
 from microgpt.tensor import Tensor
 
@@ -142,9 +143,8 @@ def check_out_dir(out_dir: str) -> None:
         raise UsageError("--out is empty; give a directory for the checkpoint, e.g. --out runs/names")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UsageError(f"--out {out_dir} is a file, not a directory; give a directory (it is made if missing)")
-    nearest = os.path.abspath(out_dir)
-    while not os.path.exists(nearest):
-        nearest = os.path.dirname(nearest)
+    missing = missing_folders(out_dir)
+    nearest = os.path.dirname(missing[-1]) if missing else out_dir   # the folder that exists, where it is made
     if not os.path.isdir(nearest):
         raise UsageError(f"cannot make --out {out_dir}: {nearest} is a file, not a directory; choose another --out")
     try:

@@ -226,8 +226,9 @@ def choose_threads(requested: int, n_params: int) -> tuple[int, str]:
     """torch's CPU threads and why, in words: --threads if given (at most the cores here: a checkpoint keeps
     the count it was trained with, and threads past the cores wait on each other), else OMP_NUM_THREADS if
     set (torchrun sets 1 per process), else 1 for a small model, else the cores the machine's load leaves idle."""
-    if requested > base.cores():
-        return base.cores(), f"--threads {requested}, but {base.cores()} cores here"
+    cores = base.cores()
+    if requested > cores:
+        return cores, f"--threads {requested}, but {cores} cores here"
     if requested:
         return requested, "--threads"
     if os.environ.get("OMP_NUM_THREADS"):
