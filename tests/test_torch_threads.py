@@ -85,6 +85,26 @@ def test_bench_runs_the_torch_rows_once_per_thread_count(capsys):
     assert rows[1]["final_loss"] == pytest.approx(rows[2]["final_loss"], abs=1e-9)  # threads change no result
 
 
+def test_bench_shows_the_threads_the_engine_ran(capsys, monkeypatch):
+    """A row's --threads past the cores here runs the cores (the engine's cap, as in train), and bench's
+    table says so rather than the count asked for."""
+    from microgpt.engines import base
+    monkeypatch.setattr(base, "cores", lambda: 1)
+    before = torch.get_num_threads()
+    argv = ["bench", "--engines", "torch", "--threads", "1,3", "--steps", "2", "--batched-steps", "2",
+            "--batch-size", "4", "--rounds", "1"]
+    try:
+        assert cli.main(argv + ["--json"]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        assert cli.main(argv) == 0
+        out = capsys.readouterr().out
+    finally:
+        torch.set_num_threads(before)
+    assert [(r["batch"], r["threads"], r["threads_run"]) for r in rows] == [(1, 1, 1), (4, 1, 1), (4, 3, 1)]
+    table = [line.split() for line in out.splitlines() if line.lstrip().startswith("torch")]
+    assert [(row[2], row[3]) for row in table] == [("1", "1"), ("4", "1"), ("4", "1")]
+
+
 NESTING_PROBE = """
 import ctypes, os, sys
 import numba, numpy as np

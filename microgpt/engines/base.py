@@ -19,6 +19,7 @@ from microgpt.tensor import Tensor
 class Engine:
     name = "base"
     note = ""  # one line on how the engine runs here (torch, compiled: their CPU threads), printed before training
+    threads = None  # the CPU threads it runs on, where it chooses them (torch, compiled); None for the others
 
     def __init__(self, model_cfg, train_cfg, params: dict[str, Tensor]):
         raise NotImplementedError

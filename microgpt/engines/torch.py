@@ -268,10 +268,10 @@ class Engine(base.Engine):
             torch.backends.cuda.matmul.allow_tf32 = True  # what is left in float32 may use TF32 too
             torch.backends.cudnn.allow_tf32 = True
         self.rank, self.world = init_distributed(self.device)
-        threads, why = choose_threads(t.threads, num_params(model_cfg))
-        torch.set_num_threads(threads)
+        self.threads, why = choose_threads(t.threads, num_params(model_cfg))
+        torch.set_num_threads(self.threads)
         openmp_nesting_off()
-        self.note = f"torch: {threads} CPU thread{'s' if threads > 1 else ''} ({why})"
+        self.note = f"torch: {self.threads} CPU thread{'s' if self.threads > 1 else ''} ({why})"
         self.sum_dtype = torch.float32 if self.device_type == "mps" else torch.float64  # for loss and token sums
 
         self.model = GPT(model_cfg, t.dropout, t.attn_dropout).to(device=self.device, dtype=self.dtype)

@@ -8,8 +8,9 @@ and set against what this CPU's arithmetic allows.
 Each row is a real `microgpt train` run (train.train, into a temporary directory, samples off) and
 its times are the `dt` column of that run's metrics.jsonl: the wall time of engine.train_step. The
 scalar engine runs a few steps at batch 1; every other installed engine runs many steps at batch 1
-and a batched row (the compiled and torch engines' batched rows once per --threads count; 0: the engine's own
-choice, train's default, shown as auto). The rows take turns
+and a batched row (the compiled and torch engines' batched rows once per --threads count, shown as the count
+the engine ran: one past what it can run here gets fewer, as in train; 0: the engine's own choice, train's
+default, shown as auto). The rows take turns
 for --rounds rounds and report the median step over all of them, so a machine that is busier at one
 moment than another slows every row alike. Speedups are against the scalar row of the same run.
 
@@ -110,8 +111,9 @@ def bench_configs(preset: str | None) -> tuple[ModelConfig, TrainConfig]:
     return model, replace(tcfg, val_docs=0, **{name: off for name, (off, _) in OPTIONS.items()})
 
 
-def measure(model: ModelConfig, row: dict, data: str | None, preset: str | None = None) -> tuple[list[float], float]:
-    """One training run: the `dt` of each step (seconds) and the final loss."""
+def measure(model: ModelConfig, row: dict, data: str | None, preset: str | None = None) -> tuple[list[float], float, int | None]:
+    """One training run: the `dt` of each step (seconds), the final loss, and the threads the engine ran
+    (its own choice or cap: a row's --threads past the cores, or past Numba's threads, runs fewer)."""
     tcfg = replace(bench_configs(preset)[1], engine=row["engine"], batch_size=row["batch"], steps=row["steps"],
                    samples=0, dtype=row["dtype"], save_every=row["steps"],
                    threads=row["threads"] or 0)   # None: an engine without threads
@@ -127,7 +129,7 @@ def measure(model: ModelConfig, row: dict, data: str | None, preset: str | None 
         with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as f:
             dts = [json.loads(line)["dt"] for line in f if '"dt"' in line]
     gc.unfreeze()
-    return dts, summary["loss"]
+    return dts, summary["loss"], summary["threads"]
 
 
 def rows_to_run(args) -> list[dict]:
@@ -184,9 +186,12 @@ def time_c_port(exe: str, data: str, short: int, long: int) -> tuple[float, floa
 
 
 # ---- the table -----------------------------------------------------------------------------------
-def threads_shown(threads: int | None) -> str:
-    """A row's thread count in words: '-' for an engine without threads, 'auto' for the engine's own choice."""
-    return "-" if threads is None else str(threads or "auto")
+def threads_shown(row: dict) -> str:
+    """A row's threads in words: '-' for an engine without threads, 'auto' for the engine's own choice (its
+    note says what it chose), else the count the engine ran: --threads past what it can run gets fewer."""
+    if row["threads"] is None:
+        return "-"
+    return str(row["threads"] and row.get("threads_run") or "auto")
 
 
 def table(results: list[dict]) -> str:
@@ -198,7 +203,7 @@ def table(results: list[dict]) -> str:
         per_step = f"{base['ms_per_step'] / r['ms_per_step']:.0f}" if base else "-"
         per_doc = f"{base['us_per_doc'] / r['us_per_doc']:.0f}" if base else "-"
         ideal = r.get("ideal_us_per_doc")
-        lines.append((r["engine"], r["dtype"], str(r["batch"]), threads_shown(r["threads"]),
+        lines.append((r["engine"], r["dtype"], str(r["batch"]), threads_shown(r),
                       f"{r['ms_per_step']:.4f}", f"{r['us_per_doc']:.1f}", per_step, per_doc,
                       f"{ideal:.2f}" if ideal else "-", f"{r['us_per_doc'] / ideal:.1f}" if ideal else "-",
                       f"{r['final_loss']:.4f}"))
@@ -257,10 +262,6 @@ def run(args) -> int:
     rows = rows_to_run(args)
     if any(r["engine"] == "compiled" for r in rows):
         engines.get("compiled")   # imported through the engine, which first keeps numpy's BLAS to one thread
-        import numba
-        args.thread_counts = [min(n, numba.config.NUMBA_NUM_THREADS) for n in args.thread_counts]
-        for r in rows:
-            r["threads"] = r["threads"] and min(r["threads"], numba.config.NUMBA_NUM_THREADS)
     probe = Run.fresh(model, base, args.data)   # the rows' data, once, for the FLOP counts
     model = replace(model, vocab_size=probe.model.vocab_size)
     peak, peak_source = peaks(args, sorted({r["dtype"] for r in rows}))
@@ -271,13 +272,13 @@ def run(args) -> int:
     # weighs on every engine alike; each row's median is over the steps of all its rounds.
     for round_ in range(args.rounds):
         for i, row in enumerate(rows):
-            row_dts, losses[i] = measure(model, row, args.data, args.preset)
+            row_dts, losses[i], row["threads_run"] = measure(model, row, args.data, args.preset)
             key = (row["engine"], row["dtype"])
             if key not in first_call:   # this process's first step of this engine: compile or load time
                 first_call[key] = row_dts[0]
             dts[i] += row_dts[1:] if len(row_dts) > 1 else row_dts
             progress(f"round {round_ + 1}/{args.rounds}: {row['engine']} {row['dtype']} batch {row['batch']}"
-                     f"{' threads ' + threads_shown(row['threads']) if row['threads'] is not None else ''}: "
+                     f"{' threads ' + threads_shown(row) if row['threads'] is not None else ''}: "
                      f"{statistics.median(row_dts) * 1e3:.4f} ms/step")
 
     results = []
