@@ -91,9 +91,13 @@ def run_port(exe: str, workdir: str) -> tuple[float, float | None]:
     return seconds, float(losses[-1]) if losses else None
 
 
+def our_row(engine: str, dtype: str, steps: int) -> dict:
+    """A bench row of ours at batch 1: one thread for the compiled engine (numpy has no --threads)."""
+    return dict(engine=engine, batch=1, steps=steps, dtype=dtype, threads=1 if engine == "compiled" else None)
+
+
 def run_ours(engine: str, dtype: str, data: str) -> tuple[float, float]:
-    row = dict(engine=engine, batch=1, steps=STEPS, dtype=dtype, threads=1)
-    dts, loss = measure(ModelConfig(), row, data)
+    dts, loss, _ = measure(ModelConfig(), our_row(engine, dtype, STEPS), data)
     return sum(dts), loss
 
 
@@ -133,7 +137,7 @@ def bench(args) -> int:
                 detail = getattr(e, "stderr", "") or str(e)
                 raise UsageError(f"building {path} failed: {detail.strip()[:300]}") from None
         for engine, dtype in ours:   # compile (or load) the engines before any timing
-            measure(ModelConfig(), dict(engine=engine, batch=1, steps=2, dtype=dtype, threads=1), args.data)
+            measure(ModelConfig(), our_row(engine, dtype, 2), args.data)
         times = {name: [] for name in [p[0] for p in ports] + [f"microgpt {e} {d}" for e, d in ours]}
         losses = {}
         for round_ in range(args.rounds):
