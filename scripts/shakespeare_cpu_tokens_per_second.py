@@ -17,6 +17,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import replace
 
 import torch
 import torch.nn as nn
@@ -69,18 +70,23 @@ class BaselineGPT(nn.Module):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=40, help="training steps per round")
-    ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds, the two taking turns (default 5)")
+    ap.add_argument("--steps", type=int, default=40, help="training steps per round (default 40)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch's CPU threads, for both (default 0: the torch engine's choice, as train's)")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    for flag, least in (("rounds", 1), ("steps", 1), ("threads", 0)):
+        if getattr(args, flag) < least:
+            print(f"error: --{flag} must be {least} or more (got {getattr(args, flag)})", file=sys.stderr)
+            sys.exit(2)
     if not os.path.exists(DATA):
         sys.exit(f"needs {DATA} (tiny shakespeare; see shared/data/README.md)")
 
-    run = Run.fresh(*resolve({}, "shakespeare-cpu"), DATA)  # what `microgpt train --preset shakespeare-cpu` starts from
+    model_cfg, train_cfg = resolve({}, "shakespeare-cpu")   # what `microgpt train --preset shakespeare-cpu` starts from
+    run = Run.fresh(model_cfg, replace(train_cfg, threads=args.threads), DATA)
     cfg, tcfg, data, tok = run.model, run.train, run.data, run.tokenizer
-    ours = run.engine()
+    ours = run.engine()   # sets torch's threads (engines/torch.py choose_threads), which the baseline runs on too
+    print(ours.note)
 
     torch.manual_seed(1337)
     base = BaselineGPT(tok.vocab_size, cfg.block_size, cfg.n_embd, cfg.n_head, cfg.n_layer)

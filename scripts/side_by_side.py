@@ -5,6 +5,7 @@ Not run on its own.
 
 import argparse
 import os
+import sys
 import time
 
 import torch
@@ -15,14 +16,26 @@ from microgpt.run import Run
 SHARED_NAMES = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "names.txt")
 
 
+WARMUP = 20   # steps run but not timed, first
+
+
 def parse_args() -> argparse.Namespace:
     """--threads (torch's, set here) and --steps, the flags every side-by-side benchmark takes."""
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=2, help="torch's CPU threads (default 2)")
+    ap.add_argument("--steps", type=int, default=300, help=f"steps, the first {WARMUP} untimed (default 300)")
     args = ap.parse_args()
+    if args.threads < 1:
+        usage_error(f"--threads must be 1 or more (got {args.threads})")
+    if args.steps <= WARMUP:
+        usage_error(f"--steps must be more than the {WARMUP} untimed warm-up steps (got {args.steps})")
     torch.set_num_threads(args.threads)
     return args
+
+
+def usage_error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def names_preset_run() -> Run:
@@ -32,7 +45,7 @@ def names_preset_run() -> Run:
     return Run.fresh(model, tcfg, SHARED_NAMES if os.path.exists(SHARED_NAMES) else None)
 
 
-def seconds_per_step(steps: int, contenders: dict, warmup: int = 20) -> dict[str, float]:
+def seconds_per_step(steps: int, contenders: dict, warmup: int = WARMUP) -> dict[str, float]:
     """Run every contender (name -> function of the step number) once per step, taking turns, so all
     see the same machine; their mean seconds per step after `warmup` steps."""
     seconds = dict.fromkeys(contenders, 0.0)
