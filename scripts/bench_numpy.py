@@ -10,9 +10,11 @@ import argparse
 import cProfile
 import pstats
 import statistics
+import sys
 import time
 
 from microgpt.config import ModelConfig, TrainConfig, lr_at
+from microgpt.errors import UsageError
 from microgpt.run import Run
 
 
@@ -49,4 +51,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UsageError as e:   # a bad flag, in the config's own words
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
