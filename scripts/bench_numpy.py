@@ -8,14 +8,16 @@ the time goes (cProfile, sorted by own time). For the side-by-side table use `mi
 
 import argparse
 import cProfile
+import os
 import pstats
 import statistics
 import sys
 import time
 
-from microgpt.config import ModelConfig, TrainConfig, lr_at
-from microgpt.errors import UsageError
-from microgpt.run import Run
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from microgpt.config import ModelConfig, TrainConfig, lr_at  # noqa: E402
+from microgpt.errors import UsageError  # noqa: E402
+from microgpt.run import Run  # noqa: E402
 
 
 def main() -> None:
