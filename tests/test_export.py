@@ -85,3 +85,29 @@ def test_float64_export_and_a_bad_target(exported, tmp_path, capsys):
     assert {t.dtype for t in checkpoint.read_safetensors(str(tmp_path / "w64.safetensors"))[0].values()} == {"F64"}
     assert cli.main(["export", "--out", run_dir, "--to", str(tmp_path / "w.bin")]) == 2
     assert "--to" in capsys.readouterr().err
+
+
+def test_an_export_never_replaces_what_it_did_not_write(exported, tmp_path, capsys):
+    """A run's checkpoint, a file of the user's, or a config.json of other weights stays as it was; an
+    earlier export of the same name is replaced (exporting again after more training)."""
+    run_dir, weights = exported
+
+    def refused(to, words):
+        before = {p: open(p, "rb").read() for p in (os.path.join(run_dir, checkpoint.FILENAME), *made)}
+        assert cli.main(["export", "--out", run_dir, "--to", str(to)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err, err
+        assert {p: open(p, "rb").read() for p in before} == before
+
+    made = []
+    refused(os.path.join(run_dir, checkpoint.FILENAME), "is the name of a run's checkpoint")
+    (tmp_path / "notes.safetensors").write_text("mine")
+    made.append(str(tmp_path / "notes.safetensors"))
+    refused(tmp_path / "notes.safetensors", "exists and is not an export")
+    other = os.path.join(os.path.dirname(weights), "other.safetensors")   # beside the first export's config.json
+    refused(other, "config.json describes other weights (names.safetensors)")
+    assert not os.path.exists(other)
+    (tmp_path / "f").write_text("a file")
+    refused(tmp_path / "f" / "x.safetensors", "a file stands where its path needs a folder")
+    assert cli.main(["export", "--out", run_dir, "--to", weights]) == 0   # the same export again
+    assert load(weights).run.model.n_embd == TINY["n_embd"]

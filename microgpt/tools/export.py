@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import asdict
 
-from microgpt import __version__, checkpoint
+from microgpt import __version__, checkpoint, durable
 from microgpt.errors import UsageError
 from microgpt.run import Run
 from microgpt.tensor import Tensor
@@ -31,10 +31,49 @@ def config_path(weights_path: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(weights_path)), CONFIG_NAME)
 
 
-def export(out_dir: str, to: str, dtype: str = "float32") -> tuple[str, str]:
-    """Write the weights of the run in out_dir to `to`, and config.json beside it; returns both paths."""
+def export_weights_name(path: str) -> str | None:
+    """The weights file that an export's config.json at `path` names, or None for a file that is not one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return None
+    ours = isinstance(config, dict) and config.get("architecture") == "microgpt"
+    return config.get("weights") if ours and isinstance(config.get("weights"), str) else None
+
+
+def is_export(path: str) -> bool:
+    """Whether the file at `path` is weights that `microgpt export` wrote (metadata `format: pt` and our config)."""
+    try:
+        with checkpoint.open_regular(path) as f:
+            _, metadata, _ = checkpoint.read_header(f, path)
+        return metadata.get("format") == "pt" and json.loads(metadata.get("microgpt", "")).get("architecture") == "microgpt"
+    except (UsageError, ValueError, AttributeError):
+        return False
+
+
+def check_target(to: str) -> None:
+    """Refuse a --to whose writing would lose something: a run's checkpoint, a file that export did not
+    write, or a config.json beside it that describes other weights. An earlier export of the same name is
+    replaced (exporting again after more training)."""
     if not to.endswith(".safetensors"):
         raise UsageError(f"--to {to} should name a .safetensors file, e.g. --to model.safetensors")
+    if os.path.basename(to) == checkpoint.FILENAME:
+        raise UsageError(f"--to {to}: {checkpoint.FILENAME} is the name of a run's checkpoint, which an export "
+                         f"would replace; choose another name, e.g. --to model.safetensors")
+    if os.path.lexists(to) and not is_export(to):
+        raise UsageError(f"--to {to} exists and is not an export; choose another file (nothing was written)")
+    cfg_path = config_path(to)
+    if os.path.lexists(cfg_path) and export_weights_name(cfg_path) != os.path.basename(to):
+        other = export_weights_name(cfg_path)
+        what = f"describes other weights ({other})" if other else "is not an export's config"
+        raise UsageError(f"{cfg_path} {what}, and the export writes config.json beside --to; "
+                         f"export into a folder of its own (nothing was written)")
+
+
+def export(out_dir: str, to: str, dtype: str = "float32") -> tuple[str, str]:
+    """Write the weights of the run in out_dir to `to`, and config.json beside it; returns both paths."""
+    check_target(to)
     run = Run.load(out_dir)
     weights = {name: t if t.dtype == DTYPES[dtype] else Tensor.from_floats(t.shape, t.to_floats(), DTYPES[dtype])
                for name, t in run.params.items()}
@@ -42,14 +81,15 @@ def export(out_dir: str, to: str, dtype: str = "float32") -> tuple[str, str]:
               "chars": run.tokenizer.chars, "bos_token_id": run.tokenizer.bos, "data_mode": run.train.data_mode,
               "temperature": run.train.temperature, "torch_dtype": dtype, "weights": os.path.basename(to),
               "trained_steps": run.step, "microgpt_version": __version__}
-    os.makedirs(os.path.dirname(os.path.abspath(to)), exist_ok=True)
-    checkpoint.write_safetensors(to + ".tmp", weights, {"format": "pt", "microgpt": json.dumps(config)})
-    os.replace(to + ".tmp", to)
     cfg_path = config_path(to)
-    with open(cfg_path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2)
-        f.write("\n")
-    os.replace(cfg_path + ".tmp", cfg_path)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(to)), exist_ok=True)
+        checkpoint.write_safetensors(to, weights, {"format": "pt", "microgpt": json.dumps(config)})   # atomically
+        durable.replace_file(cfg_path, lambda f: f.write((json.dumps(config, indent=2) + "\n").encode("utf-8")))
+    except OSError as e:
+        why = "a file stands where its path needs a folder" if isinstance(e, (FileExistsError, NotADirectoryError)) \
+            else e.strerror
+        raise UsageError(f"cannot write --to {to}: {why}; choose a folder you can write to") from None
     return to, cfg_path
 
 
