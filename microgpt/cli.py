@@ -120,6 +120,7 @@ def train_command(args) -> int:
     from microgpt import checkpoint, durable, engines
     from microgpt.explog import summary_writer
     from microgpt.lock import RunLock
+    from microgpt.metrics import is_a_runs_log
     from microgpt.run import Run, check_out_dir
     from microgpt.train import extension_note, rank_and_world, train
 
@@ -162,11 +163,16 @@ def train_command(args) -> int:
             engines.get(run.train.engine)  # an unavailable engine is the first error, before any work
             run.read_data(args.data, args.max_data_mb)
         else:
+            kept = f"--force to start over (the old run is kept in {args.out}/previous-<time>/), or choose another --out"
             if checkpoint.exists(args.out) and not args.force:
-                raise UsageError(f"{args.out} already holds a checkpoint; pass --resume to continue it, --force to "
-                                 f"start over (the old run is kept in {args.out}/previous-<time>/), or choose another --out")
+                raise UsageError(f"{args.out} already holds a checkpoint; pass --resume to continue it, {kept}")
+            metrics_path = os.path.join(args.out, "metrics.jsonl")   # which a fresh run replaces
+            foreign = os.path.lexists(metrics_path) and not is_a_runs_log(metrics_path)
+            if foreign and not args.force:
+                raise UsageError(f"{metrics_path} is not a training run's metrics, and a run writes its own there; "
+                                 f"move it, or pass {kept}")
             run = Run.fresh(model, tcfg, args.data, world, args.max_data_mb)
-            if checkpoint.exists(args.out) and rank == 0:  # --force, and the new run is ready to start
+            if (checkpoint.exists(args.out) or foreign) and rank == 0:  # --force, and the new run is ready
                 notes.append(f"--force: the previous run in {args.out} was moved to {checkpoint.move_aside(args.out)}")
             if notes and rank == 0:
                 print("\n".join(notes), flush=True)

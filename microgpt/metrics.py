@@ -26,8 +26,7 @@ def read_metrics(path: str, stream=None) -> list[dict]:
                 row = json.loads(line.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
                 row = None
-            if isinstance(row, dict) and isinstance(row.get("step"), int) and \
-                    all(isinstance(v, (int, float)) for v in row.values()):
+            if is_row(row):
                 rows.append(row)
             else:
                 skipped += 1
@@ -35,3 +34,23 @@ def read_metrics(path: str, stream=None) -> list[dict]:
         print(f"warning: skipped {skipped} unreadable line{'s' * (skipped > 1)} of {path} "
               f"(torn by a killed run?)", file=stream or sys.stderr)
     return rows
+
+
+def is_row(row) -> bool:
+    """Whether a parsed line is a row of ours: a step number and numbers."""
+    return isinstance(row, dict) and isinstance(row.get("step"), int) and \
+        all(isinstance(v, (int, float)) for v in row.values())
+
+
+def is_a_runs_log(path: str) -> bool:
+    """Whether the file at `path` is a training run's metrics (empty, or a row of ours first): what a fresh
+    run may replace when no checkpoint stands beside it (a run killed before its first save). Anything else
+    there (another file of that name, a folder) is the user's."""
+    if not os.path.isfile(path):
+        return False
+    with open(path, "rb") as f:
+        first = f.readline(1 << 16)
+    try:
+        return not first.strip() or is_row(json.loads(first.decode("utf-8")))
+    except (UnicodeDecodeError, ValueError):
+        return False

@@ -67,6 +67,27 @@ def test_force_starts_over_and_keeps_the_old_run(tmp_path, capsys):
     assert cli.main(tiny + ["--force", "--resume"]) == 2
 
 
+def test_a_metrics_file_of_the_users_is_kept_too(tmp_path, capsys):
+    """A fresh run replaces --out's metrics.jsonl when no checkpoint is there: a run's log, that of a run
+    killed before its first save (test_faults). Any other file of that name is the user's (here the very
+    --data): the run asks for --force, which keeps it aside."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text("ann\nbo\ncy\ndee\n")
+    tiny = ["train", "--engine", "numpy", "--n-embd", "8", "--n-head", "2", "--block-size", "8", "--steps", "2",
+            "--samples", "0", "--data", str(out / "metrics.jsonl"), "--out", str(out)]
+    assert cli.main(tiny) == 2
+    assert "metrics.jsonl is not a training run's metrics" in capsys.readouterr().err
+    assert (out / "metrics.jsonl").read_text() == "ann\nbo\ncy\ndee\n"
+    assert cli.main(tiny + ["--force"]) == 0
+    moved = re.search(r"was moved to (\S+)", capsys.readouterr().out).group(1)
+    assert open(os.path.join(moved, "metrics.jsonl")).read() == "ann\nbo\ncy\ndee\n"   # nothing lost
+    assert os.path.exists(os.path.join(out, "checkpoint.safetensors"))
+    (tmp_path / "dir" / "metrics.jsonl").mkdir(parents=True)   # a folder of that name: refused before training
+    assert cli.main(tiny[:-1] + [str(tmp_path / "dir")]) == 2
+    assert "metrics.jsonl is not a training run's metrics" in capsys.readouterr().err
+
+
 def test_readme_train_commands_each_write_their_own_out():
     """Run in order as written, no `train` block may find its --out already taken (unless it resumes)."""
     with open(README, encoding="utf-8") as f:
