@@ -66,6 +66,9 @@ def load(out_dir: str, with_state: bool = True) -> dict:
     path = path_in(out_dir)
     if not out_dir:
         raise UsageError("--out is empty; give the run's directory")
+    if os.path.isfile(out_dir):   # e.g. the checkpoint itself, or an export
+        raise UsageError(f"--out {out_dir} is a file; give the run's directory (the folder holding {FILENAME}), "
+                         f"e.g. --out {os.path.dirname(out_dir) or '.'}")
     if not os.path.lexists(path):
         raise UsageError(f"no checkpoint at {path}; train one first with: microgpt train --out {out_dir}")
     with open_regular(path) as f:

@@ -263,6 +263,7 @@ CATALOG = {
     },
     "checkpoint": {
         "missing": ([*S, "{d}/none"], "no checkpoint"),
+        "the checkpoint file as --out": ([*S, "{d}/ok/checkpoint.safetensors"], "is a file; give the run's directory"),
         "header not JSON": ([*S, "{d}/not_json"], "corrupt"),
         "seven bytes": ([*S, "{d}/seven_bytes"], "corrupt"),
         "header length past the end": ([*S, "{d}/header_past_end"], "header claims"),
@@ -348,6 +349,8 @@ CATALOG = {
         "check with zero docs": (["check", "--docs", "0"], "--docs"),
         "trace a missing checkpoint": (["trace", "emma", "--out", "{d}/none"], "no checkpoint"),
         "report a missing checkpoint": (["report", "--out", "{d}/none"], "no checkpoint"),
+        "export onto the run's checkpoint": (["export", "--out", "{d}/ok", "--to", "{d}/ok/checkpoint.safetensors"],
+                                             "is the name of a run's checkpoint"),
         "trace --json into a missing folder": (["trace", "emma", "--json", "{d}/no_folder/t.json"], "No such file", 1),
         "trace --json onto a directory": (["trace", "emma", "--json", "{d}"], "Is a directory", 1),
     },
