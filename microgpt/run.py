@@ -13,6 +13,7 @@ same training and held-out documents, while its own stream continues where the c
 
 import os
 import random
+import shlex
 import tempfile
 from dataclasses import dataclass, field, replace
 
@@ -38,6 +39,7 @@ class Run:
     data: DocumentData | StreamData | None = None  # None: the data was not read
     docs: list[str] | None = None               # the shuffled documents (lines mode), when read
     source: str = ""                            # where it came from, in words
+    data_path: str | None = None                # the --data this process read (never saved: see data_info)
 
     # ---- the two ways to build one ------------------------------------------------------------
     @classmethod
@@ -51,7 +53,7 @@ class Run:
         check_fits_in_memory(model)
         run = cls(model, tcfg, tokenizer, init_tensors(model, rng), rng=rng, docs=docs,
                   source=f"a fresh init (seed {tcfg.seed}, {data_path or 'the embedded names'})")
-        run.data = _dataset(text, docs, tokenizer, model, tcfg)
+        run.data, run.data_path = _dataset(text, docs, tokenizer, model, tcfg), data_path
         # the file's name and hash, never its path: a shared checkpoint tells no one where files live
         run.data_info = {"name": os.path.basename(data_path) if data_path else None, "sha256": sha256,
                          "mode": "stream" if tcfg.data_mode == "stream" else "documents", "world": world}
@@ -78,8 +80,11 @@ class Run:
         return os.path.basename(name) if name else None
 
     def resume_command(self, out_dir: str) -> str:
-        """The command that continues this run (its data file given again by name, when it had one)."""
-        return f"microgpt train --out {out_dir} --resume" + (f" --data {self.data_name()}" if self.data_name() else "")
+        """The command that continues this run, from any folder: absolute paths, its data file the one this
+        process read (else its saved name, when it had one)."""
+        data = os.path.abspath(self.data_path) if self.data_path else self.data_name()
+        return (f"microgpt train --out {shlex.quote(os.path.abspath(out_dir))} --resume"
+                + (f" --data {shlex.quote(data)}" if data else ""))
 
     def read_data(self, data_path: str | None, max_data_mb: float = MAX_DATA_MB) -> None:
         """Read the run's data again: the same documents in the same order, checked by SHA-256.
@@ -95,7 +100,7 @@ class Run:
                              f"SHA-256 differs from the checkpoint's); give the run's own data with --data, "
                              f"or start a new --out")
         self.docs, _ = _read_data(text, self.train, random.Random(self.train.seed))
-        self.data = _dataset(text, self.docs, self.tokenizer, self.model, self.train)
+        self.data, self.data_path = _dataset(text, self.docs, self.tokenizer, self.model, self.train), data_path
 
     def save(self, out_dir: str) -> str:
         return checkpoint.save(out_dir, self)

@@ -8,6 +8,7 @@ resuming and where the checkpoint went.
 import json
 import os
 import re
+import shlex
 import struct
 
 import pytest
@@ -123,6 +124,22 @@ def test_train_says_where_the_checkpoint_is_and_resume_says_where_it_starts(tmp_
     assert lines.index("resuming from step 4 of 6") < min(i for i, line in enumerate(lines) if line.startswith("step"))
     assert lines[-1] == f"checkpoint: {os.path.join(str(out_dir), 'checkpoint.safetensors')}"
     assert os.path.exists(lines[-1].split(": ", 1)[1])
+
+
+def test_the_printed_continue_command_works_from_anywhere(tmp_path):
+    """A stopped run's 'continue with:' command names --data and --out by their absolute paths (given
+    relative, here) and quotes what needs it, so that pasted as printed in another folder it resumes the run."""
+    (tmp_path / "my data").mkdir()
+    (tmp_path / "my data" / "docs.txt").write_text("ann\nbo\ncy\ndee\nemma\nfay\n")
+    first = run_cli("train", *TINY_FLAGS, "--steps", 4, "--stop-after", 2, "--samples", 0,
+                    "--data", os.path.join("my data", "docs.txt"), "--out", "a run", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    command = shlex.split(first.stdout.split("continue with: ", 1)[1].strip())
+    assert command[:2] == ["microgpt", "train"]
+    (tmp_path / "elsewhere").mkdir()
+    second = run_cli(*command[1:], cwd=tmp_path / "elsewhere")
+    assert second.returncode == 0, second.stderr
+    assert "resuming from step 2 of 4" in second.stdout
 
 
 # ---- --log tensorboard -------------------------------------------------------------------------
