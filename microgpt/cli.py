@@ -15,9 +15,8 @@ import sys
 
 from microgpt import __version__
 from microgpt.config import (DATA_MODES, DEVICES, DTYPES, ENGINE_DTYPES, LR_SCHEDULES, OPTIMIZERS, PRESETS,
-                             ModelConfig, TrainConfig, resolve, resolve_resume, scale_preset,
-                             supported_by, validate,
-                             validate_sampling)
+                             ModelConfig, TrainConfig, fit_preset_to_engine, resolve, resolve_resume,
+                             scale_preset, supported_by, validate, validate_sampling)
 from microgpt.data import add_max_data_argument
 from microgpt.configfile import config_argv
 from microgpt.errors import UsageError
@@ -142,6 +141,8 @@ def train_command(args) -> int:
     if not args.resume:
         model, tcfg = resolve(flags, args.preset)
         tcfg, notes = scale_preset(args.preset, flags, tcfg)
+        tcfg, fitted = fit_preset_to_engine(args.preset, flags, tcfg)
+        notes += fitted
         validate(model, tcfg, world)
         engines.get(tcfg.engine)  # an unavailable engine is the first error, before the data is read
     # one training run per directory (rank 0 holds the lock for all of a torchrun job's processes)

@@ -290,6 +290,25 @@ def scale_preset(preset: str | None, flags: dict, tcfg: TrainConfig) -> tuple[Tr
                                       f"so its schedule shrinks with it: {said} (give them to choose otherwise)"]
 
 
+def fit_preset_to_engine(preset: str | None, flags: dict, tcfg: TrainConfig) -> tuple[TrainConfig, list[str]]:
+    """A preset run on an --engine other than its own: the preset's values that engine does not run (its
+    dtype, the options of OPTIONS) are set off, with a note, and the model and schedule stay the preset's.
+    Flags given explicitly are left as they are, for validate to judge. Returns the config and the note."""
+    values = PRESETS.get(preset or "", {})
+    if flags.get("engine") is None or tcfg.engine not in ENGINE_DTYPES or not values:
+        return tcfg, []
+    given = {k for k, v in flags.items() if v is not None}
+    changes = {k: OPTIONS[k][0] for k in values if k in OPTIONS and k not in given
+               and tcfg.engine not in OPTIONS[k][1] and getattr(tcfg, k) != OPTIONS[k][0]}
+    if "dtype" in values and "dtype" not in given and tcfg.dtype not in ENGINE_DTYPES[tcfg.engine]:
+        changes["dtype"] = ENGINE_DTYPES[tcfg.engine][0]
+    if not changes:
+        return tcfg, []
+    said = ", ".join(f"{flag(k)} {getattr(tcfg, k)} -> {'off' if v in (None, 0) else v}" for k, v in changes.items())
+    return replace(tcfg, **changes), [f"note: --engine {tcfg.engine} does not run all of the {preset} preset "
+                                      f"(made for --engine {values.get('engine', 'scalar')}), so: {said}"]
+
+
 def resolve_resume(flags: dict, model: ModelConfig, tcfg: TrainConfig) -> TrainConfig:
     """The saved run's TrainConfig with the flags that may change on --resume; any other flag given
     must equal the saved value (else a UsageError: it would no longer be the same run)."""
@@ -298,7 +317,12 @@ def resolve_resume(flags: dict, model: ModelConfig, tcfg: TrainConfig) -> TrainC
         if given is not None and k not in RESUMABLE_OVERRIDES and k != "vocab_size" and given != kept:
             raise UsageError(f"{flag(k)} {given} differs from the checkpoint's {kept}; "
                              f"drop it to resume, or start a new --out")
-    return replace(tcfg, **{k: flags[k] for k in RESUMABLE_OVERRIDES if flags.get(k) is not None})
+    resumed = replace(tcfg, **{k: flags[k] for k in RESUMABLE_OVERRIDES if flags.get(k) is not None})
+    if resumed.dtype not in ENGINE_DTYPES.get(resumed.engine, (resumed.dtype,)):   # the engine changed
+        raise UsageError(f"the checkpoint trained in {tcfg.dtype}, and --engine {resumed.engine} computes in "
+                         f"{', '.join(ENGINE_DTYPES[resumed.engine])} only; resume with an engine that has "
+                         f"{tcfg.dtype}: {', '.join(e for e, d in ENGINE_DTYPES.items() if tcfg.dtype in d)}")
+    return resumed
 
 
 # name -> {config field: value}; explicit command-line flags override a preset's values. The figures

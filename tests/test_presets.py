@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from microgpt import cli
+from microgpt import checkpoint, cli
 from microgpt.config import PRESETS, TrainConfig, resolve, scale_preset
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
@@ -86,6 +86,35 @@ def test_a_metrics_file_of_the_users_is_kept_too(tmp_path, capsys):
     (tmp_path / "dir" / "metrics.jsonl").mkdir(parents=True)   # a folder of that name: refused before training
     assert cli.main(tiny[:-1] + [str(tmp_path / "dir")]) == 2
     assert "metrics.jsonl is not a training run's metrics" in capsys.readouterr().err
+
+
+def test_a_preset_on_another_engine_leaves_off_what_that_engine_lacks(tmp_path, capsys):
+    """--preset names is made for torch (Muon, weight decay, dropout, EMA, float32). With --engine pure, the
+    preset's options that pure lacks are off, said in a note, and the rest is the preset's; an option given
+    explicitly is still refused, and resuming on an engine without the checkpoint's dtype says which have it."""
+    shrink = ["--n-layer", "1", "--n-embd", "8", "--n-head", "2", "--steps", "2", "--samples", "0",
+              "--val-docs", "10"]
+    out = str(tmp_path / "pure")
+    assert cli.main(["train", "--preset", "names", "--engine", "pure", *shrink, "--out", out]) == 0
+    printed = capsys.readouterr().out
+    assert ("note: --engine pure does not run all of the names preset (made for --engine torch), so: --optimizer "
+            "muon -> adam, --weight-decay 0.1 -> off, --dropout 0.05 -> off, --attn-dropout 0.0 -> off, "
+            "--dtype float32 -> float64") in printed
+    saved = checkpoint.load(out)["train"]
+    want = PRESETS["names"]
+    assert (saved.engine, saved.dtype, saved.optimizer, saved.weight_decay) == ("pure", "float64", "adam", 0.0)
+    assert (saved.batch_size, saved.lr_schedule, saved.lr) == (want["batch_size"], want["lr_schedule"], want["lr"])
+    assert cli.main(["train", "--preset", "names", "--engine", "pure", "--weight-decay", "0.1", *shrink,
+                     "--out", str(tmp_path / "refused")]) == 2
+    assert "--weight-decay is not implemented by --engine pure" in capsys.readouterr().err
+
+    f32 = str(tmp_path / "f32")
+    assert cli.main(["train", "--engine", "numpy", "--dtype", "float32", *shrink, "--out", f32]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", "--out", f32, "--engine", "pure", "--steps", "3"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "microgpt: error: the checkpoint trained in float32, and --engine pure computes in float64 only; resume "
+        "with an engine that has float32: numpy, compiled, torch")
 
 
 def test_readme_train_commands_each_write_their_own_out():
