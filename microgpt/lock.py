@@ -58,7 +58,12 @@ class RunLock:
         return UsageError(f"{self.out_dir} is in use by another training run (pid {pid or 'unknown'})")
 
     def _flock(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:   # never through a symbolic link: the pid written below would land in whatever file it names
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        except OSError as e:
+            if os.path.islink(self.path):
+                raise UsageError(f"{self.path} is a symbolic link, not a run's lock; remove it") from None
+            raise UsageError(f"cannot take the lock {self.path}: {e.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

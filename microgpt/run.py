@@ -95,6 +95,8 @@ class Run:
             raise UsageError(f"this run trained on {self.data_name()} (sha256 {self.data_info['sha256'][:12]}...); "
                              f"give that file with --data")
         text, sha256 = read_data_file(data_path, max_data_mb)
+        if sha256 != self.data_info["sha256"] and data_path and not self.data_name():
+            raise UsageError(f"this run trained on the embedded names, not {data_path}; drop --data to resume it")
         if sha256 != self.data_info["sha256"]:
             raise UsageError(f"{data_path or 'the embedded names'} is not the data this run trained on (its "
                              f"SHA-256 differs from the checkpoint's); give the run's own data with --data, "

@@ -111,6 +111,8 @@ def files(tmp_path_factory):
     os.mkfifo(d / "fifo.txt")
     os.symlink(d / "loop", d / "loop")
     (d / "a_file").write_text("not a directory")
+    os.makedirs(d / "lock_link")
+    os.symlink(d / "a_file", d / "lock_link" / ".lock")   # the pid must not land in a_file
     ok = subprocess.run([sys.executable, "-m", "microgpt", "train", "--data", str(d / "docs.txt"), "--steps", "4",
                          "--stop-after", "2", "--n-layer", "1", "--n-embd", "8", "--n-head", "2", "--block-size", "8",
                          "--samples", "0", "--out", str(d / "ok")],
@@ -152,6 +154,7 @@ def files(tmp_path_factory):
     craft(d, "step_string", tensors, with_meta(step="2"))
     craft(d, "short_rng", tensors, with_meta(rng_state=[3, meta["rng_state"][1][:10], None]))
     craft(d, "huge_rng_words", tensors, with_meta(rng_state=[3, [2**80] * 625, None]))
+    craft(d, "embedded_names", tensors, with_meta(data__name=None))   # as a run on the embedded names says
     craft(d, "no_sha", tensors, with_meta(data={"name": "docs.txt", "world": 1}))
     craft(d, "future_format", tensors, with_meta(format_version=99))
     craft(d, "no_step", tensors, {k: v for k, v in meta.items() if k != "step"})
@@ -260,6 +263,7 @@ CATALOG = {
         "not writable": ([*T[:3], "--out", "/proc/microgpt-catalog"], "cannot write"),
         "holds a checkpoint, no --resume": ([*T[:3], "--out", "{d}/ok"], "--resume"),
         "sample from an empty --out": ([*S, ""], "--out is empty"),
+        "its lock a symbolic link": ([*T[:3], "--out", "{d}/lock_link"], "is a symbolic link, not a run's lock"),
     },
     "checkpoint": {
         "missing": ([*S, "{d}/none"], "no checkpoint"),
@@ -316,6 +320,8 @@ CATALOG = {
         "missing checkpoint": (["train", "--out", "{d}/none", "--resume"], "no checkpoint"),
         "without the run's --data": (["train", "--out", "{d}/ok", "--resume"], "give that file with --data"),
         "with other data": (["train", "--out", "{d}/ok", "--resume", "--data", "{d}/other.txt"], "SHA-256"),
+        "a run on the embedded names, with --data": (["train", "--out", "{d}/embedded_names", "--resume", "--data",
+                                                      "{d}/other.txt"], "drop --data to resume it"),
         "changed flag": (["train", "--out", "{d}/ok", "--resume", "--data", "{d}/docs.txt", "--lr", "0.5"],
                          "differs"),
         "temperature nan on resume": (["train", "--out", "{d}/ok", "--resume", "--data", "{d}/docs.txt",
@@ -344,6 +350,7 @@ CATALOG = {
         "check with --engines ,": (["check", "--engines", ","], "--engines is empty"),
         "bench with empty --engines": (["bench", "--engines", ""], "--engines is empty"),
         "bench with an unknown engine": (["bench", "--engines", "jax"], "unknown engine"),
+        "bench with --peak nan": (["bench", "--engines", "numpy", "--peak", "nan"], "--peak takes"),
         "bench with an unknown dtype": (["bench", "--engines", "numpy", "--dtype", "float16"], "unknown dtype"),
         "bench with a dtype no engine runs": (["bench", "--engines", "pure", "--dtype", "float32"], "pure runs float64"),
         "check with zero docs": (["check", "--docs", "0"], "--docs"),
@@ -378,6 +385,7 @@ def test_bad_input_is_one_clear_line(files, cls, name):
     assert lines[-1].startswith("microgpt: error:") and words in lines[-1], lines
     if fresh:
         assert not os.path.exists(out), f"a refused start left its --out behind: {os.listdir(out)}"
+    assert open(os.path.join(files, "a_file")).read() == "not a directory"   # no case writes through a link
 
 
 def test_the_catalog_covers_every_class_with_60_cases():

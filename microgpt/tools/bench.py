@@ -31,6 +31,7 @@ import contextlib
 import gc
 import io
 import json
+import math
 import os
 import shutil
 import statistics
@@ -91,7 +92,7 @@ def peaks(args, dtypes) -> tuple[dict, str]:
             values = [float(v) for v in args.peak.split(",")]
         except ValueError:
             values = []
-        if not 1 <= len(values) <= 2 or min(values) <= 0:
+        if not 1 <= len(values) <= 2 or not all(0 < v < math.inf for v in values):   # nan fails both
             raise UsageError(f"--peak takes one core's GFLOP/s as FLOAT64[,FLOAT32], e.g. 48,96 (got {args.peak!r})")
         # float32 vectors hold twice the numbers: without a second figure, twice float64's
         return {"float64": values[0], "float32": values[-1] if len(values) == 2 else 2 * values[0]}, "--peak"
