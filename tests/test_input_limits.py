@@ -1,0 +1,70 @@
+"""Input at the edges of what the command line reads: a --config file that is a device, a FIFO or too big,
+--max-data-mb far past the memory, environment variables torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK) and
+OMP_NUM_THREADS holding no number, flags given an empty value, and negative numbers written 1e-3 style.
+Each bad case must end in one line, `microgpt: error: ...` naming the problem and the fix, exit status 2,
+and nothing created.
+
+    python -m pytest -q -p no:cacheprovider tests/test_input_limits.py
+"""
+
+import os
+
+import pytest
+
+from conftest import run_cli
+from microgpt import data
+from microgpt.errors import UsageError
+from test_catalog import run_limited  # a child under a memory bound and a time limit: a blow-up or hang fails
+
+DOCS = "ann\nbo\ncy\ndee\nemma\nfay\ngus\nhal\nivy\njo\n"
+TINY = ["--n-layer", "1", "--n-embd", "8", "--n-head", "2", "--block-size", "8", "--steps", "2", "--samples", "0"]
+
+
+@pytest.fixture
+def docs(tmp_path):
+    path = tmp_path / "docs.txt"
+    path.write_text(DOCS)
+    return path
+
+
+def refused(result, message: str) -> None:
+    """The run ended as bad input does: exit status 2 and this one line on stderr, nothing else."""
+    assert (result.returncode, result.stderr) == (2, f"microgpt: error: {message}\n"), result.stderr[-2000:]
+
+
+# ---- --max-data-mb: any positive cap; the read takes the file's size ----------------------------
+@pytest.mark.parametrize("cap", ["1e300", "1e13", "30000"])
+def test_a_cap_past_the_memory_reads_only_the_file(tmp_path, docs, cap):
+    """1e300 MB overflowed the read's size, 1e13 MB too, and 30000 MB reserved 30 GB for a 38-byte file."""
+    result, _ = run_limited(["train", "--data", str(docs), "--max-data-mb", cap, *TINY, "--out", str(tmp_path / "r")],
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert os.path.exists(tmp_path / "r" / "checkpoint.safetensors")
+
+
+def test_a_small_cap_names_the_sizes_in_bytes(tmp_path, docs):
+    """0.001 MB printed "docs.txt is 0.0 MB, over the 0.001 MB limit"."""
+    refused(run_cli("train", "--data", docs, "--max-data-mb", "0.00002", "--out", tmp_path / "r"),
+            f"--data {docs} is 38 bytes, over the limit of 20 bytes (--max-data-mb 2e-05); raise it with "
+            f"--max-data-mb 1")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_file_that_grew_since_its_stat_is_read_whole_up_to_the_limit(tmp_path, monkeypatch):
+    """The read follows the stat's size and then reads on in pieces: a file that grew is read whole while it
+    keeps under the limit, and refused past it."""
+    path = tmp_path / "grows.txt"
+    path.write_bytes(b"x" * 3000)
+    real_fstat = os.fstat
+
+    class Shrunk:  # what a stat taken before the file grew says
+        def __init__(self, fd):
+            info = real_fstat(fd)
+            self.st_mode, self.st_size = info.st_mode, 100
+    monkeypatch.setattr(os, "fstat", Shrunk)
+
+    def too_big(size):
+        return f"{size} bytes"
+    assert data.read_regular(str(path), "--data", "data file", "a text file", 5000, too_big) == b"x" * 3000
+    with pytest.raises(UsageError, match="^2001 bytes$"):
+        data.read_regular(str(path), "--data", "data file", "a text file", 2000, too_big)
