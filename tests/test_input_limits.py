@@ -32,6 +32,35 @@ def refused(result, message: str) -> None:
     assert (result.returncode, result.stderr) == (2, f"microgpt: error: {message}\n"), result.stderr[-2000:]
 
 
+# ---- --config FILE.toml: a regular file of at most a megabyte ------------------------------------
+def test_a_config_on_a_device_or_fifo_is_refused_not_read_forever(tmp_path):
+    fifo = tmp_path / "run.toml"
+    os.mkfifo(fifo)
+    for path in ("/dev/zero", str(fifo)):
+        result, _ = run_limited(["train", "--config", path, "--out", str(tmp_path / "out")], cwd=tmp_path)
+        refused(result, f"--config {path} is not a regular file (a pipe, device or socket); save it to a file "
+                        f"and give that")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_config_over_a_megabyte_is_refused(tmp_path):
+    big = tmp_path / "big.toml"
+    with open(big, "wb") as f:
+        f.truncate(2**20 + 1)
+    result, _ = run_limited(["train", "--config", str(big), "--out", str(tmp_path / "out")], cwd=tmp_path)
+    refused(result, f"--config {big} is 1.0 MB, over the 1.0 MB a config file may have; a config holds train's "
+                    f"flags, a few lines (is it the right file?)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_config_that_is_a_directory_or_missing_is_refused(tmp_path):
+    refused(run_cli("train", "--config", tmp_path, "--out", tmp_path / "out"),
+            f"--config {tmp_path} is a directory; give a TOML file of train's flags")
+    refused(run_cli("train", "--config", tmp_path / "none.toml", "--out", tmp_path / "out"),
+            f"config file not found: {tmp_path / 'none.toml'} (no such file; check the path given to --config)")
+    assert not (tmp_path / "out").exists()
+
+
 # ---- --max-data-mb: any positive cap; the read takes the file's size ----------------------------
 @pytest.mark.parametrize("cap", ["1e300", "1e13", "30000"])
 def test_a_cap_past_the_memory_reads_only_the_file(tmp_path, docs, cap):
@@ -40,6 +69,16 @@ def test_a_cap_past_the_memory_reads_only_the_file(tmp_path, docs, cap):
                             cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert os.path.exists(tmp_path / "r" / "checkpoint.safetensors")
+
+
+def test_a_config_files_cap_and_traces_cap_read_only_the_file(tmp_path, docs):
+    config = tmp_path / "run.toml"
+    config.write_text("max_data_mb = 1e300\n")
+    result, _ = run_limited(["train", "--config", str(config), "--data", str(docs), *TINY, "--out",
+                             str(tmp_path / "r")], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    result, _ = run_limited(["trace", "emma", "--data", str(docs), "--max-data-mb", "1e300"], cwd=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
 
 
 def test_a_small_cap_names_the_sizes_in_bytes(tmp_path, docs):
