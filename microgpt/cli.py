@@ -121,7 +121,8 @@ def train_command(args) -> int:
     from microgpt.explog import summary_writer
     from microgpt.lock import RunLock
     from microgpt.run import Run, check_out_dir
-    from microgpt.train import extension_note, rank_and_world, train
+    from microgpt.engines.base import rank_and_world
+    from microgpt.train import extension_note, train
 
     if args.stop_after is not None and args.stop_after <= 0:
         raise UsageError(f"--stop-after must be a positive number of steps (got {args.stop_after})")

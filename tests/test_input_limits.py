@@ -107,3 +107,21 @@ def test_a_file_that_grew_since_its_stat_is_read_whole_up_to_the_limit(tmp_path,
     assert data.read_regular(str(path), "--data", "data file", "a text file", 5000, too_big) == b"x" * 3000
     with pytest.raises(UsageError, match="^2001 bytes$"):
         data.read_regular(str(path), "--data", "data file", "a text file", 2000, too_big)
+
+
+# ---- torchrun's environment: RANK, WORLD_SIZE, LOCAL_RANK ---------------------------------------
+TORCHRUN = "torchrun sets it for each process; unset it to train in one process"
+
+
+@pytest.mark.parametrize("name, value, bounds, engine", [
+    ("WORLD_SIZE", "abc", "of at least 1", "numpy"),
+    ("WORLD_SIZE", "0", "of at least 1", "numpy"),
+    ("RANK", "abc", "from 0 to 0", "numpy"),
+    ("RANK", "1", "from 0 to 0", "numpy"),   # a rank past the world
+    ("LOCAL_RANK", "x", "of at least 0", "torch"),
+])
+def test_a_torchrun_variable_that_is_no_rank_is_one_line(tmp_path, docs, name, value, bounds, engine):
+    """int() of them was a ValueError traceback (train.rank_and_world, the torch engine's pick_device)."""
+    result = run_cli("train", "--engine", engine, "--data", docs, *TINY, "--out", tmp_path / "r", env={name: value})
+    refused(result, f"{name} must be a whole number {bounds} (got {value!r}); {TORCHRUN}")
+    assert not (tmp_path / "r").exists()

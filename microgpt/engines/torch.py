@@ -188,7 +188,7 @@ def from_torch(x: torch.Tensor) -> Tensor:
 
 
 def pick_device(name: str) -> str:
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_rank = base.local_rank()
     if name == "auto":
         if torch.cuda.is_available():
             return f"cuda:{local_rank}"
@@ -206,8 +206,7 @@ def pick_device(name: str) -> str:
 
 def init_distributed(device: str) -> tuple[int, int]:
     """Join torchrun's process group when WORLD_SIZE > 1: NCCL between GPUs, gloo on CPU."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if world == 1:
+    if base.rank_and_world()[1] == 1:
         return 0, 1
     if not dist.is_initialized():
         if device.startswith("cuda"):
