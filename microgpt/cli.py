@@ -246,6 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def refuse_empty(args, parser) -> None:
+    """A flag given an empty value (--json "", --config "", --out=) is a UsageError naming it. Left alone, ""
+    was read as "not given" in some places (--config, --json, --build, --configs silently did the default)
+    and as a path in others (an OSError naming neither the flag nor the fix). A flag whose default is ""
+    (sample's --prompt) takes it as a value."""
+    for action in parser._actions:
+        if action.option_strings and action.default != "" and getattr(args, action.dest, None) == "":
+            flag = action.option_strings[-1]
+            leave = "" if action.required else ", or leave it out for its default"
+            raise UsageError(f"{flag} is empty; give it a value{leave} (see: {parser.prog} --help)")
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
@@ -253,9 +265,11 @@ def main(argv=None) -> int:
         parser.help_hint = f"microgpt {argv[0]} --help"
     args = parser.parse_args(argv)
     try:
+        refuse_empty(args, parser.commands[args.command])
         if getattr(args, "config", None):  # the file's flags first, so that explicit ones override them
             at = argv.index(args.command) + 1
             args = parser.parse_args(argv[:at] + config_argv(args.config, parser.commands[args.command]) + argv[at:])
+            refuse_empty(args, parser.commands[args.command])  # a key the file gave as ""
         if args.command in LOCAL:
             return LOCAL[args.command][1](args)
         return importlib.import_module(COMMANDS[args.command][0]).run(args)

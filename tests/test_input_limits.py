@@ -125,3 +125,31 @@ def test_a_torchrun_variable_that_is_no_rank_is_one_line(tmp_path, docs, name, v
     result = run_cli("train", "--engine", engine, "--data", docs, *TINY, "--out", tmp_path / "r", env={name: value})
     refused(result, f"{name} must be a whole number {bounds} (got {value!r}); {TORCHRUN}")
     assert not (tmp_path / "r").exists()
+
+
+# ---- flags given "" -----------------------------------------------------------------------------
+@pytest.mark.parametrize("args, flag, command", [
+    (["train", "--config", "", "--out", "{out}"], "--config", "train"),        # ran with no config
+    (["trace", "emma", "--json", ""], "--json", "trace"),                       # printed the text
+    (["web", "--build", ""], "--build", "web"),                                 # started a server
+    (["vectors", "--out", "{out}", "--configs", ""], "--configs", "vectors"),   # wrote every config
+    (["train", "--data", "", "--out", "{out}"], "--data", "train"),
+    (["train", "--out="], "--out", "train"),
+    (["sample", "--out", ""], "--out", "sample"),
+])
+def test_an_empty_flag_is_refused_naming_it(tmp_path, args, flag, command):
+    result, _ = run_limited([a.format(out=tmp_path / "out") for a in args], cwd=tmp_path)
+    refused(result, f"{flag} is empty; give it a value, or leave it out for its default (see: microgpt {command} "
+                    f"--help)")
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_empty_required_flag_or_config_key_is_refused_naming_it(tmp_path):
+    """vectors --out "" was "microgpt: error: No such file or directory", naming neither flag nor fix."""
+    refused(run_cli("vectors", "--out", "", cwd=tmp_path), "--out is empty; give it a value (see: microgpt vectors "
+                                                           "--help)")
+    config = tmp_path / "run.toml"
+    config.write_text('data = ""\n')
+    refused(run_cli("train", "--config", config, "--out", tmp_path / "r"),
+            "--data is empty; give it a value, or leave it out for its default (see: microgpt train --help)")
+    assert os.listdir(tmp_path) == ["run.toml"]
