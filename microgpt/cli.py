@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import os
 import random
+import re
 import sys
 
 from microgpt import __version__
@@ -227,9 +228,18 @@ LOCAL = {"train": (train_arguments, train_command), "sample": (sample_arguments,
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with a bad flag reported as one line and a pointer to --help (not the usage block)."""
+    """argparse, with a bad flag reported as one line and a pointer to --help (not the usage block), and a
+    negative number in any notation taken as a flag's value."""
 
     help_hint = ""  # main sets it to the command's own --help when the command is known
+    # argparse takes a word starting with "-" for a flag unless this matches it; its own pattern (before
+    # Python 3.13) matches -1 and -0.5 only, so `--lr -1e-3` was "expected one argument" instead of --lr's
+    # range error. Set here, it holds for every command's parser: add_subparsers makes them of this class.
+    NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = self.NEGATIVE_NUMBER
 
     def error(self, message):
         self.exit(2, f"microgpt: error: {message} (see: {self.help_hint or self.prog + ' --help'})\n")

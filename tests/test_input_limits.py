@@ -153,3 +153,19 @@ def test_an_empty_required_flag_or_config_key_is_refused_naming_it(tmp_path):
     refused(run_cli("train", "--config", config, "--out", tmp_path / "r"),
             "--data is empty; give it a value, or leave it out for its default (see: microgpt train --help)")
     assert os.listdir(tmp_path) == ["run.toml"]
+
+
+# ---- negative numbers in scientific notation ----------------------------------------------------
+def test_a_negative_number_in_e_notation_is_a_value_and_gets_the_range_error(tmp_path, docs):
+    """argparse took -1e-3 for a flag: "argument --lr: expected one argument", not the flag's own range error."""
+    refused(run_cli("train", "--lr", "-1e-3", "--out", tmp_path / "r"),
+            "--lr must not be negative (got -0.001); the reference uses 0.01")
+    refused(run_cli("train", "--lr", "-.5E+1", "--out", tmp_path / "r"),
+            "--lr must not be negative (got -5.0); the reference uses 0.01")
+    refused(run_cli("check", "--h", "-1e-5"),
+            "--docs and --fd-entries must be >= 1 and --h > 0 (e.g. --docs 2 --fd-entries 4 --h 1e-5)")
+    assert not (tmp_path / "r").exists()
+    trained = run_cli("train", "--data", docs, *TINY, "--out", tmp_path / "run")
+    assert trained.returncode == 0, trained.stderr
+    refused(run_cli("sample", "--temperature", "-1e-3", "--out", tmp_path / "run"),
+            "--temperature must be >= 0 (got -0.001); try 0.5, or 0 for the most likely tokens")
