@@ -169,3 +169,15 @@ def test_a_negative_number_in_e_notation_is_a_value_and_gets_the_range_error(tmp
     assert trained.returncode == 0, trained.stderr
     refused(run_cli("sample", "--temperature", "-1e-3", "--out", tmp_path / "run"),
             "--temperature must be >= 0 (got -0.001); try 0.5, or 0 for the most likely tokens")
+
+
+# ---- OMP_NUM_THREADS: checked as NUMBA_NUM_THREADS is ------------------------------------------
+@pytest.mark.parametrize("threads", ["abc", "0"])
+def test_a_bad_omp_thread_count_is_one_line_before_torch_reads_it(tmp_path, docs, threads):
+    """The torch engine said "torch: 2 CPU threads (OMP_NUM_THREADS)" for OMP_NUM_THREADS=abc or 0 (torch,
+    after libgomp's warning, had ignored it); now it is refused, in the words NUMBA_NUM_THREADS gets."""
+    result = run_cli("train", "--engine", "torch", "--data", docs, *TINY, "--out", tmp_path / "r",
+                     env={"OMP_NUM_THREADS": threads})
+    refused(result, f"OMP_NUM_THREADS must be a whole number from 1 to 4096 (got {threads!r}); unset it to let "
+                    f"the engine choose")
+    assert not (tmp_path / "r").exists()

@@ -107,6 +107,17 @@ def env_int(name: str, default: int, least: int, most: int | None, fix: str) -> 
     return int(text)
 
 
+MAX_THREADS = 4096   # far past any machine's cores; Numba crashed (a segfault) starting 100000
+
+
+def check_thread_count(name: str) -> None:
+    """A thread count the engine's library reads from the environment when it is imported (NUMBA_NUM_THREADS,
+    OMP_NUM_THREADS), checked before that import: a whole number from 1 to MAX_THREADS, or unset. Left to the
+    library, text is ignored with a warning (libgomp's, Numba's) and the engine says it took the variable, 0
+    raises in Numba, and a huge count crashes it starting the threads."""
+    env_int(name, 0, 1, MAX_THREADS, "unset it to let the engine choose")
+
+
 TORCHRUN = "torchrun sets it for each process; unset it to train in one process"
 
 
