@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import os
 import random
+import re
 import sys
 
 from microgpt import __version__
@@ -121,7 +122,8 @@ def train_command(args) -> int:
     from microgpt.lock import RunLock
     from microgpt.metrics import is_a_runs_log
     from microgpt.run import Run, check_out_dir
-    from microgpt.train import extension_note, rank_and_world, train
+    from microgpt.engines.base import rank_and_world
+    from microgpt.train import extension_note, train
 
     if args.stop_after is not None and args.stop_after <= 0:
         raise UsageError(f"--stop-after must be a positive number of steps (got {args.stop_after})")
@@ -233,9 +235,18 @@ LOCAL = {"train": (train_arguments, train_command), "sample": (sample_arguments,
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with a bad flag reported as one line and a pointer to --help (not the usage block)."""
+    """argparse, with a bad flag reported as one line and a pointer to --help (not the usage block), and a
+    negative number in any notation taken as a flag's value."""
 
     help_hint = ""  # main sets it to the command's own --help when the command is known
+    # argparse takes a word starting with "-" for a flag unless this matches it; its own pattern (before
+    # Python 3.13) matches -1 and -0.5 only, so `--lr -1e-3` was "expected one argument" instead of --lr's
+    # range error. Set here, it holds for every command's parser: add_subparsers makes them of this class.
+    NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = self.NEGATIVE_NUMBER
 
     def error(self, message):
         self.exit(2, f"microgpt: error: {message} (see: {self.help_hint or self.prog + ' --help'})\n")
@@ -252,6 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def refuse_empty(args, parser) -> None:
+    """A flag given an empty value (--json "", --config "", --out=) is a UsageError naming it. Left alone, ""
+    was read as "not given" in some places (--config, --json, --build, --configs silently did the default)
+    and as a path in others (an OSError naming neither the flag nor the fix). A flag whose default is ""
+    (sample's --prompt) takes it as a value."""
+    for action in parser._actions:
+        if action.option_strings and action.default != "" and getattr(args, action.dest, None) == "":
+            flag = action.option_strings[-1]
+            leave = "" if action.required else ", or leave it out for its default"
+            raise UsageError(f"{flag} is empty; give it a value{leave} (see: {parser.prog} --help)")
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
@@ -259,9 +282,11 @@ def main(argv=None) -> int:
         parser.help_hint = f"microgpt {argv[0]} --help"
     args = parser.parse_args(argv)
     try:
+        refuse_empty(args, parser.commands[args.command])
         if getattr(args, "config", None):  # the file's flags first, so that explicit ones override them
             at = argv.index(args.command) + 1
             args = parser.parse_args(argv[:at] + config_argv(args.config, parser.commands[args.command]) + argv[at:])
+            refuse_empty(args, parser.commands[args.command])  # a key the file gave as ""
         if args.command in LOCAL:
             return LOCAL[args.command][1](args)
         return importlib.import_module(COMMANDS[args.command][0]).run(args)

@@ -15,7 +15,10 @@ types and choices as usual, and the explicit flag, coming later, wins. An unknow
 value of the wrong kind, is a UsageError naming the file and the key.
 """
 
+from microgpt.data import read_regular, size_words
 from microgpt.errors import UsageError
+
+MAX_CONFIG_BYTES = 2**20  # a config is a few hundred bytes: a bigger file is not one (/dev/zero, a data file)
 
 KINDS = {int: "an integer", float: "a number", None: "a string"}  # an action's type -> what TOML must give
 
@@ -27,17 +30,19 @@ def _fits(value, kind) -> bool:
 
 
 def read_toml(path: str) -> dict:
+    """The TOML file's table: a regular file (a FIFO or device is refused, as --data's are) of at most
+    MAX_CONFIG_BYTES."""
     try:
         import tomllib  # Python 3.11 and later; the rest of microgpt runs on 3.10 too
     except ImportError:
         raise UsageError("--config needs Python 3.11 or later (tomllib); give the flags on the command line") from None
+
+    def too_big(size: int) -> str:
+        return (f"--config {path} is {size_words(size)}, over the {size_words(MAX_CONFIG_BYTES)} a config file may "
+                f"have; a config holds train's flags, a few lines (is it the right file?)")
+    raw = read_regular(path, "--config", "config file", "a TOML file of train's flags", MAX_CONFIG_BYTES, too_big)
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise UsageError(f"--config {path}: no such file") from None
-    except OSError as e:
-        raise UsageError(f"--config {path}: cannot read it ({e.strerror})") from None
+        return tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"--config {path} is not valid TOML: {e}") from None
 

@@ -51,32 +51,56 @@ def read_bytes(path: str | None, max_mb: float = MAX_DATA_MB) -> bytes:
     if not 0 < max_mb < math.inf:
         raise UsageError(f"--max-data-mb must be a positive number of megabytes (got {max_mb})")
     limit = int(max_mb * 2**20)
+
+    def too_big(size: int) -> str:
+        return (f"--data {path} is {size_words(size)}, over the limit of {size_words(limit)} (--max-data-mb "
+                f"{max_mb:g}); raise it with --max-data-mb {math.ceil(size / 2**20)}")
+    return read_regular(path, "--data", "data file", "a text file with one document per line", limit, too_big)
+
+
+def read_regular(path: str, flag: str, what: str, give: str, limit: int, too_big) -> bytes:
+    """The bytes of the file at path (given with flag) if it is a regular file of at most limit bytes; else a
+    UsageError naming flag, `what` the file is ("data file") and, for a directory, what to `give` instead
+    ("a text file ..."); a file over the limit gets the message too_big(its size) returns.
+
+    A FIFO, device or socket is refused, never waited on or read without end (the file is opened
+    non-blocking). The read takes the memory the file's size needs, not the limit's: the limit may be far
+    larger than the memory (--max-data-mb 30000) or than any read can take (1e300 MB)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
-        raise UsageError(f"data file not found: {path} (check the path given to --data)") from None
+        raise UsageError(f"{what} not found: {path} (no such file; check the path given to {flag})") from None
     except IsADirectoryError:
-        raise UsageError(f"--data {path} is a directory; give a text file with one document per line") from None
+        raise UsageError(f"{flag} {path} is a directory; give {give}") from None
     except OSError as e:
-        raise UsageError(f"cannot read --data {path}: {e.strerror}") from None
+        raise UsageError(f"cannot read {flag} {path}: {e.strerror}") from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
         os.close(fd)
         if stat.S_ISDIR(info.st_mode):
-            raise UsageError(f"--data {path} is a directory; give a text file with one document per line")
+            raise UsageError(f"{flag} {path} is a directory; give {give}")
         if not stat.S_ISREG(info.st_mode):
-            raise UsageError(f"--data {path} is not a regular file (a pipe, device or socket); save the text "
-                             f"to a file and give that")
-        raise UsageError(f"--data {path} is {info.st_size / 2**20:.1f} MB, over the {max_mb:g} MB limit; "
-                         f"raise it with --max-data-mb {math.ceil(info.st_size / 2**20)}")
+            raise UsageError(f"{flag} {path} is not a regular file (a pipe, device or socket); save it to a "
+                             f"file and give that")
+        raise UsageError(too_big(info.st_size))
     with os.fdopen(fd, "rb") as f:
         try:
-            raw = f.read(limit + 1)  # a file that grew since the stat still stops at the limit
+            raw = f.read(info.st_size + 1)  # the size the stat gave, and one byte to see whether it grew since
+            while len(raw) > info.st_size and len(raw) <= limit:  # it grew: read on, a bounded piece at a time
+                more = f.read(min(2**20, limit + 1 - len(raw)))
+                if not more:
+                    break
+                raw += more
         except OSError as e:
-            raise UsageError(f"cannot read --data {path}: {e.strerror}") from None
+            raise UsageError(f"cannot read {flag} {path}: {e.strerror}") from None
     if len(raw) > limit:
-        raise UsageError(f"--data {path} grew over the {max_mb:g} MB limit while being read; raise --max-data-mb")
+        raise UsageError(too_big(len(raw)))
     return raw
+
+
+def size_words(size: int) -> str:
+    """A file's size as a person reads it: bytes under a megabyte (1,234 bytes), else megabytes (2.5 MB)."""
+    return f"{size:,} bytes" if size < 2**20 else f"{size / 2**20:,.1f} MB"
 
 
 def decode_text(raw: bytes, path: str) -> str:

@@ -39,11 +39,6 @@ from microgpt.run import Run
 from microgpt.sample import print_samples
 
 
-def rank_and_world() -> tuple[int, int]:
-    """This process's rank and the number of processes, as torchrun sets them; (0, 1) without it."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
 def evaluate(engine, data: DocumentData, batch_size: int) -> float:
     """Mean loss over every predicted token of the held-out documents."""
     total, count = 0.0, 0
@@ -136,7 +131,7 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
     tcfg, data = run.train, run.data
     if data is None:
         raise UsageError("the run's data was not read; load it with Run.load(out_dir, with_data=True)")
-    rank, world = rank_and_world()
+    rank, world = base.rank_and_world()
     if run.data_info.get("world", 1) != world:  # each process's share of a step depends on it
         raise UsageError(f"the checkpoint was trained by {run.data_info.get('world', 1)} processes and this run "
                          f"has {world}; resume with the same number (torchrun --nproc_per_node)")

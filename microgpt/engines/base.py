@@ -95,6 +95,43 @@ def take(state: dict[str, Tensor], prefix: str, names) -> dict[str, Tensor]:
     return {n: state[prefix + n] for n in names}
 
 
+def env_int(name: str, default: int, least: int, most: int | None, fix: str) -> int:
+    """The environment variable `name` as a whole number from least to most (None: no bound), default when it
+    is unset or blank; else a UsageError naming it, its value and `fix`, where int() would be a traceback."""
+    text = os.environ.get(name, "")
+    if not text.strip():
+        return default
+    if not text.strip().lstrip("+-").isdigit() or int(text) < least or (most is not None and int(text) > most):
+        bounds = f"from {least} to {most}" if most is not None else f"of at least {least}"
+        raise UsageError(f"{name} must be a whole number {bounds} (got {text!r}); {fix}")
+    return int(text)
+
+
+MAX_THREADS = 4096   # far past any machine's cores; Numba crashed (a segfault) starting 100000
+
+
+def check_thread_count(name: str) -> None:
+    """A thread count the engine's library reads from the environment when it is imported (NUMBA_NUM_THREADS,
+    OMP_NUM_THREADS), checked before that import: a whole number from 1 to MAX_THREADS, or unset. Left to the
+    library, text is ignored with a warning (libgomp's, Numba's) and the engine says it took the variable, 0
+    raises in Numba, and a huge count crashes it starting the threads."""
+    env_int(name, 0, 1, MAX_THREADS, "unset it to let the engine choose")
+
+
+TORCHRUN = "torchrun sets it for each process; unset it to train in one process"
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes, as torchrun sets them; (0, 1) without it."""
+    world = env_int("WORLD_SIZE", 1, 1, None, TORCHRUN)
+    return env_int("RANK", 0, 0, world - 1, TORCHRUN), world
+
+
+def local_rank() -> int:
+    """This process's GPU on its machine, as torchrun sets it (LOCAL_RANK); 0 without it."""
+    return env_int("LOCAL_RANK", 0, 0, None, TORCHRUN)
+
+
 def cores() -> int:
     """The cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -37,30 +37,18 @@ import sys
 import threading
 
 # the numpy engine's dtypes; importing it first also keeps numpy's BLAS to one thread (see there)
-from microgpt.engines import numpy as numpy_engine
+from microgpt.engines import base, numpy as numpy_engine
 from microgpt.errors import UsageError
 
 DTYPES = numpy_engine.DTYPES
-MAX_THREADS = 4096   # far past any machine's cores; Numba crashed (a segfault) starting 100000
-
-
-def check_thread_count(text: str | None) -> None:
-    """NUMBA_NUM_THREADS, read by Numba when it is imported: below 1 it raises there (a traceback), far past
-    the cores it crashes starting them, and text that is not a number it warns about and ignores."""
-    if text is None or text.strip() == "":
-        return
-    if not text.strip().lstrip("+-").isdigit() or not 1 <= int(text) <= MAX_THREADS:
-        raise UsageError(f"NUMBA_NUM_THREADS must be a whole number from 1 to {MAX_THREADS} (got {text!r}); "
-                         f"unset it to let the engine choose")
-
-
-check_thread_count(os.environ.get("NUMBA_NUM_THREADS"))
+MAX_THREADS = base.MAX_THREADS
+base.check_thread_count("NUMBA_NUM_THREADS")  # before Numba reads it
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 from microgpt.data import Batch  # noqa: E402
-from microgpt.engines import base, compiled_kernels as k  # noqa: E402
+from microgpt.engines import compiled_kernels as k  # noqa: E402
 from microgpt.params import param_shapes  # noqa: E402
 from microgpt.tensor import Tensor  # noqa: E402
 

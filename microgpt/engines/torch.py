@@ -28,18 +28,21 @@ import copy
 import ctypes
 import os
 
-import torch
-import torch.distributed as dist
-import torch.nn as nn
-import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
-
 from microgpt.engines import base
-from microgpt.engines.muon import LR_SCALE as MUON_LR_SCALE
-from microgpt.engines.muon import Muon
-from microgpt.errors import UsageError
-from microgpt.params import num_params, param_shapes
-from microgpt.tensor import Tensor
+
+base.check_thread_count("OMP_NUM_THREADS")  # before torch and its OpenMP read it
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+
+from microgpt.engines.muon import LR_SCALE as MUON_LR_SCALE  # noqa: E402
+from microgpt.engines.muon import Muon  # noqa: E402
+from microgpt.errors import UsageError  # noqa: E402
+from microgpt.params import num_params, param_shapes  # noqa: E402
+from microgpt.tensor import Tensor  # noqa: E402
 
 RMS_EPS = 1e-5
 _DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.float32}  # bf16: autocast
@@ -188,7 +191,7 @@ def from_torch(x: torch.Tensor) -> Tensor:
 
 
 def pick_device(name: str) -> str:
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_rank = base.local_rank()
     if name == "auto":
         if torch.cuda.is_available():
             return f"cuda:{local_rank}"
@@ -206,8 +209,7 @@ def pick_device(name: str) -> str:
 
 def init_distributed(device: str) -> tuple[int, int]:
     """Join torchrun's process group when WORLD_SIZE > 1: NCCL between GPUs, gloo on CPU."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if world == 1:
+    if base.rank_and_world()[1] == 1:
         return 0, 1
     if not dist.is_initialized():
         if device.startswith("cuda"):
@@ -231,7 +233,7 @@ def choose_threads(requested: int, n_params: int) -> tuple[int, str]:
         return cores, f"--threads {requested}, but {cores} cores here"
     if requested:
         return requested, "--threads"
-    if os.environ.get("OMP_NUM_THREADS"):
+    if (os.environ.get("OMP_NUM_THREADS") or "").strip():
         return torch.get_num_threads(), "OMP_NUM_THREADS"
     if n_params < SMALL_MODEL:
         return 1, f"a model under {SMALL_MODEL:,} parameters; --threads N to choose"
