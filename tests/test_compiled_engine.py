@@ -23,7 +23,7 @@ np = pytest.importorskip("numpy")
 from microgpt import cli, engines  # noqa: E402
 from microgpt.config import MODEL_FIELDS, ModelConfig, TrainConfig  # noqa: E402
 from microgpt.data import Batch, DocumentData, Tokenizer, read_text, split_docs  # noqa: E402
-from microgpt.engines import compiled as compiled_engine, compiled_kernels as kernels  # noqa: E402
+from microgpt.engines import base, compiled as compiled_engine, compiled_kernels as kernels  # noqa: E402
 from microgpt.engines.compiled import COMPILE_NOTE  # noqa: E402
 from microgpt.errors import UsageError  # noqa: E402
 from microgpt.params import init_tensors  # noqa: E402
@@ -464,7 +464,7 @@ def test_a_bad_thread_count_is_one_line(tmp_path, threads):
                      env={"NUMBA_NUM_THREADS": threads})
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [
-        f"microgpt: error: NUMBA_NUM_THREADS must be a whole number from 1 to {compiled_engine.MAX_THREADS} "
+        f"microgpt: error: NUMBA_NUM_THREADS must be a whole number from 1 to {base.MAX_THREADS} "
         f"(got {threads!r}); unset it to let the engine choose"]
     assert not (tmp_path / "run").exists()   # a refused start makes no --out
 

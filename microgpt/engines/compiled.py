@@ -41,7 +41,6 @@ from microgpt.engines import base, numpy as numpy_engine
 from microgpt.errors import UsageError
 
 DTYPES = numpy_engine.DTYPES
-MAX_THREADS = base.MAX_THREADS
 base.check_thread_count("NUMBA_NUM_THREADS")  # before Numba reads it
 
 import numba  # noqa: E402
