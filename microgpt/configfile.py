@@ -54,15 +54,15 @@ def config_argv(path: str, parser) -> list[str]:
     groups.pop("positional arguments", None)  # train has none
     top = [a for name in ("options", "optional arguments") for a in groups.pop(name, [])]  # ungrouped flags
     every = top + [a for actions in groups.values() for a in actions]
-    words = []
+    words, given = [], {}   # flag -> where the file gave it
     for key, value in read_toml(path).items():
         if isinstance(value, dict):  # a table: one of --help's groups
             if key not in groups:
                 raise UsageError(f"--config {path}: unknown table [{key}]; the tables are "
                                  f"{', '.join(f'[{g}]' for g in groups)}, or put the keys at the top")
-            words += _words(path, f"[{key}] ", value, groups[key], every)
+            words += _words(path, f"[{key}] ", value, groups[key], every, given)
         else:
-            words += _words(path, "", {key: value}, every, every)
+            words += _words(path, "", {key: value}, every, every, given)
     return words
 
 
@@ -72,7 +72,9 @@ def _by_key(actions) -> dict:
             if a.option_strings and a.dest not in ("help", "config")}
 
 
-def _words(path: str, where: str, table: dict, actions, every) -> list[str]:
+def _words(path: str, where: str, table: dict, actions, every, given: dict) -> list[str]:
+    """The words for a table's keys; `given` (flag -> where) collects the flags set so far, and a flag set
+    twice (at the top and in its table, or as n-layer and n_layer) is an error, not the later one silently."""
     by_key = _by_key(actions)
     words = []
     for key, value in table.items():
@@ -82,6 +84,9 @@ def _words(path: str, where: str, table: dict, actions, every) -> list[str]:
             raise UsageError(f"--config {path}: unknown key {where}{key}{elsewhere}; the keys are train's flags "
                              f"without the dashes, under their --help group or at the top, e.g. n_layer = 4")
         flag = action.option_strings[-1]
+        if flag in given:
+            raise UsageError(f"--config {path}: {where}{key} sets {flag} again (also {given[flag]}); keep one of them")
+        given[flag] = f"{where}{key}" if where else f"top-level {key}"
         if action.nargs == 0:  # a switch: true turns it on
             if not isinstance(value, bool):
                 raise UsageError(f"--config {path}: {where}{key} must be true or false (got {value!r})")

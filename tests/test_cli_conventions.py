@@ -96,6 +96,8 @@ def test_config_file_overrides_the_preset(tmp_path):
     ("engine = \"jax\"\n", f"engine must be one of {', '.join(ENGINE_DTYPES)}"),
     ("n_layer =\n", "is not valid TOML"),
     ("config = \"other.toml\"\n", "unknown key config"),
+    ("steps = 2\n[optimization]\nsteps = 3\n", "[optimization] steps sets --steps again (also top-level steps)"),
+    ("n_layer = 1\nn-layer = 2\n", "n-layer sets --n-layer again (also top-level n_layer)"),
 ])
 def test_a_bad_config_file_is_one_line(tmp_path, text, message):
     config = tmp_path / "run.toml"
