@@ -44,3 +44,40 @@ def test_trace_param_index_out_of_range_names_the_shape(spec, capsys):
     assert usage_error(["trace", "emma", "--param", spec], capsys) == (
         f"microgpt: error: --param '{spec}': index out of range; wte has shape (27, 16), "
         "so pick 0 <= row < 27 and 0 <= col < 16")
+
+
+# ---- conform --dump ---------------------------------------------------------------------------
+NUMBERS = "a number or non-empty lists of numbers nested as its shape"
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('[1,2]', " holds a JSON list; a dump is a JSON object of named entries (README, 'Porting microgpt')"),
+    ('{"config":"block8","num_docs":"x"}', f": 'num_docs' must be {NUMBERS}, not a string"),
+    ('{"config":"block8","adam.m.wte":{"a":1}}', f": 'adam.m.wte' must be {NUMBERS}, not an object"),
+    ('{"config":"block8","losses":[]}', f": 'losses' must be {NUMBERS}, not an empty list"),
+    ('{"config":"block8","init.wte":[]}', f": 'init.wte' must be {NUMBERS}, not an empty list"),
+    ('{"init.wte":[[1,2],[3]]}', f": 'init.wte' must be {NUMBERS}, not lists of unequal shapes"),
+    ('{"init.wte":[[1,"a"]]}', f": 'init.wte' must be {NUMBERS}, not a list holding a list holding a string"),
+    ('{"num_params":true}', f": 'num_params' must be {NUMBERS}, not true or false"),
+    ('{"tokens":[[0,2.5,0]]}', ": 'tokens' must be a list of documents, each a list of token ids [BOS, ids..., BOS], "
+                               "not a document holding the number 2.5"),
+    ('{"samples":["ann",1]}', ": 'samples' must be a list of strings, not a list holding the number 1"),
+    ('{"config":3}', ": 'config' must be a config name (default, wide, block8, seed7, unicode), not the number 3"),
+    ('{"a":' + "[" * 900 + "]" * 900 + "}", " nests its lists too deeply for any tensor"),
+])
+def test_conform_malformed_dump_names_the_entry(text, problem, tmp_path, capsys):
+    dump = tmp_path / "dump.json"
+    dump.write_text(text)
+    line = usage_error(["conform", "--dump", dump, "--vectors", tmp_path / "vectors"], capsys)
+    assert line.startswith(f"microgpt: error: --dump {dump}{problem}")
+    assert not (tmp_path / "vectors").exists()  # refused before any vectors are written
+
+
+def test_conform_safetensors_dump_with_malformed_samples(tmp_path, capsys):
+    from microgpt.checkpoint import write_safetensors
+    from microgpt.tensor import Tensor
+    dump = tmp_path / "dump.safetensors"
+    write_safetensors(str(dump), {"losses": Tensor.from_floats((1,), [3.3])}, {"config": "block8", "samples": "[1"})
+    assert usage_error(["conform", "--dump", dump, "--vectors", tmp_path / "vectors"], capsys) == (
+        f"microgpt: error: --dump {dump}: 'samples' must be a list of strings, not a string; "
+        "see README, 'Porting microgpt'")
