@@ -81,3 +81,21 @@ def test_conform_safetensors_dump_with_malformed_samples(tmp_path, capsys):
     assert usage_error(["conform", "--dump", dump, "--vectors", tmp_path / "vectors"], capsys) == (
         f"microgpt: error: --dump {dump}: 'samples' must be a list of strings, not a string; "
         "see README, 'Porting microgpt'")
+
+
+# ---- conform --vectors ------------------------------------------------------------------------
+@pytest.mark.parametrize("manifest, problem", [
+    ('{"configs": ["block8"', "is damaged (not valid JSON: Expecting ',' delimiter: line 2 column 1 (char 22)); "
+                              "write the vectors again with: microgpt vectors --out {v}"),
+    ('{"configs": "block8", "files": {}}', "is damaged (not a JSON object with a list of 'configs' and a 'files' "
+                                           "object of SHA-256s); write the vectors again with: microgpt vectors --out {v}"),
+    ('{"configs": ["block8"], "files": {}}', "lists no block8/config.json: the vectors are incomplete; write them "
+                                             "again with: microgpt vectors --out {v} --configs block8"),
+])
+def test_conform_damaged_vectors_folder_says_to_write_them_again(manifest, problem, tmp_path, capsys):
+    vectors, dump = tmp_path / "vectors", tmp_path / "dump.json"
+    (vectors / "block8").mkdir(parents=True)
+    (vectors / "manifest.json").write_text(manifest + "\n")
+    dump.write_text('{"config": "block8", "losses": [3.3]}')
+    assert usage_error(["conform", "--dump", dump, "--vectors", vectors], capsys) == (
+        f"microgpt: error: {vectors / 'manifest.json'} " + problem.format(v=vectors))
