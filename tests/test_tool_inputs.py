@@ -99,3 +99,18 @@ def test_conform_damaged_vectors_folder_says_to_write_them_again(manifest, probl
     dump.write_text('{"config": "block8", "losses": [3.3]}')
     assert usage_error(["conform", "--dump", dump, "--vectors", vectors], capsys) == (
         f"microgpt: error: {vectors / 'manifest.json'} " + problem.format(v=vectors))
+
+
+# ---- check --h --------------------------------------------------------------------------------
+@pytest.mark.parametrize("h, shown", [("1e10", "1e+10"), ("1e300", "1e+300"), ("1", "1"), ("1e-12", "1e-12"),
+                                      ("1e-320", "9.99989e-321"), ("1e-4", "0.0001"), ("1e-8", "1e-08")])
+def test_check_h_outside_the_working_range_is_refused(h, shown, capsys):
+    assert usage_error(["check", "--engines", "scalar", "--h", h], capsys) == (
+        f"microgpt: error: --h {shown} is out of range: pick 1e-07 to 3e-05 (default 1e-5); outside it the finite "
+        "differences' own error exceeds the tolerance, and correct engines would fail")
+
+
+def test_check_help_states_the_h_range(capsys):
+    with pytest.raises(SystemExit):
+        main(["check", "--help"])
+    assert "finite-difference step, 1e-07 to 3e-05 (default 1e-5)" in " ".join(capsys.readouterr().out.split())
