@@ -19,18 +19,20 @@ def usage_error(args, capsys) -> str:
     return err.strip()
 
 
+@pytest.mark.parametrize("command, words", [("trace", "--digits DIGITS decimals printed, 0 to 17 (default 4)"),
+                                            ("check", "--h H finite-difference step, 1e-07 to 3e-05 (default 1e-5)")])
+def test_help_states_the_bounds(command, words, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert words in " ".join(capsys.readouterr().out.split())
+
+
 # ---- trace ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("digits", ["18", "100000000", "-1"])
 def test_trace_digits_is_bounded(digits, capsys):
     assert usage_error(["trace", "emma", "--digits", digits], capsys) == (
         f"microgpt: error: --digits {digits} is out of range: pick 0 to 17 (a float64 holds about 17 significant "
         "digits; more decimals print nothing but noise)")
-
-
-def test_trace_help_states_the_digits_bound(capsys):
-    with pytest.raises(SystemExit):
-        main(["trace", "--help"])
-    assert "decimals printed, 0 to 17" in " ".join(capsys.readouterr().out.split())
 
 
 def test_trace_unknown_param_fails_before_the_trace(capsys):
@@ -108,9 +110,3 @@ def test_check_h_outside_the_working_range_is_refused(h, shown, capsys):
     assert usage_error(["check", "--engines", "scalar", "--h", h], capsys) == (
         f"microgpt: error: --h {shown} is out of range: pick 1e-07 to 3e-05 (default 1e-5); outside it the finite "
         "differences' own error exceeds the tolerance, and correct engines would fail")
-
-
-def test_check_help_states_the_h_range(capsys):
-    with pytest.raises(SystemExit):
-        main(["check", "--help"])
-    assert "finite-difference step, 1e-07 to 3e-05 (default 1e-5)" in " ".join(capsys.readouterr().out.split())
