@@ -5,6 +5,8 @@ without a traceback; the reports' skipped lines end in one warning, not a crash.
     python -m pytest -q -p no:cacheprovider tests/test_tool_inputs.py
 """
 
+import shutil
+
 import pytest
 
 from microgpt.cli import main
@@ -110,3 +112,25 @@ def test_check_h_outside_the_working_range_is_refused(h, shown, capsys):
     assert usage_error(["check", "--engines", "scalar", "--h", h], capsys) == (
         f"microgpt: error: --h {shown} is out of range: pick 1e-07 to 3e-05 (default 1e-5); outside it the finite "
         "differences' own error exceeds the tolerance, and correct engines would fail")
+
+
+# ---- report -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A finished 6-step scalar run of a tiny model (tests/tiny_run.py), trained once for this module."""
+    from tiny_run import tiny_run
+    return tiny_run(tmp_path_factory.mktemp("tiny") / "run")
+
+
+def test_report_skips_metrics_lines_missing_a_key_with_one_warning(tiny, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="report draws with matplotlib")
+    run = tmp_path / "run"
+    shutil.copytree(tiny, run)
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:  # no "lr"; no "loss" nor "val_loss"
+        f.write('{"step": 7, "loss": 3.0}\n{"step": 8, "lr": 0.01, "dt": 0.1}\n')
+    capsys.readouterr()
+    assert main(["report", "--out", run, "--samples", "1", "--loss-docs", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"wrote {run / 'report.html'}\n" and (run / "report.html").is_file()
+    assert [line for line in err.splitlines() if not line.startswith("report [")] == [
+        f"warning: skipped 2 unreadable lines of {run / 'metrics.jsonl'} (torn by a killed run?)"]
