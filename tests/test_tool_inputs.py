@@ -134,3 +134,21 @@ def test_report_skips_metrics_lines_missing_a_key_with_one_warning(tiny, tmp_pat
     assert out == f"wrote {run / 'report.html'}\n" and (run / "report.html").is_file()
     assert [line for line in err.splitlines() if not line.startswith("report [")] == [
         f"warning: skipped 2 unreadable lines of {run / 'metrics.jsonl'} (torn by a killed run?)"]
+
+
+def test_report_checks_docs_before_any_chart(tiny, capsys):
+    pytest.importorskip("matplotlib", reason="report draws with matplotlib")
+    assert usage_error(["report", "--out", tiny, "--docs", "emma,Zz!"], capsys) == (
+        "microgpt: error: characters not in the model's vocabulary: '!Z'; use only these: "
+        "'abcdefghijklmnopqrstuvwxyz'")
+
+
+def test_report_checks_it_can_write_before_any_chart(tiny, monkeypatch, capsys):
+    pytest.importorskip("matplotlib", reason="report draws with matplotlib")
+    import microgpt.run
+
+    def refuse(*args, **kwargs):  # what a folder without write permission does to a non-root user
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(microgpt.run.tempfile, "mkstemp", refuse)
+    assert usage_error(["report", "--out", tiny], capsys) == (
+        f"microgpt: error: cannot write to --out {tiny} (Permission denied); choose a directory you can write")
