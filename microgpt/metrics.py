@@ -4,13 +4,15 @@
     rows = read_metrics("out/metrics.jsonl")    # [] when the file is absent
 
 A run killed mid-write, or two writers before the lock (lock.py) existed, can leave a torn or garbage
-line. Reading skips every such line and says so once, on stderr, so neither `--resume` nor `report`
-is blocked by it.
+line. Reading skips every such line, and every line that lacks a key of its kind (ROWS), and says so
+once, on stderr, so neither `--resume` nor `report` is blocked by it.
 """
 
 import json
 import os
 import sys
+
+ROWS = ({"step", "loss", "lr"}, {"step", "val_loss"})  # the keys a training row and an evaluation row need
 
 
 def read_metrics(path: str, stream=None) -> list[dict]:
@@ -37,9 +39,9 @@ def read_metrics(path: str, stream=None) -> list[dict]:
 
 
 def is_row(row) -> bool:
-    """Whether a parsed line is a row of ours: a step number and numbers."""
+    """Whether a parsed line is a row of ours: a step number and numbers, with the keys of its kind (ROWS)."""
     return isinstance(row, dict) and isinstance(row.get("step"), int) and \
-        all(isinstance(v, (int, float)) for v in row.values())
+        all(isinstance(v, (int, float)) for v in row.values()) and any(k <= row.keys() for k in ROWS)
 
 
 def is_a_runs_log(path: str) -> bool:

@@ -11,7 +11,6 @@ each tensor: the one with the largest gradient and random others. The scalar com
 entry. Exit status 1 when any error exceeds the tolerance printed above the tables.
 """
 
-import math
 import random
 from dataclasses import replace
 
@@ -26,6 +25,9 @@ from microgpt.tensor import Tensor
 # an error passes when max|a - b| <= atol + rtol * max|b| over the tensor (b: the reference)
 FD_TOL = (1e-8, 1e-6)       # against finite differences: their own truncation and round-off
 SCALAR_TOL = (1e-12, 1e-9)  # against the scalar engine: float64 round-off only
+# --h's range: below it the differences' round-off, above it their truncation error, exceeds FD_TOL even
+# for a correct engine (measured: 1e-8 and 1e-4 already fail on some configs)
+H_RANGE = (1e-7, 3e-5)
 
 
 def random_config(rng: random.Random) -> dict:
@@ -111,15 +113,20 @@ def add_arguments(p) -> None:
     p.add_argument("--docs", type=int, default=2, help="documents in the batch (default 2)")
     p.add_argument("--fd-entries", type=int, default=4, help="entries per tensor checked by finite "
                    "differences (default 4)")
-    p.add_argument("--h", type=float, default=1e-5, help="finite-difference step (default 1e-5)")
+    p.add_argument("--h", type=float, default=1e-5, help=f"finite-difference step, {H_RANGE[0]:g} to {H_RANGE[1]:g} "
+                   "(default 1e-5)")
     for flag in MODEL_FIELDS:
         p.add_argument(f"--{flag.replace('_', '-')}", type=int,
                        help="check only this config (default: the default and a random small one)")
 
 
 def run(args) -> int:
-    if args.docs < 1 or args.fd_entries < 1 or not 0 < args.h < math.inf:
-        raise UsageError("--docs and --fd-entries must be >= 1 and --h > 0 (e.g. --docs 2 --fd-entries 4 --h 1e-5)")
+    if args.docs < 1 or args.fd_entries < 1:
+        raise UsageError("--docs and --fd-entries must be >= 1 (e.g. --docs 2 --fd-entries 4)")
+    if not H_RANGE[0] <= args.h <= H_RANGE[1]:
+        raise UsageError(f"--h {args.h:g} is out of range: pick {H_RANGE[0]:g} to {H_RANGE[1]:g} (default 1e-5); "
+                         "outside it the finite differences' own error exceeds the tolerance, and correct "
+                         "engines would fail")
     names = engines.from_flag(args.engines)
     for name in names:
         engines.get(name)  # a clear error for unknown or uninstalled engines

@@ -268,13 +268,13 @@ def load_dump(path: str) -> dict:
         try:
             with open(path, encoding="utf-8") as f:
                 raw = json.load(f)
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
             raise UsageError(f"--dump {path} is not valid JSON ({e}); see README, 'Porting microgpt'") from None
-        for name, value in raw.items():
-            if name in ("config", "samples", "tokens"):
-                out[name] = value
-            else:
-                out[name] = (_flat_json(value), list(vec.shape_of(value)) if isinstance(value, list) else [])
+        try:
+            out = json_entries(path, raw)
+        except RecursionError:
+            raise UsageError(f"--dump {path} nests its lists too deeply for any tensor; see README, "
+                             f"'Porting microgpt'") from None
     else:
         try:
             tensors, meta = read_safetensors(path)
@@ -284,7 +284,11 @@ def load_dump(path: str) -> dict:
             out[name] = (t.to_floats(), list(t.shape))
         out["config"] = meta.get("config", "default")
         if "samples" in meta:
-            out["samples"] = json.loads(meta["samples"])
+            try:
+                out["samples"] = json.loads(meta["samples"])
+            except ValueError:
+                out["samples"] = meta["samples"]  # a string: the check below names it
+            check_entry(path, "samples", out["samples"])
         if "tokens" in out:  # the sequences concatenated: [BOS ... BOS][BOS ... BOS]...
             flat, seqs = [int(x) for x in out["tokens"][0]], []
             bos = flat[0] if flat else None
@@ -293,9 +297,77 @@ def load_dump(path: str) -> dict:
                     seqs.append([])
                 seqs[-1].append(tok)
             out["tokens"] = seqs
-    if not isinstance(out.get("config", "default"), str):
-        raise UsageError(f"--dump {path}: 'config' must be a config name ({', '.join(vec.CONFIGS)})")
     return out
+
+
+def json_entries(path: str, raw) -> dict:
+    """A JSON dump's entries as load_dump returns them, each checked against README's table ('Porting
+    microgpt'): the first that is not as it says is a one-line error naming the entry and what it must be."""
+    if not isinstance(raw, dict):
+        raise UsageError(f"--dump {path} holds a JSON {type(raw).__name__}; a dump is a JSON object of named "
+                         f"entries (README, 'Porting microgpt')")
+    out = {}
+    for name, value in raw.items():
+        check_entry(path, name, value)
+        out[name] = value if name in ("config", "samples", "tokens") else (_flat_json(value), _shape(value))
+    return out
+
+
+def check_entry(path: str, name: str, value) -> None:
+    """A one-line error unless entry `name` of the dump is what README's table says it is."""
+    expected, wrong = _entry_problem(name, value)
+    if wrong:
+        raise UsageError(f"--dump {path}: {name!r} must be {expected}, not {wrong}; see README, 'Porting microgpt'")
+
+
+def _entry_problem(name: str, value) -> tuple[str, str | None]:
+    """What entry `name` of a dump must be, and what is wrong with `value` (None: nothing)."""
+    if name == "config":
+        return f"a config name ({', '.join(vec.CONFIGS)})", None if isinstance(value, str) else _kind(value)
+    if name == "samples":
+        return "a list of strings", _wrong_item(value, lambda x: isinstance(x, str))
+    if name == "tokens":
+        is_id = lambda t: isinstance(t, int) and not isinstance(t, bool)
+        return "a list of documents, each a list of token ids [BOS, ids..., BOS]", (
+            _wrong_item(value, lambda seq: isinstance(seq, list)) or
+            next((f"a document holding {_kind(t)}" for seq in value for t in seq if not is_id(t)), None))
+    return "a number or non-empty lists of numbers nested as its shape", _numbers_problem(value)
+
+
+def _wrong_item(value, ok) -> str | None:
+    """None when `value` is a list whose every item is ok, else what it is or holds instead."""
+    if not isinstance(value, list):
+        return _kind(value)
+    return next((f"a list holding {_kind(x)}" for x in value if not ok(x)), None)
+
+
+def _shape(value) -> list[int] | None:
+    """The shape of a number (null for NaN) or of non-empty lists of them with rows of equal shape; None
+    for anything else."""
+    if not isinstance(value, list):
+        return [] if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)) else None
+    shapes = [_shape(v) for v in value]
+    if not shapes or shapes[0] is None or any(s != shapes[0] for s in shapes):
+        return None
+    return [len(value)] + shapes[0]
+
+
+def _numbers_problem(value) -> str | None:
+    """None when `value` has a shape (_shape), else what is wrong: 'a string', 'a list holding an object'..."""
+    if _shape(value) is not None:
+        return None
+    if not isinstance(value, list) or not value:
+        return _kind(value)
+    inner = next((p for v in value if (p := _numbers_problem(v))), None)
+    return f"a list holding {inner}" if inner else "lists of unequal shapes"
+
+
+def _kind(value) -> str:
+    """What a JSON value is, for an error message: 'a string', 'an empty list', 'the number 3'..."""
+    if isinstance(value, list):
+        return "a list" if value else "an empty list"
+    return {dict: "an object", str: "a string", bool: "true or false", type(None): "null"}.get(
+        type(value), f"the number {value!r}")
 
 
 def _flat_json(value) -> list[float]:

@@ -29,7 +29,7 @@ from microgpt.errors import UsageError
 from microgpt.install import hint
 from microgpt.params import num_params, param_shapes
 from microgpt.progress import WorkProgress
-from microgpt.run import Run
+from microgpt.run import Run, check_out_dir
 from microgpt.sample import generate
 
 ATTENTION_TOKENS = 24     # a stream run's attention maps show windows this long (a map per layer and head)
@@ -215,8 +215,12 @@ def build(out_dir: str, docs: list[str] | None = None, num_samples: int | None =
     """Write out_dir/report.html and return its path."""
     Figure = need_matplotlib()
     state = Run.load(out_dir, with_state=False)
+    check_out_dir(out_dir)  # report.html can be written, before any chart is drawn
     cfg, tok = state.model, state.tokenizer
     stream = state.train.data_mode == "stream"
+    encode = (lambda doc: tok.encode(doc[:cfg.block_size + 1])) if stream else state.encode
+    for doc in docs or []:
+        encode(doc)  # a document the vocabulary cannot spell fails here, not after the samples and charts
     num_samples = (STREAM_SAMPLES if stream else 20) if num_samples is None else num_samples
     train_rows, val_rows = read_metrics(out_dir)
     if data_path is not None:  # the run's documents, from --data (never from a path in the checkpoint)
@@ -258,7 +262,7 @@ def build(out_dir: str, docs: list[str] | None = None, num_samples: int | None =
     numpy_engine = state.engine("numpy", dtype="float64")  # matplotlib brings numpy: it keeps the weights
     for i, doc in enumerate(docs):
         progress(f"attention on {doc[:20]!r}")
-        tokens = tok.encode(doc[:cfg.block_size + 1]) if stream else state.encode(doc)
+        tokens = encode(doc)
         if len(tokens) < 2:
             continue
         weights = numpy_engine.attention_weights(tokens[:-1])  # each position but the last predicts the next

@@ -26,6 +26,8 @@ from microgpt.params import param_shapes
 from microgpt.run import Run
 from microgpt.tools.recorder import Recorder, find_line
 
+MAX_DIGITS = 17  # --digits' bound: a float64 means at most 17 significant digits
+
 
 def walk_step(state, doc: str) -> dict:
     """Forward, backward and Adam on `doc`, as atomic.py's training loop does them, recorded."""
@@ -112,23 +114,34 @@ def flat_index(state, name, r, c) -> int:
     raise KeyError(name)
 
 
-def pick_param(state, grads, spec: str | None) -> tuple[str, int, int]:
-    """NAME[r,c], or NAME (its largest gradient), or None (the largest gradient of all)."""
-    shapes = dict(param_shapes(state.model))
+def parse_param(cfg, spec: str | None) -> tuple[str | None, int | None, int | None]:
+    """--param checked against the model's tensors, before any tracing: (name, row, col), with row and col
+    None for a bare NAME and all three None for no --param."""
     if spec is None:
-        spec = max(shapes, key=lambda n: abs(largest(grads[n], 1)[0][2]))
-    m = re.fullmatch(r"([\w.]+)(?:\[(\d+),\s*(\d+)\])?", spec)
+        return None, None, None
+    shapes = dict(param_shapes(cfg))
+    m = re.fullmatch(r"([\w.]+)(?:\[(-?\d+),\s*(-?\d+)\])?", spec)
     if not m or m.group(1) not in shapes:
         raise UsageError(f"--param {spec!r} is not a parameter; use NAME or NAME[row,col] with NAME one of: "
                          f"{', '.join(shapes)}")
     name = m.group(1)
     if m.group(2) is None:
-        r, c, _ = largest(grads[name], 1)[0]
-        return name, r, c
+        return name, None, None
     r, c = int(m.group(2)), int(m.group(3))
     rows, cols = shapes[name]
-    if r >= rows or c >= cols:
-        raise UsageError(f"--param {spec}: {name} has shape ({rows}, {cols}); pick row < {rows} and col < {cols}")
+    if not (0 <= r < rows and 0 <= c < cols):
+        raise UsageError(f"--param {spec!r}: index out of range; {name} has shape ({rows}, {cols}), "
+                         f"so pick 0 <= row < {rows} and 0 <= col < {cols}")
+    return name, r, c
+
+
+def pick_param(state, grads, spec: str | None) -> tuple[str, int, int]:
+    """NAME[r,c], or NAME (its largest gradient), or None (the largest gradient of all)."""
+    name, r, c = parse_param(state.model, spec)
+    if name is None:
+        name = max(grads, key=lambda n: abs(largest(grads[n], 1)[0][2]))
+    if r is None:
+        r, c, _ = largest(grads[name], 1)[0]
     return name, r, c
 
 
@@ -285,11 +298,16 @@ def add_arguments(p) -> None:
     p.add_argument("--param", help="parameter for the Adam step: NAME or NAME[row,col], e.g. layer0.attn_wq[3,5] "
                    "(default: the largest gradient)")
     p.add_argument("--top", type=int, default=3, help="largest gradient entries shown per tensor (default 3)")
-    p.add_argument("--digits", type=int, default=4, help="decimals printed (default 4)")
+    p.add_argument("--digits", type=int, default=4, help=f"decimals printed, 0 to {MAX_DIGITS} (default 4)")
     p.add_argument("--json", help="write everything as JSON to this file ('-' for stdout, instead of the text)")
 
 
 def run(args) -> int:
+    if args.top < 1:
+        raise UsageError(f"--top {args.top}: must be >= 1")
+    if not 0 <= args.digits <= MAX_DIGITS:
+        raise UsageError(f"--digits {args.digits} is out of range: pick 0 to {MAX_DIGITS} (a float64 holds about "
+                         f"{MAX_DIGITS} significant digits; more decimals print nothing but noise)")
     model_flags = {k: getattr(args, k) for k in MODEL_FIELDS if getattr(args, k) is not None}
     if args.out:
         if model_flags or args.data:
@@ -298,6 +316,7 @@ def run(args) -> int:
         state = Run.load(args.out, with_state=False)
     else:
         state = Run.fresh(ModelConfig(**model_flags), TrainConfig(seed=args.seed), args.data, max_data_mb=args.max_data_mb)
+    parse_param(state.model, args.param)  # a bad --param fails before the trace, not after it is printed
     result = walk_step(state, args.doc)
     cfg, n = state.model, len(result["positions"])
     for name, value, limit, what in (("--pos", args.pos, n, "positions"),
@@ -305,8 +324,6 @@ def run(args) -> int:
                                      ("--head", args.head, cfg.n_head, "heads")):
         if value is not None and not 0 <= value < limit:
             raise UsageError(f"{name} {value} is out of range: this trace has {limit} {what} (0 to {limit - 1})")
-    if args.top < 1 or args.digits < 0:
-        raise UsageError("--top must be >= 1 and --digits >= 0")
     if args.json:
         data = to_json(state, args.doc, result, args)
         if args.json == "-":

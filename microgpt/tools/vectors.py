@@ -257,42 +257,64 @@ def write_manifest(out: str) -> str:
 
 
 # ---- reading them back ---------------------------------------------------------------------------
+FILES = ("config.json", "rng.json", "tokens.json", "init.safetensors", "forward.safetensors", "grads.safetensors",
+         "adam.safetensors", "losses.json", "samples.json", "final.safetensors")  # every config has them
+
+
+def read_manifest(out: str) -> dict | None:
+    """DIR/manifest.json, checked: {"configs": [names], "files": {relative path: SHA-256}, ...}; None when
+    DIR has none. A damaged one is a one-line error that says to write the vectors again."""
+    path = os.path.join(out, "manifest.json")
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        manifest, why = None, f"not valid JSON: {e}"
+    else:
+        why = "not a JSON object with a list of 'configs' and a 'files' object of SHA-256s"
+    if not (isinstance(manifest, dict) and isinstance(manifest.get("configs"), list)
+            and all(isinstance(n, str) for n in manifest["configs"]) and isinstance(manifest.get("files"), dict)
+            and all(isinstance(d, str) for d in manifest["files"].values())):
+        raise UsageError(f"{path} is damaged ({why}); write the vectors again with: microgpt vectors --out {out}")
+    return manifest
+
+
 def load(out: str, name: str) -> dict:
     """Everything in DIR/<name>/, checked against the manifest's SHA-256: {file stem: JSON or tensors}."""
-    manifest_path = os.path.join(out, "manifest.json")
-    if not os.path.exists(manifest_path):
+    manifest = read_manifest(out)
+    if manifest is None:
         raise UsageError(f"{out} holds no vectors (no manifest.json); write them with: microgpt vectors --out {out}")
-    with open(manifest_path, encoding="utf-8") as f:
-        manifest = json.load(f)
-    if name not in manifest.get("configs", []):
+    if name not in manifest["configs"]:
         raise UsageError(f"{out} has no vectors for config {name!r} (it has: {', '.join(manifest['configs'])}); "
                          f"add them with: microgpt vectors --out {out} --configs {name}")
+    again = f"write them again with: microgpt vectors --out {out} --configs {name}"
     out_data = {}
     for rel, digest in manifest["files"].items():
         if not rel.startswith(name + "/"):
             continue
         path = os.path.join(out, rel)
         if not os.path.exists(path) or sha256(path) != digest:
-            raise UsageError(f"{path} is missing or changed since the vectors were written; write them again "
-                             f"with: microgpt vectors --out {out} --configs {name}")
+            raise UsageError(f"{path} is missing or changed since the vectors were written; {again}")
         stem, ext = os.path.splitext(os.path.basename(rel))
         if ext == ".json":
             with open(path, encoding="utf-8") as f:
                 out_data[stem] = json.load(f)
         elif ext == ".safetensors":
             out_data[stem] = read_safetensors(path)[0]
+    missing = [file for file in FILES if os.path.splitext(file)[0] not in out_data]
+    if missing:
+        raise UsageError(f"{os.path.join(out, 'manifest.json')} lists no {name}/{missing[0]}: the vectors are "
+                         f"incomplete; {again}")
     out_data["folder"] = os.path.join(out, name)
     return out_data
 
 
 def ensure(out: str, name: str, spec=None, log=None) -> dict:
     """The vectors of one config in DIR, written first if DIR lacks them."""
-    manifest = os.path.join(out, "manifest.json")
-    present = []
-    if os.path.exists(manifest):
-        with open(manifest, encoding="utf-8") as f:
-            present = json.load(f).get("configs", [])
-    if name not in present:
+    manifest = read_manifest(out)
+    if manifest is None or name not in manifest["configs"]:
         write_config(out, name, spec, log)
         write_manifest(out)
     return load(out, name)

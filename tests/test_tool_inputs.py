@@ -1,0 +1,154 @@
+"""Bad input to the tools (trace, conform, check, report): each case must end in the one-line
+`microgpt: error: ...` naming the problem and the fix, exit status 2, before any long work and
+without a traceback; the reports' skipped lines end in one warning, not a crash.
+
+    python -m pytest -q -p no:cacheprovider tests/test_tool_inputs.py
+"""
+
+import shutil
+
+import pytest
+
+from microgpt.cli import main
+
+
+def usage_error(args, capsys) -> str:
+    """Run `microgpt ARGS` in-process; assert exit status 2, nothing on stdout and one line on stderr;
+    return that line."""
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("microgpt: error: "), (out[-500:], err)
+    return err.strip()
+
+
+@pytest.mark.parametrize("command, words", [("trace", "--digits DIGITS decimals printed, 0 to 17 (default 4)"),
+                                            ("check", "--h H finite-difference step, 1e-07 to 3e-05 (default 1e-5)")])
+def test_help_states_the_bounds(command, words, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert words in " ".join(capsys.readouterr().out.split())
+
+
+# ---- trace ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("digits", ["18", "100000000", "-1"])
+def test_trace_digits_is_bounded(digits, capsys):
+    assert usage_error(["trace", "emma", "--digits", digits], capsys) == (
+        f"microgpt: error: --digits {digits} is out of range: pick 0 to 17 (a float64 holds about 17 significant "
+        "digits; more decimals print nothing but noise)")
+
+
+def test_trace_unknown_param_fails_before_the_trace(capsys):
+    line = usage_error(["trace", "emma", "--param", "nosuch"], capsys)
+    assert line.startswith("microgpt: error: --param 'nosuch' is not a parameter; use NAME or NAME[row,col] "
+                           "with NAME one of: wte, wpe, lm_head, ")
+
+
+@pytest.mark.parametrize("spec", ["wte[-1,0]", "wte[0,-1]", "wte[27,0]"])
+def test_trace_param_index_out_of_range_names_the_shape(spec, capsys):
+    assert usage_error(["trace", "emma", "--param", spec], capsys) == (
+        f"microgpt: error: --param '{spec}': index out of range; wte has shape (27, 16), "
+        "so pick 0 <= row < 27 and 0 <= col < 16")
+
+
+# ---- conform --dump ---------------------------------------------------------------------------
+NUMBERS = "a number or non-empty lists of numbers nested as its shape"
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('[1,2]', " holds a JSON list; a dump is a JSON object of named entries (README, 'Porting microgpt')"),
+    ('{"config":"block8","num_docs":"x"}', f": 'num_docs' must be {NUMBERS}, not a string"),
+    ('{"config":"block8","adam.m.wte":{"a":1}}', f": 'adam.m.wte' must be {NUMBERS}, not an object"),
+    ('{"config":"block8","losses":[]}', f": 'losses' must be {NUMBERS}, not an empty list"),
+    ('{"config":"block8","init.wte":[]}', f": 'init.wte' must be {NUMBERS}, not an empty list"),
+    ('{"init.wte":[[1,2],[3]]}', f": 'init.wte' must be {NUMBERS}, not lists of unequal shapes"),
+    ('{"init.wte":[[1,"a"]]}', f": 'init.wte' must be {NUMBERS}, not a list holding a list holding a string"),
+    ('{"num_params":true}', f": 'num_params' must be {NUMBERS}, not true or false"),
+    ('{"tokens":[[0,2.5,0]]}', ": 'tokens' must be a list of documents, each a list of token ids [BOS, ids..., BOS], "
+                               "not a document holding the number 2.5"),
+    ('{"samples":["ann",1]}', ": 'samples' must be a list of strings, not a list holding the number 1"),
+    ('{"config":3}', ": 'config' must be a config name (default, wide, block8, seed7, unicode), not the number 3"),
+    ('{"a":' + "[" * 900 + "]" * 900 + "}", " nests its lists too deeply for any tensor"),
+])
+def test_conform_malformed_dump_names_the_entry(text, problem, tmp_path, capsys):
+    dump = tmp_path / "dump.json"
+    dump.write_text(text)
+    line = usage_error(["conform", "--dump", dump, "--vectors", tmp_path / "vectors"], capsys)
+    assert line.startswith(f"microgpt: error: --dump {dump}{problem}")
+    assert not (tmp_path / "vectors").exists()  # refused before any vectors are written
+
+
+def test_conform_safetensors_dump_with_malformed_samples(tmp_path, capsys):
+    from microgpt.checkpoint import write_safetensors
+    from microgpt.tensor import Tensor
+    dump = tmp_path / "dump.safetensors"
+    write_safetensors(str(dump), {"losses": Tensor.from_floats((1,), [3.3])}, {"config": "block8", "samples": "[1"})
+    assert usage_error(["conform", "--dump", dump, "--vectors", tmp_path / "vectors"], capsys) == (
+        f"microgpt: error: --dump {dump}: 'samples' must be a list of strings, not a string; "
+        "see README, 'Porting microgpt'")
+
+
+# ---- conform --vectors ------------------------------------------------------------------------
+@pytest.mark.parametrize("manifest, problem", [
+    ('{"configs": ["block8"', "is damaged (not valid JSON: Expecting ',' delimiter: line 2 column 1 (char 22)); "
+                              "write the vectors again with: microgpt vectors --out {v}"),
+    ('{"configs": "block8", "files": {}}', "is damaged (not a JSON object with a list of 'configs' and a 'files' "
+                                           "object of SHA-256s); write the vectors again with: microgpt vectors --out {v}"),
+    ('{"configs": ["block8"], "files": {}}', "lists no block8/config.json: the vectors are incomplete; write them "
+                                             "again with: microgpt vectors --out {v} --configs block8"),
+])
+def test_conform_damaged_vectors_folder_says_to_write_them_again(manifest, problem, tmp_path, capsys):
+    vectors, dump = tmp_path / "vectors", tmp_path / "dump.json"
+    (vectors / "block8").mkdir(parents=True)
+    (vectors / "manifest.json").write_text(manifest + "\n")
+    dump.write_text('{"config": "block8", "losses": [3.3]}')
+    assert usage_error(["conform", "--dump", dump, "--vectors", vectors], capsys) == (
+        f"microgpt: error: {vectors / 'manifest.json'} " + problem.format(v=vectors))
+
+
+# ---- check --h --------------------------------------------------------------------------------
+@pytest.mark.parametrize("h, shown", [("1e10", "1e+10"), ("1e300", "1e+300"), ("1", "1"), ("1e-12", "1e-12"),
+                                      ("1e-320", "9.99989e-321"), ("1e-4", "0.0001"), ("1e-8", "1e-08")])
+def test_check_h_outside_the_working_range_is_refused(h, shown, capsys):
+    assert usage_error(["check", "--engines", "scalar", "--h", h], capsys) == (
+        f"microgpt: error: --h {shown} is out of range: pick 1e-07 to 3e-05 (default 1e-5); outside it the finite "
+        "differences' own error exceeds the tolerance, and correct engines would fail")
+
+
+# ---- report -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A finished 6-step scalar run of a tiny model (tests/tiny_run.py), trained once for this module."""
+    from tiny_run import tiny_run
+    return tiny_run(tmp_path_factory.mktemp("tiny") / "run")
+
+
+def test_report_skips_metrics_lines_missing_a_key_with_one_warning(tiny, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="report draws with matplotlib")
+    run = tmp_path / "run"
+    shutil.copytree(tiny, run)
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:  # no "lr"; no "loss" nor "val_loss"
+        f.write('{"step": 7, "loss": 3.0}\n{"step": 8, "lr": 0.01, "dt": 0.1}\n')
+    capsys.readouterr()
+    assert main(["report", "--out", run, "--samples", "1", "--loss-docs", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"wrote {run / 'report.html'}\n" and (run / "report.html").is_file()
+    assert [line for line in err.splitlines() if not line.startswith("report [")] == [
+        f"warning: skipped 2 unreadable lines of {run / 'metrics.jsonl'} (torn by a killed run?)"]
+
+
+def test_report_checks_docs_before_any_chart(tiny, capsys):
+    pytest.importorskip("matplotlib", reason="report draws with matplotlib")
+    assert usage_error(["report", "--out", tiny, "--docs", "emma,Zz!"], capsys) == (
+        "microgpt: error: characters not in the model's vocabulary: '!Z'; use only these: "
+        "'abcdefghijklmnopqrstuvwxyz'")
+
+
+def test_report_checks_it_can_write_before_any_chart(tiny, monkeypatch, capsys):
+    pytest.importorskip("matplotlib", reason="report draws with matplotlib")
+    import microgpt.run
+
+    def refuse(*args, **kwargs):  # what a folder without write permission does to a non-root user
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(microgpt.run.tempfile, "mkstemp", refuse)
+    assert usage_error(["report", "--out", tiny], capsys) == (
+        f"microgpt: error: cannot write to --out {tiny} (Permission denied); choose a directory you can write")
