@@ -266,6 +266,14 @@ def test_bench_ideal_counts_the_rows_own_sequences(tmp_path, capsys):
     assert len(batched) == 1 and batched[0]["ideal_us_per_doc"] == pytest.approx(flops / 2 / 100e9 * 1e6)
 
 
+def test_bench_shows_each_rows_threads():
+    """'-' for an engine without threads, 'auto' where the engine chose, else the count it ran (the count
+    asked for where nothing reported one: the C port's single thread)."""
+    from microgpt.tools.bench import threads_shown
+    rows = [dict(threads=None), dict(threads=0, threads_run=2), dict(threads=3, threads_run=2), dict(threads=1)]
+    assert [threads_shown(r) for r in rows] == ["-", "auto", "2", "1"]
+
+
 def test_bench_table(capsys):
     assert cli.main(["bench", "--engines", "numpy", "--steps", "3", "--batched-steps", "2", "--batch-size", "4"]) == 0
     out = capsys.readouterr().out

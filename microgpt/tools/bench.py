@@ -192,7 +192,7 @@ def threads_shown(row: dict) -> str:
     note says what it chose), else the count the engine ran: --threads past what it can run gets fewer."""
     if row["threads"] is None:
         return "-"
-    return str(row["threads"] and row.get("threads_run") or "auto")
+    return str(row.get("threads_run") or row["threads"]) if row["threads"] else "auto"
 
 
 def table(results: list[dict]) -> str:
@@ -329,6 +329,6 @@ def c_port_row(args, model, probe, peak) -> dict | None:
     step_s = statistics.median(per_step)
     batches = [probe.data.batch(s, 1) for s in range(args.steps)]
     ideal = step_flops(model, batches) / (peak["float64"] * 1e9) * 1e6 if "float64" in peak else None
-    return dict(engine="C port", dtype="float64", batch=1, threads=1, steps=args.steps, rounds=args.rounds,
+    return dict(engine="C port", dtype="float64", batch=1, threads=1, threads_run=1, steps=args.steps, rounds=args.rounds,
                 ms_per_step=step_s * 1e3, us_per_doc=step_s * 1e6, ideal_us_per_doc=ideal,
                 peak_gflops=peak.get("float64"), first_call_s=None, final_loss=loss)
