@@ -17,6 +17,7 @@ from conform_fixtures import atomic_dump
 from conftest import run_cli
 from microgpt import __version__
 from microgpt.checkpoint import read_safetensors
+from microgpt.tools import vectors as vec
 
 pytestmark = pytest.mark.slow  # minutes of subprocesses: scripts/test.sh --fast leaves this module out
 
@@ -81,6 +82,7 @@ def test_manifest_has_version_and_every_files_sha256(block8_vectors):
     names = {rel.split("/", 1)[1] for rel in manifest["files"] if rel.startswith("block8/")}
     assert names == {"config.json", "rng.json", "tokens.json", "init.safetensors", "forward.safetensors",
                      "grads.safetensors", "adam.safetensors", "losses.json", "samples.json", "final.safetensors"}
+    assert set(vec.FILES) == names   # what load() requires of each config is what the writer wrote
     for rel, digest in manifest["files"].items():
         with open(os.path.join(block8_vectors, rel), "rb") as f:
             assert hashlib.sha256(f.read()).hexdigest() == digest, rel
