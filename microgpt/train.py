@@ -125,7 +125,8 @@ def extension_note(saved: TrainConfig, tcfg: TrainConfig, step: int) -> str | No
 def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = None, log: str | None = None,
           show_note: bool = True) -> dict:
     """Train `run` from its step to train.steps, then sample. Returns a summary: final loss, val loss,
-    samples, status, and the engine's CPU threads (None for an engine that does not choose them). `stop_after` stops (with a checkpoint) once that many steps are done, as Ctrl-C would.
+    samples, status, and the engine's CPU threads (None for an engine that does not choose them).
+    `stop_after` stops (with a checkpoint) once that many steps are done, as Ctrl-C would.
     `log="tensorboard"` also writes the metrics as TensorBoard scalars (explog.py). show_note=False leaves
     out the engine's note (its thread count) on stderr."""
     tcfg, data = run.train, run.data

@@ -163,7 +163,8 @@ def test_a_negative_number_in_e_notation_is_a_value_and_gets_the_range_error(tmp
     refused(run_cli("train", "--lr", "-.5E+1", "--out", tmp_path / "r"),
             "--lr must not be negative (got -5.0); the reference uses 0.01")
     refused(run_cli("check", "--h", "-1e-5"),
-            "--docs and --fd-entries must be >= 1 and --h > 0 (e.g. --docs 2 --fd-entries 4 --h 1e-5)")
+            "--h -1e-05 is out of range: pick 1e-07 to 3e-05 (default 1e-5); outside it the finite differences' "
+            "own error exceeds the tolerance, and correct engines would fail")
     assert not (tmp_path / "r").exists()
     trained = run_cli("train", "--data", docs, *TINY, "--out", tmp_path / "run")
     assert trained.returncode == 0, trained.stderr
