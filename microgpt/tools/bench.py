@@ -112,7 +112,8 @@ def bench_configs(preset: str | None) -> tuple[ModelConfig, TrainConfig]:
     return model, replace(tcfg, val_docs=0, **{name: off for name, (off, _) in OPTIONS.items()})
 
 
-def measure(model: ModelConfig, row: dict, data: str | None, preset: str | None = None) -> tuple[list[float], float, int | None]:
+def measure(model: ModelConfig, row: dict, data: str | None,
+            preset: str | None = None) -> tuple[list[float], float, int | None]:
     """One training run: the `dt` of each step (seconds), the final loss, and the threads the engine ran
     (its own choice or cap: a row's --threads past the cores, or past Numba's threads, runs fewer)."""
     tcfg = replace(bench_configs(preset)[1], engine=row["engine"], batch_size=row["batch"], steps=row["steps"],
@@ -329,6 +330,6 @@ def c_port_row(args, model, probe, peak) -> dict | None:
     step_s = statistics.median(per_step)
     batches = [probe.data.batch(s, 1) for s in range(args.steps)]
     ideal = step_flops(model, batches) / (peak["float64"] * 1e9) * 1e6 if "float64" in peak else None
-    return dict(engine="C port", dtype="float64", batch=1, threads=1, threads_run=1, steps=args.steps, rounds=args.rounds,
-                ms_per_step=step_s * 1e3, us_per_doc=step_s * 1e6, ideal_us_per_doc=ideal,
+    return dict(engine="C port", dtype="float64", batch=1, threads=1, threads_run=1, steps=args.steps,
+                rounds=args.rounds, ms_per_step=step_s * 1e3, us_per_doc=step_s * 1e6, ideal_us_per_doc=ideal,
                 peak_gflops=peak.get("float64"), first_call_s=None, final_loss=loss)

@@ -47,7 +47,8 @@ def is_export(path: str) -> bool:
     try:
         with checkpoint.open_regular(path) as f:
             _, metadata, _ = checkpoint.read_header(f, path)
-        return metadata.get("format") == "pt" and json.loads(metadata.get("microgpt", "")).get("architecture") == "microgpt"
+        config = json.loads(metadata.get("microgpt", ""))
+        return metadata.get("format") == "pt" and config.get("architecture") == "microgpt"
     except (UsageError, ValueError, AttributeError):
         return False
 
