@@ -53,7 +53,8 @@ class Run:
         check_fits_in_memory(model)
         run = cls(model, tcfg, tokenizer, init_tensors(model, rng), rng=rng, docs=docs,
                   source=f"a fresh init (seed {tcfg.seed}, {data_path or 'the embedded names'})")
-        run.data, run.data_path = _dataset(text, docs, tokenizer, model, tcfg), data_path
+        run.data = _dataset(text, docs, tokenizer, model, tcfg)
+        run.data_path = data_path
         # the file's name and hash, never its path: a shared checkpoint tells no one where files live
         run.data_info = {"name": os.path.basename(data_path) if data_path else None, "sha256": sha256,
                          "mode": "stream" if tcfg.data_mode == "stream" else "documents", "world": world}
@@ -102,7 +103,8 @@ class Run:
                              f"SHA-256 differs from the checkpoint's); give the run's own data with --data, "
                              f"or start a new --out")
         self.docs, _ = _read_data(text, self.train, random.Random(self.train.seed))
-        self.data, self.data_path = _dataset(text, self.docs, self.tokenizer, self.model, self.train), data_path
+        self.data = _dataset(text, self.docs, self.tokenizer, self.model, self.train)
+        self.data_path = data_path
 
     def save(self, out_dir: str) -> str:
         return checkpoint.save(out_dir, self)
