@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -56,6 +57,14 @@ def pytest_xdist_make_scheduler(config, log):
     if config.getoption("dist") == "load":
         return xdist_plan.make_scheduler(config, log)
     return None
+
+
+def default_signals():
+    """In a child (preexec_fn): the default action for the stop signals, whatever this process ignores. A
+    test run started in the background without job control (`cmd &` in a script, nohup) ignores SIGINT, the
+    children inherit that, and train rightly keeps ignoring it."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def run_cli(*args, cwd=None, timeout=600, env=None):

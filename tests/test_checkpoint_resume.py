@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import REPO, parse_run, run_cli
+from conftest import REPO, default_signals, parse_run, run_cli
 from microgpt import checkpoint
 from microgpt.run import Run
 from microgpt.config import TrainConfig
@@ -97,16 +97,15 @@ def test_resume_keeps_validation_metrics(tmp_path, data_file):
 
 @pytest.mark.slow
 def test_ctrl_c_saves_and_resume_finishes_the_same(tmp_path, data_file):
-    """A real SIGINT to a running `microgpt train`: exit 130 with a checkpoint, then --resume. The run is long
-    beside the signal's way (400 steps, a few seconds): with 60, a busy CI machine once let it end first."""
-    steps = 400
-    whole = run_cli("train", "--data", data_file, "--steps", steps, "--n-embd", 8, "--n-head", 2,
+    """A real SIGINT to a running `microgpt train`: exit 130 with a checkpoint, then --resume."""
+    whole = run_cli("train", "--data", data_file, "--steps", 60, "--n-embd", 8, "--n-head", 2,
                     "--samples", 5, "--out", tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr
     env = dict(os.environ, PYTHONPATH=REPO)
-    proc = subprocess.Popen([sys.executable, "-m", "microgpt", "train", "--data", data_file, "--steps", str(steps),
+    proc = subprocess.Popen([sys.executable, "-m", "microgpt", "train", "--data", data_file, "--steps", "60",
                              "--n-embd", "8", "--n-head", "2", "--samples", "5", "--out", str(tmp_path / "cut")],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_signals)
     for line in proc.stdout:
         if line.startswith("step    3 /"):
             proc.send_signal(signal.SIGINT)
@@ -115,7 +114,7 @@ def test_ctrl_c_saves_and_resume_finishes_the_same(tmp_path, data_file):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "--resume" in rest
     stopped_at = Run.load(str(tmp_path / "cut")).step
-    assert 3 <= stopped_at < steps
+    assert 3 <= stopped_at < 60
     resumed = run_cli("train", "--out", tmp_path / "cut", "--resume", "--data", data_file)
     assert resumed.returncode == 0, resumed.stderr
     assert parse_run(resumed.stdout)["samples"] == parse_run(whole.stdout)["samples"]

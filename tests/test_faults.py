@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, default_signals, run_cli
 from microgpt import checkpoint
 from microgpt.run import Run
 
@@ -30,12 +30,6 @@ STEPS = 150
 FLAGS = ["--engine", "numpy", "--n-layer", "1", "--n-embd", "16", "--block-size", "16", "--steps", str(STEPS),
          "--val-docs", "20", "--eval-every", "50", "--samples", "0"]
 ENV = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-
-
-def default_signals():
-    """In the child: the default action for the stop signals, whatever this process ignores."""
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_DFL)
 
 
 def start(out, *flags) -> subprocess.Popen:
