@@ -286,6 +286,6 @@ def move_aside(out_dir: str, also=("metrics.jsonl", "report.html")) -> str:
         backup = os.path.join(out_dir, f"previous-{stamp}-{n}")
     os.makedirs(backup)
     for name in (FILENAME, *also):
-        if os.path.exists(os.path.join(out_dir, name)):
+        if os.path.lexists(os.path.join(out_dir, name)):
             os.replace(os.path.join(out_dir, name), os.path.join(backup, name))
     return backup

@@ -118,7 +118,7 @@ def train_arguments(p) -> None:
 
 def train_command(args) -> int:
     from microgpt import checkpoint, durable, engines
-    from microgpt.explog import summary_writer
+    from microgpt.explog import check_board_dir, summary_writer
     from microgpt.lock import RunLock
     from microgpt.metrics import is_a_runs_log
     from microgpt.run import Run, check_out_dir
@@ -138,6 +138,8 @@ def train_command(args) -> int:
     if args.resume and args.force:
         raise UsageError("--resume continues the run in --out and --force starts a new one there; pass one of them")
     check_out_dir(args.out)
+    if args.log == "tensorboard":
+        check_board_dir(args.out)
     if args.resume and not checkpoint.exists(args.out):
         Run.load(args.out)  # its error: no checkpoint there, and how to make one
     if not args.resume:
@@ -167,6 +169,11 @@ def train_command(args) -> int:
             run.read_data(args.data, args.max_data_mb)
         else:
             kept = f"--force to start over (the old run is kept in {args.out}/previous-<time>/), or choose another --out"
+            found = checkpoint.path_in(args.out)
+            if os.path.lexists(found) and not os.path.isfile(found) and not args.force:
+                what = "a folder" if os.path.isdir(found) else "not a regular file"
+                raise UsageError(f"{found} is {what}, not a checkpoint, and a run writes its checkpoint there; "
+                                 f"move it, or pass {kept}")
             if checkpoint.exists(args.out) and not args.force:
                 raise UsageError(f"{args.out} already holds a checkpoint; pass --resume to continue it, {kept}")
             metrics_path = os.path.join(args.out, "metrics.jsonl")   # which a fresh run replaces
@@ -175,7 +182,7 @@ def train_command(args) -> int:
                 raise UsageError(f"{metrics_path} is not a training run's metrics, and a run writes its own there; "
                                  f"move it, or pass {kept}")
             run = Run.fresh(model, tcfg, args.data, world, args.max_data_mb)
-            if (checkpoint.exists(args.out) or foreign) and rank == 0:  # --force, and the new run is ready
+            if (os.path.lexists(found) or foreign) and rank == 0:  # --force, and the new run is ready
                 notes.append(f"--force: the previous run in {args.out} was moved to {checkpoint.move_aside(args.out)}")
             if notes and rank == 0:
                 print("\n".join(notes), flush=True)

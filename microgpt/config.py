@@ -176,6 +176,10 @@ def validate(model: ModelConfig, tcfg: TrainConfig, world: int = 1) -> None:
         raise UsageError(f"--attn-dropout must be in [0, 1) (got {tcfg.attn_dropout}); 0 turns it off")
     if tcfg.weight_decay < 0 or tcfg.grad_clip < 0:
         raise UsageError("--weight-decay and --grad-clip must not be negative (0 turns them off)")
+    if tcfg.lr * tcfg.weight_decay >= 1:   # decoupled decay scales the weights by 1 - lr x decay each step
+        raise UsageError(f"--weight-decay {tcfg.weight_decay:g} with --lr {tcfg.lr:g} would scale the weights by "
+                         f"1 - lr x decay = {1 - tcfg.lr * tcfg.weight_decay:g} each step, flipping or zeroing them; "
+                         f"keep the decay below 1 / lr = {1 / tcfg.lr:g} (0.1 is usual)")
     if not 0 <= tcfg.ema < 1:
         raise UsageError(f"--ema must be in [0, 1) (got {tcfg.ema}); 0.999 averages over about 1000 steps")
     if tcfg.threads < 0:

@@ -31,9 +31,21 @@ def summary_writer():
     return SummaryWriter
 
 
+def board_dir(out_dir: str) -> str:
+    return os.path.join(out_dir, "tensorboard")
+
+
+def check_board_dir(out_dir: str) -> None:
+    """The events go into a folder DIR/tensorboard: anything else by that name is the user's, and stays."""
+    path = board_dir(out_dir)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise UsageError(f"--log tensorboard writes into the folder {path}, but that is a file; move it, "
+                         f"or choose another --out")
+
+
 class TensorBoardLog:
     def __init__(self, out_dir: str, start_step: int):
-        self.writer = summary_writer()(log_dir=os.path.join(out_dir, "tensorboard"),
+        self.writer = summary_writer()(log_dir=board_dir(out_dir),
                                        purge_step=start_step + 1 if start_step else None)
 
     def write(self, entry: dict) -> None:

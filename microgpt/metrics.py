@@ -33,8 +33,8 @@ def read_metrics(path: str, stream=None) -> list[dict]:
             else:
                 skipped += 1
     if skipped:
-        print(f"warning: skipped {skipped} unreadable line{'s' * (skipped > 1)} of {path} "
-              f"(torn by a killed run?)", file=stream or sys.stderr)
+        print(f"warning: skipped {skipped} line{'s' * (skipped > 1)} of {path} that {'are' if skipped > 1 else 'is'} "
+              f"not a metrics row (torn by a killed run, or written by something else)", file=stream or sys.stderr)
     return rows
 
 

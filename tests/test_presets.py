@@ -88,6 +88,47 @@ def test_a_metrics_file_of_the_users_is_kept_too(tmp_path, capsys):
     assert "metrics.jsonl is not a training run's metrics" in capsys.readouterr().err
 
 
+def test_what_stands_where_a_run_writes_is_named_and_kept(tmp_path, capsys):
+    """A folder named checkpoint.safetensors is not a checkpoint (it was reported as one, with --resume
+    suggested); a file named tensorboard is not the events' folder (--log tensorboard failed after set-up with
+    "Not a directory"). Each is one line before any training, and --force keeps the folder aside."""
+    tiny = ["train", "--engine", "numpy", "--n-embd", "8", "--n-head", "2", "--block-size", "8", "--steps", "2",
+            "--samples", "0"]
+    out = tmp_path / "run"
+    (out / "checkpoint.safetensors").mkdir(parents=True)
+    (out / "checkpoint.safetensors" / "mine.txt").write_text("kept")
+    assert cli.main(tiny + ["--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"microgpt: error: {out / 'checkpoint.safetensors'} is a folder, not a "
+                                       f"checkpoint, and a run writes its checkpoint there; move it, or pass --force to "
+                                       f"start over (the old run is kept in {out}/previous-<time>/), or choose another "
+                                       f"--out\n")
+    assert cli.main(tiny + ["--out", str(out), "--force"]) == 0
+    moved = re.search(r"was moved to (\S+)", capsys.readouterr().out).group(1)
+    assert open(os.path.join(moved, "checkpoint.safetensors", "mine.txt")).read() == "kept"   # nothing lost
+    assert checkpoint.load(str(out))["step"] == 2
+    board = tmp_path / "board"
+    board.mkdir()
+    (board / "tensorboard").write_text("mine")
+    assert cli.main(tiny + ["--out", str(board), "--log", "tensorboard"]) == 2
+    assert capsys.readouterr().err == (f"microgpt: error: --log tensorboard writes into the folder {board / 'tensorboard'}, "
+                                       f"but that is a file; move it, or choose another --out\n")
+    assert sorted(os.listdir(board)) == ["tensorboard"] and (board / "tensorboard").read_text() == "mine"
+
+
+@pytest.mark.parametrize("lr, decay", [("0.01", "1e10"), ("0.01", "100"), ("0.5", "2")])
+def test_a_weight_decay_that_would_flip_the_weights_is_refused(tmp_path, capsys, lr, decay):
+    """Decoupled weight decay scales the weights by 1 - lr x decay each step: at 1 or more they flip sign
+    or vanish, and the loss ran to 1e166 and then NaN before the run stopped (blaming --lr alone)."""
+    assert cli.main(["train", "--engine", "torch", "--lr", lr, "--weight-decay", decay, "--steps", "2",
+                     "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    scale = 1 - float(lr) * float(decay)
+    assert err == (f"microgpt: error: --weight-decay {float(decay):g} with --lr {float(lr):g} would scale the weights "
+                   f"by 1 - lr x decay = {scale:g} each step, flipping or zeroing them; keep the decay below 1 / lr = "
+                   f"{1 / float(lr):g} (0.1 is usual)\n")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_preset_on_another_engine_leaves_off_what_that_engine_lacks(tmp_path, capsys):
     """--preset names is made for torch (Muon, weight decay, dropout, EMA, float32). With --engine pure, the
     preset's options that pure lacks are off, said in a note, and the rest is the preset's; an option given

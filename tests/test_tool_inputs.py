@@ -133,7 +133,8 @@ def test_report_skips_metrics_lines_missing_a_key_with_one_warning(tiny, tmp_pat
     out, err = capsys.readouterr()
     assert out == f"wrote {run / 'report.html'}\n" and (run / "report.html").is_file()
     assert [line for line in err.splitlines() if not line.startswith("report [")] == [
-        f"warning: skipped 2 unreadable lines of {run / 'metrics.jsonl'} (torn by a killed run?)"]
+        f"warning: skipped 2 lines of {run / 'metrics.jsonl'} that are not a metrics row (torn by a killed run, or "
+        f"written by something else)"]
 
 
 def test_report_checks_docs_before_any_chart(tiny, capsys):
@@ -152,3 +153,17 @@ def test_report_checks_it_can_write_before_any_chart(tiny, monkeypatch, capsys):
     monkeypatch.setattr(microgpt.run.tempfile, "mkstemp", refuse)
     assert usage_error(["report", "--out", tiny], capsys) == (
         f"microgpt: error: cannot write to --out {tiny} (Permission denied); choose a directory you can write")
+
+
+def test_a_folder_named_report_html_is_named_before_any_chart_and_kept(tiny, tmp_path, capsys):
+    """It failed at the very end, after every chart, with "Is a directory: .../report.html.tmp", and left
+    that temp file behind."""
+    pytest.importorskip("matplotlib", reason="report draws with matplotlib")
+    run = tmp_path / "run"
+    shutil.copytree(tiny, run)
+    (run / "report.html").mkdir()
+    (run / "report.html" / "mine.txt").write_text("kept")
+    assert usage_error(["report", "--out", str(run)], capsys) == (
+        f"microgpt: error: {run / 'report.html'} is a folder, and the report is written there; move it")
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.safetensors", "metrics.jsonl", "report.html"]
+    assert (run / "report.html" / "mine.txt").read_text() == "kept"

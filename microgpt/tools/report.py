@@ -22,7 +22,7 @@ import os
 import math
 import random
 
-from microgpt import engines, metrics
+from microgpt import durable, engines, metrics
 from microgpt.data import MAX_DATA_MB, add_max_data_argument
 from microgpt.engines.pure import softmax
 from microgpt.errors import UsageError
@@ -216,6 +216,10 @@ def build(out_dir: str, docs: list[str] | None = None, num_samples: int | None =
     Figure = need_matplotlib()
     state = Run.load(out_dir, with_state=False)
     check_out_dir(out_dir)  # report.html can be written, before any chart is drawn
+    path = os.path.join(out_dir, "report.html")
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise UsageError(f"{path} is {'a folder' if os.path.isdir(path) else 'not a regular file'}, and the report "
+                         f"is written there; move it")
     cfg, tok = state.model, state.tokenizer
     stream = state.train.data_mode == "stream"
     encode = (lambda doc: tok.encode(doc[:cfg.block_size + 1])) if stream else state.encode
@@ -296,11 +300,8 @@ def build(out_dir: str, docs: list[str] | None = None, num_samples: int | None =
                         png(position_chart(Figure, per_position, what, xlabel))))
     progress.close()
 
-    path = os.path.join(out_dir, "report.html")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(page(out_dir, state, train_rows, val_rows, figures, samples))
-    os.replace(tmp, path)
+    report = page(out_dir, state, train_rows, val_rows, figures, samples).encode("utf-8")
+    durable.replace_file(path, lambda f: f.write(report))
     return path
 
 
