@@ -8,6 +8,7 @@ and is printed as one line, `microgpt: error: ...`, with exit status 2.
 
 import argparse
 import contextlib
+import errno
 import importlib
 import os
 import random
@@ -20,7 +21,7 @@ from microgpt.config import (DATA_MODES, DEVICES, DTYPES, ENGINE_DTYPES, LR_SCHE
                              scale_preset, supported_by, validate, validate_sampling)
 from microgpt.data import add_max_data_argument
 from microgpt.configfile import config_argv
-from microgpt.errors import UsageError
+from microgpt.errors import UsageError, WriteFailed
 from microgpt.explog import LOGS
 from microgpt.install import DISTRIBUTION
 
@@ -307,7 +308,9 @@ def main(argv=None) -> int:
         return 0
     except OSError as e:  # a file that could not be written or read: a missing folder, no permission, a full disk
         where = f": {e.filename}" if e.filename else ""
-        print(f"microgpt: error: {e.strerror or e}{where}", file=sys.stderr)
+        room = "; free some space, then run it again (what was there before is kept whole)" \
+            if e.errno == errno.ENOSPC and not isinstance(e, WriteFailed) else ""
+        print(f"microgpt: error: {e.strerror or e}{where}{room}", file=sys.stderr)
         return 1
     except MemoryError:
         print("microgpt: error: out of memory; use a smaller model (--n-layer, --n-embd, --block-size) or "

@@ -31,7 +31,7 @@ from microgpt import checkpoint, durable
 from microgpt.config import TrainConfig, lr_at
 from microgpt.data import DocumentData
 from microgpt.engines import base
-from microgpt.errors import UsageError
+from microgpt.errors import UsageError, WriteFailed
 from microgpt.metrics import read_metrics
 from microgpt.explog import TensorBoardLog
 from microgpt.progress import make_progress
@@ -122,6 +122,17 @@ def extension_note(saved: TrainConfig, tcfg: TrainConfig, step: int) -> str | No
             f"at step {step})")
 
 
+def write_failed(e: OSError, what: str, out_dir: str, saved_step: int, run) -> WriteFailed:
+    """The one-line error for a write that failed mid-run (a full disk, a folder removed): what is safe, and
+    how to go on (cli.py prints an OSError's strerror)."""
+    if saved_step:
+        then = (f"the checkpoint there (step {saved_step}) is whole; once {out_dir} can be written again, continue "
+                f"with: {run.resume_command(out_dir)}")
+    else:
+        then = f"no checkpoint was saved yet; once {out_dir} can be written again, start the run again"
+    return WriteFailed(e.errno, f"could not write {what} in {out_dir} at step {run.step} ({e.strerror or e}); {then}")
+
+
 def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = None, log: str | None = None,
           show_note: bool = True) -> dict:
     """Train `run` from its step to train.steps, then sample. Returns a summary: final loss, val loss,
@@ -142,14 +153,23 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
     if run.step and rank == 0:
         print(f"resuming from step {run.step} of {tcfg.steps}", flush=True)
 
+    saved = [run.step]   # the step of the checkpoint in out_dir (0: none yet), for a write that fails
+
     def save() -> None:
         if rank == 0:
-            metrics.flush()
-            os.fsync(metrics.fileno())
-            run.params, run.state = engine.weights(), engine.state()
-            run.save(out_dir)
+            try:
+                metrics.flush()
+                os.fsync(metrics.fileno())
+                run.params, run.state = engine.weights(), engine.state()
+                run.save(out_dir)
+            except OSError as e:   # durable.py left the last checkpoint whole
+                raise write_failed(e, "the checkpoint", out_dir, saved[0], run) from None
+            saved[0] = run.step
 
-    metrics = open_metrics(out_dir, run.step) if rank == 0 else open(os.devnull, "w")
+    try:
+        metrics = open_metrics(out_dir, run.step) if rank == 0 else open(os.devnull, "w")
+    except OSError as e:
+        raise write_failed(e, "metrics.jsonl", out_dir, saved[0], run) from None
     board = TensorBoardLog(out_dir, run.step) if log == "tensorboard" and rank == 0 else None
 
     def record(entry: dict) -> None:
@@ -178,7 +198,10 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
                     summary["val_loss"] = evaluate(engine, data, tcfg.batch_size)
                     record({"step": done, "val_loss": summary["val_loss"]})
                     progress.val(done, summary["val_loss"])
-                metrics.flush()
+                try:
+                    metrics.flush()
+                except OSError as e:
+                    raise write_failed(e, "metrics.jsonl", out_dir, saved[0], run) from None
                 # under torchrun a signal may reach one process only: all stop at the same step
                 signum = engine.largest_over_processes(interrupt.signum or 0) if world > 1 else interrupt.signum
                 stopping = bool(signum) or done == stop_after

@@ -291,6 +291,47 @@ def test_torn_metrics_line_is_skipped_with_one_warning(tmp_path, reference):
     assert report.returncode == 0 and len(lines) == 1 and "skipped 1 line of" in lines[0], report.stderr
 
 
+# ---- a full disk -------------------------------------------------------------------------------------
+def test_a_full_disk_keeps_the_last_checkpoint_and_says_how_to_go_on(tmp_path, reference, monkeypatch, capsys):
+    """ENOSPC in the second save, then in the resumed run's rewrite of metrics.jsonl (the write itself
+    fails, inside durable.replace_file, as a full disk makes it): each ends in one line that names what
+    could not be written, the checkpoint that is whole and the command to go on with; run once there is
+    room, that command ends where an uninterrupted run does. (It was a bare "No space left on device".)"""
+    import errno
+    import shlex
+
+    from microgpt import cli, durable
+    write = durable.replace_file
+    full = {"checkpoint.safetensors": [2], "metrics.jsonl": []}   # which call, per file name, finds the disk full
+    calls = {name: 0 for name in full}
+
+    def replace_file(path, writer):
+        name = os.path.basename(path)
+        calls[name] = calls.get(name, 0) + 1
+        if calls[name] in full.get(name, []):
+            def no_room(f):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return write(path, no_room)
+        return write(path, writer)
+    monkeypatch.setattr(durable, "replace_file", replace_file)
+    out = tmp_path / "run"
+    assert cli.main(["train", *FLAGS, "--out", str(out), "--save-every", "50"]) == 1
+    err = capsys.readouterr().err
+    go_on = f"microgpt train --out {shlex.quote(str(out))} --resume"
+    assert err == (f"microgpt: error: could not write the checkpoint in {out} at step 100 (No space left on device); "
+                   f"the checkpoint there (step 50) is whole; once {out} can be written again, continue with: "
+                   f"{go_on}\n")
+    assert saved_step(out) == 50 and temp_files(out) == []
+    full["metrics.jsonl"], calls["metrics.jsonl"] = [1], 0   # the resume's first write: the log cut to step 50
+    assert cli.main(shlex.split(go_on)[1:]) == 1
+    assert capsys.readouterr().err == (
+        f"microgpt: error: could not write metrics.jsonl in {out} at step 50 (No space left on device); the "
+        f"checkpoint there (step 50) is whole; once {out} can be written again, continue with: {go_on}\n")
+    monkeypatch.setattr(durable, "replace_file", write)   # room again
+    assert cli.main(shlex.split(go_on)[1:]) == 0
+    assert same_run(out, reference)
+
+
 # ---- torchrun ----------------------------------------------------------------------------------
 DDP_FLAGS = ["--engine", "torch", "--n-layer", "1", "--n-embd", "16", "--block-size", "16", "--steps", "40",
              "--batch-size", "3", "--samples", "0", "--save-every", "1000"]

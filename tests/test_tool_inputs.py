@@ -167,3 +167,33 @@ def test_a_folder_named_report_html_is_named_before_any_chart_and_kept(tiny, tmp
         f"microgpt: error: {run / 'report.html'} is a folder, and the report is written there; move it")
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint.safetensors", "metrics.jsonl", "report.html"]
     assert (run / "report.html" / "mine.txt").read_text() == "kept"
+
+
+def test_a_full_disk_under_any_command_says_to_free_space(tiny, tmp_path, monkeypatch, capsys):
+    """A write that finds the disk full (inside durable.replace_file) ends in one line that says so and what to
+    do, and leaves the target as it was: export's own message, and report's through the command line's
+    handler of any failed write."""
+    import errno
+    import os
+
+    from microgpt import durable
+    write = durable.replace_file
+
+    def no_room(path, writer):
+        def fail(f):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(path, fail)
+    monkeypatch.setattr(durable, "replace_file", no_room)
+    target = tmp_path / "export" / "model.safetensors"
+    assert usage_error(["export", "--out", tiny, "--to", str(target)], capsys) == (
+        f"microgpt: error: cannot write --to {target}: No space left on device; free some space, or choose another "
+        f"folder (nothing was replaced)")
+    assert os.listdir(target.parent) == []
+    pytest.importorskip("matplotlib", reason="report draws with matplotlib")
+    run = tmp_path / "run"
+    shutil.copytree(tiny, run)
+    assert main(["report", "--out", str(run), "--samples", "1", "--loss-docs", "1"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("report [")]
+    assert err == ["microgpt: error: No space left on device; free some space, then run it again (what was there "
+                   "before is kept whole)"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.safetensors", "metrics.jsonl"]

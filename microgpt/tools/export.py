@@ -13,6 +13,7 @@ characters and BOS id, the data mode. Load both with `microgpt.load(FILE)`, or b
     model.load_state_dict(safetensors.torch.load_file("names.safetensors"))
 """
 
+import errno
 import json
 import os
 from dataclasses import asdict
@@ -90,7 +91,9 @@ def export(out_dir: str, to: str, dtype: str = "float32") -> tuple[str, str]:
     except OSError as e:
         why = "a file stands where its path needs a folder" if isinstance(e, (FileExistsError, NotADirectoryError)) \
             else e.strerror
-        raise UsageError(f"cannot write --to {to}: {why}; choose a folder you can write to") from None
+        fix = "free some space, or choose another folder" if e.errno == errno.ENOSPC \
+            else "choose a folder you can write to"
+        raise UsageError(f"cannot write --to {to}: {why}; {fix} (nothing was replaced)") from None
     return to, cfg_path
 
 
