@@ -308,7 +308,7 @@ def main(argv=None) -> int:
         return 0
     except OSError as e:  # a file that could not be written or read: a missing folder, no permission, a full disk
         where = f": {e.filename}" if e.filename else ""
-        room = "; free some space, then run it again (what was there before is kept whole)" \
+        room = "; free some space, then run it again" \
             if e.errno == errno.ENOSPC and not isinstance(e, WriteFailed) else ""
         print(f"microgpt: error: {e.strerror or e}{where}{room}", file=sys.stderr)
         return 1

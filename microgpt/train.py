@@ -155,21 +155,26 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
 
     saved = [run.step]   # the step of the checkpoint in out_dir (0: none yet), for a write that fails
 
+    @contextlib.contextmanager
+    def writing(what: str):
+        """An OSError in the block (a full disk, a folder removed) as write_failed's one line."""
+        try:
+            yield
+        except OSError as e:
+            raise write_failed(e, what, out_dir, saved[0], run) from None
+
     def save() -> None:
         if rank == 0:
-            try:
+            with writing("metrics.jsonl"):
                 metrics.flush()
                 os.fsync(metrics.fileno())
-                run.params, run.state = engine.weights(), engine.state()
+            run.params, run.state = engine.weights(), engine.state()
+            with writing("the checkpoint"):   # durable.py leaves the last checkpoint whole
                 run.save(out_dir)
-            except OSError as e:   # durable.py left the last checkpoint whole
-                raise write_failed(e, "the checkpoint", out_dir, saved[0], run) from None
             saved[0] = run.step
 
-    try:
+    with writing("metrics.jsonl"):
         metrics = open_metrics(out_dir, run.step) if rank == 0 else open(os.devnull, "w")
-    except OSError as e:
-        raise write_failed(e, "metrics.jsonl", out_dir, saved[0], run) from None
     board = TensorBoardLog(out_dir, run.step) if log == "tensorboard" and rank == 0 else None
 
     def record(entry: dict) -> None:
@@ -198,10 +203,8 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
                     summary["val_loss"] = evaluate(engine, data, tcfg.batch_size)
                     record({"step": done, "val_loss": summary["val_loss"]})
                     progress.val(done, summary["val_loss"])
-                try:
+                with writing("metrics.jsonl"):
                     metrics.flush()
-                except OSError as e:
-                    raise write_failed(e, "metrics.jsonl", out_dir, saved[0], run) from None
                 # under torchrun a signal may reach one process only: all stop at the same step
                 signum = engine.largest_over_processes(interrupt.signum or 0) if world > 1 else interrupt.signum
                 stopping = bool(signum) or done == stop_after
