@@ -291,6 +291,30 @@ def test_torn_metrics_line_is_skipped_with_one_warning(tmp_path, reference):
     assert report.returncode == 0 and len(lines) == 1 and "skipped 1 line of" in lines[0], report.stderr
 
 
+# ---- bench ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_stops_bench_at_once(signum):
+    """bench's rows are training runs, whose signal handling ended the row in flight early; bench then went on
+    to the next row and printed its table, exit 0, with that row's loss from a shortened run. It now stops."""
+    proc = subprocess.Popen([sys.executable, "-m", "microgpt", "bench", "--engines", "scalar,numpy", "--steps", "1000000",
+                             "--batched-steps", "2", "--rounds", "1", "--scalar-steps", "1", "--json"], cwd=REPO, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stderr, selectors.EVENT_READ)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:   # the scalar row's progress line: the numpy row (a million steps) is next
+        assert sel.select(deadline - time.monotonic()), "bench printed no progress"
+        line = proc.stderr.readline()
+        assert line, "bench ended before its first row"
+        if "scalar" in line:
+            break
+    time.sleep(2)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum and out == "" and err.strip().splitlines()[-1] == "microgpt: interrupted", \
+        (proc.returncode, out[-500:], err[-2000:])
+
+
 # ---- a full disk -------------------------------------------------------------------------------------
 def test_a_full_disk_keeps_the_last_checkpoint_and_says_how_to_go_on(tmp_path, reference, monkeypatch, capsys):
     """ENOSPC in the second save, then in the resumed run's rewrite of metrics.jsonl (the write itself

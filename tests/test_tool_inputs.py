@@ -50,6 +50,31 @@ def test_trace_param_index_out_of_range_names_the_shape(spec, capsys):
         "so pick 0 <= row < 27 and 0 <= col < 16")
 
 
+def test_trace_json_never_replaces_what_it_did_not_write(tiny, tmp_path, capsys):
+    """--json wrote over any file in place, the run's checkpoint included (sample then called it corrupt), and
+    a Ctrl-C or a full disk mid-write left half a JSON file. It now refuses the checkpoint's name and any file
+    that is not a trace's JSON before tracing, and writes a temp file that it renames; tracing again into its
+    own file replaces it."""
+    import json
+    run = tmp_path / "run"
+    shutil.copytree(tiny, run)
+    before = (run / "checkpoint.safetensors").read_bytes()
+    assert usage_error(["trace", "emma", "--out", str(run), "--json", str(run / "checkpoint.safetensors")], capsys) == (
+        f"microgpt: error: --json {run / 'checkpoint.safetensors'}: checkpoint.safetensors is the name of a run's "
+        f"checkpoint, which the trace would replace; choose another name, e.g. --json trace.json")
+    mine = tmp_path / "notes.json"
+    mine.write_text('{"mine": 1}')
+    assert usage_error(["trace", "emma", "--out", str(run), "--json", str(mine)], capsys) == (
+        f"microgpt: error: --json {mine} exists and is not a trace's JSON; choose another file (nothing was written)")
+    assert (run / "checkpoint.safetensors").read_bytes() == before and mine.read_text() == '{"mine": 1}'
+    trace = tmp_path / "trace.json"
+    for doc in ("emma", "ava"):   # the second replaces the first: a file the trace wrote
+        assert main(["trace", doc, "--out", str(run), "--json", str(trace)]) == 0
+        assert json.loads(trace.read_text())["doc"] == doc
+    capsys.readouterr()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.json", "run", "trace.json"]   # no temp file
+
+
 # ---- conform --dump ---------------------------------------------------------------------------
 NUMBERS = "a number or non-empty lists of numbers nested as its shape"
 

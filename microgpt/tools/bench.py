@@ -48,7 +48,7 @@ from microgpt.data import EMBEDDED_NAMES
 from microgpt.errors import UsageError
 from microgpt.params import num_params
 from microgpt.run import Run
-from microgpt.train import train
+from microgpt.train import Stopped, train
 
 ADAM_FLOPS_PER_PARAM = 12   # m: 3 (2 mul, 1 add); v: 4; update: sqrt, add, div, mul, sub = 5
 C_PORT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -131,6 +131,8 @@ def measure(model: ModelConfig, row: dict, data: str | None,
         with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as f:
             dts = [json.loads(line)["dt"] for line in f if '"dt"' in line]
     gc.unfreeze()
+    if summary["signal"]:   # Ctrl-C or a kill: train stopped the row early; the bench stops, not the row alone
+        raise Stopped(summary["signal"])
     return dts, summary["loss"], summary["threads"]
 
 

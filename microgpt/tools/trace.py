@@ -15,9 +15,11 @@ same way, since every engine saves the same weights.
 
 import json
 import math
+import os
 import re
 import sys
 
+from microgpt import checkpoint, durable
 from microgpt.atomic import Value, gpt, softmax
 from microgpt.config import MODEL_FIELDS, ModelConfig, TrainConfig, flag, lr_at, to_dict
 from microgpt.data import add_max_data_argument
@@ -252,6 +254,26 @@ def print_trace(state, doc, result, args, out=None) -> None:
     print(f"p.data -= update: {before['params'][i]:+.8g} -> {a['params'][i]:+.8g}", file=out)
 
 
+JSON_START = b'{"doc": '   # how a trace's JSON file begins: json.dump keeps to_json's order, "doc" first
+
+
+def check_json_target(path: str) -> None:
+    """Refuse a --json file whose writing would lose something: a run's checkpoint, or anything that is not a
+    trace's JSON (re-tracing into an earlier trace's file replaces it)."""
+    if os.path.basename(path) == checkpoint.FILENAME:
+        raise UsageError(f"--json {path}: {checkpoint.FILENAME} is the name of a run's checkpoint, which the trace "
+                         f"would replace; choose another name, e.g. --json trace.json")
+    if os.path.lexists(path):
+        try:
+            with checkpoint.open_regular(path) as f:
+                ours = f.read(len(JSON_START)) == JSON_START
+        except (UsageError, OSError):
+            ours = False
+        if not ours:
+            raise UsageError(f"--json {path} exists and is not a trace's JSON; choose another file (nothing was "
+                             f"written)")
+
+
 def to_json(state, doc, result, args) -> dict:
     shapes = param_shapes(state.model)
     name, r, c = pick_param(state, result["grads"], args.param)
@@ -308,6 +330,8 @@ def run(args) -> int:
     if not 0 <= args.digits <= MAX_DIGITS:
         raise UsageError(f"--digits {args.digits} is out of range: pick 0 to {MAX_DIGITS} (a float64 holds about "
                          f"{MAX_DIGITS} significant digits; more decimals print nothing but noise)")
+    if args.json and args.json != "-":
+        check_json_target(args.json)
     model_flags = {k: getattr(args, k) for k in MODEL_FIELDS if getattr(args, k) is not None}
     if args.out:
         if model_flags or args.data:
@@ -330,8 +354,8 @@ def run(args) -> int:
             json.dump(data, sys.stdout)
             print()
             return 0
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(data, f)
+        text = json.dumps(data).encode("utf-8")
+        durable.replace_file(args.json, lambda f: f.write(text))   # a temp file, renamed: never half a file
     print_trace(state, args.doc, result, args)
     if args.json:
         print(f"\nwrote {args.json}")
