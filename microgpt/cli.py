@@ -121,7 +121,7 @@ def train_command(args) -> int:
     from microgpt import checkpoint, durable, engines
     from microgpt.explog import check_board_dir, summary_writer
     from microgpt.lock import RunLock
-    from microgpt.metrics import is_a_runs_log
+    from microgpt.metrics import check_regular, is_a_runs_log
     from microgpt.run import Run, check_out_dir
     from microgpt.engines.base import rank_and_world
     from microgpt.train import extension_note, train
@@ -158,6 +158,7 @@ def train_command(args) -> int:
         note = None
         if args.resume:
             run = Run.load(args.out)
+            check_regular(os.path.join(args.out, "metrics.jsonl"))   # before any output: it is read to resume
             saved = run.train
             run.train = resolve_resume(flags, run.model, run.train)
             if run.train.steps < run.step:
@@ -284,6 +285,9 @@ def refuse_empty(args, parser) -> None:
 
 
 def main(argv=None) -> int:
+    for stream in (sys.stdout, sys.stderr):   # a character the terminal's encoding lacks (PYTHONIOENCODING=ascii,
+        if hasattr(stream, "reconfigure"):   # LANG=C) prints as an escape, \xe9, not a UnicodeEncodeError
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     if argv and argv[0] in COMMANDS:

@@ -12,13 +12,16 @@ import json
 import os
 import sys
 
+from microgpt.errors import UsageError
+
 ROWS = ({"step", "loss", "lr"}, {"step", "val_loss"})  # the keys a training row and an evaluation row need
 
 
 def read_metrics(path: str, stream=None) -> list[dict]:
     """Every readable row of the file, in order; one warning for all the lines skipped."""
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return []
+    check_regular(path)
     rows, skipped = [], 0
     with open(path, "rb") as f:
         for line in f:
@@ -36,6 +39,14 @@ def read_metrics(path: str, stream=None) -> list[dict]:
         print(f"warning: skipped {skipped} line{'s' * (skipped > 1)} of {path} that {'are' if skipped > 1 else 'is'} "
               f"not a metrics row (torn by a killed run, or written by something else)", file=stream or sys.stderr)
     return rows
+
+
+def check_regular(path: str) -> None:
+    """A metrics.jsonl that is there must be a regular file: a FIFO would block its read, /dev/zero never end it,
+    and a link to nowhere would be written through."""
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise UsageError(f"{path} is not a regular file (a folder, pipe, device or broken link), so it is no run's "
+                         f"metrics; move it aside and run again")
 
 
 def is_row(row) -> bool:

@@ -69,6 +69,9 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
+PIPE_CLOSED = 13   # SIGPIPE's number: a run stopped as its stdout closed exits 128 + 13, as a shell reports a
+#                   process that a closed pipe killed
+
 # Ctrl-C, `kill`/Slurm pre-emption/`docker stop`, a closed terminal (no SIGHUP on Windows)
 STOP_SIGNALS = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]
 
@@ -185,6 +188,19 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
     progress = make_progress(tcfg.steps, log_every)
     summary = {"status": "done", "loss": None, "val_loss": None, "samples": [], "out": out_dir, "signal": None,
                "threads": engine.threads}
+    closed = []   # set when stdout's reader went away (`train | head`)
+
+    def show(report, *args) -> None:
+        """A progress line. If stdout's reader is gone, stdout becomes /dev/null and the run stops after this
+        step as at a signal, its checkpoint saved (Python would otherwise end with the run unsaved)."""
+        try:
+            report(*args)
+        except BrokenPipeError:
+            closed.append(True)
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError, AttributeError):   # a stdout with no file descriptor (a test's capture)
+                pass
     try:
         with _Interrupt(at_once=world == 1) as interrupt:
             for step in range(run.step, tcfg.steps):
@@ -197,28 +213,29 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
                 if not math.isfinite(loss):
                     raise UsageError(f"the loss became {loss} at step {done}; lower --lr (now {tcfg.lr})")
                 record({"step": done, "loss": loss, "lr": lr, "dt": dt})
-                progress.step(done, loss, lr, dt, sum(len(s) - 1 for s in seqs) * world)
+                show(progress.step, done, loss, lr, dt, sum(len(s) - 1 for s in seqs) * world)
                 summary["loss"] = loss
                 if data.val and (done % tcfg.eval_every == 0 or done == tcfg.steps):
                     summary["val_loss"] = evaluate(engine, data, tcfg.batch_size)
                     record({"step": done, "val_loss": summary["val_loss"]})
-                    progress.val(done, summary["val_loss"])
+                    show(progress.val, done, summary["val_loss"])
                 with writing("metrics.jsonl"):
                     metrics.flush()
                 # under torchrun a signal may reach one process only: all stop at the same step
                 signum = engine.largest_over_processes(interrupt.signum or 0) if world > 1 else interrupt.signum
-                stopping = bool(signum) or done == stop_after
+                stopping = bool(signum) or done == stop_after or bool(closed)
                 if stopping or done == tcfg.steps or done % tcfg.save_every == 0:
                     with interrupt.save_in_progress():
                         save()
                     signum = signum or (interrupt.signum if world == 1 else None)  # one came during the save
                     stopping = stopping or bool(signum)
-                if stopping and (done < tcfg.steps or signum):
+                if stopping and (done < tcfg.steps or signum or closed):
                     progress.close()
-                    why = f" by {signal.Signals(signum).name}" if signum else ""
-                    print(f"stopped{why} after step {done}: checkpoint saved in {out_dir}; "
-                          f"continue with: {run.resume_command(out_dir)}", flush=True)
-                    summary["status"], summary["signal"] = ("interrupted", signum) if signum else ("stopped", None)
+                    why = f" by {signal.Signals(signum).name}" if signum else " as stdout was closed" if closed else ""
+                    print(f"stopped{why} after step {done}: checkpoint saved in {out_dir}; continue with: "
+                          f"{run.resume_command(out_dir)}", file=sys.stderr if closed else sys.stdout, flush=True)
+                    summary["status"], summary["signal"] = ("interrupted", signum) if signum else \
+                        ("stopped", PIPE_CLOSED if closed else None)
                     return summary
     finally:
         metrics.close()

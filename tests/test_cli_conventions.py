@@ -174,3 +174,19 @@ def test_log_tensorboard_writes_the_metrics(tmp_path):
     assert scalars["train/loss"] == expect("loss") and len(scalars["train/loss"]) == 6
     assert scalars["train/lr"] == expect("lr")
     assert scalars["val/loss"] == expect("val_loss") and sorted(scalars["val/loss"]) == [3, 6]
+
+
+def test_characters_the_terminal_cannot_show_print_as_escapes(tmp_path):
+    """With an ASCII stdout (PYTHONIOENCODING=ascii, or LANG=C without UTF-8 coercion), sample, trace and
+    train died with a UnicodeEncodeError traceback on a run whose vocabulary has accented letters."""
+    data = tmp_path / "names.txt"
+    data.write_text("émile\nzoë\nrené\nchloé\nnoël\n", encoding="utf-8")
+    out = tmp_path / "run"
+    assert cli.main(["train", "--engine", "numpy", "--data", str(data), "--out", str(out), "--steps", "2",
+                     "--n-embd", "8", "--n-head", "2", "--samples", "0"]) == 0
+    ascii_out = {"PYTHONIOENCODING": "ascii"}
+    sample = run_cli("sample", "--out", out, "--num", "2", "--prompt", "é", env=ascii_out, timeout=120)
+    assert sample.returncode == 0 and sample.stderr == "", sample.stderr
+    assert [line.split(": ", 1)[1][:4] for line in sample.stdout.splitlines()] == ["\\xe9", "\\xe9"]
+    trace = run_cli("trace", "ë", "--out", out, env=ascii_out, timeout=120)
+    assert trace.returncode == 0 and "'\\xeb'" in trace.stdout and trace.stderr == "", trace.stderr

@@ -291,6 +291,27 @@ def test_torn_metrics_line_is_skipped_with_one_warning(tmp_path, reference):
     assert report.returncode == 0 and len(lines) == 1 and "skipped 1 line of" in lines[0], report.stderr
 
 
+# ---- a closed stdout ------------------------------------------------------------------------------------
+def test_a_closed_stdout_stops_the_run_with_its_checkpoint_saved(tmp_path, reference):
+    """`train | head`: when the reader goes, the run ended at its next progress line with exit 0, no
+    message and no checkpoint. It now stops as at a signal: the checkpoint saved, a line on stderr with the
+    command that continues, exit 141 (128 + SIGPIPE, as a shell reports it); continued, it is exact."""
+    out = tmp_path / "run"
+    proc = start(out)
+    for _ in range(5):   # the header, then a step or two
+        assert proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141, err
+    step = saved_step(out)
+    assert 0 < step < STEPS
+    assert err.strip().splitlines()[-1] == (f"stopped as stdout was closed after step {step}: checkpoint saved in "
+                                            f"{out}; continue with: microgpt train --out {out} --resume")
+    done = run_cli("train", "--out", out, "--resume", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert same_run(out, reference)
+
+
 # ---- bench ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_signal_stops_bench_at_once(signum):

@@ -221,3 +221,31 @@ def test_a_full_disk_under_any_command_says_to_free_space(tiny, tmp_path, monkey
     err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("report [")]
     assert err == ["microgpt: error: No space left on device; free some space, then run it again"]
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint.safetensors", "metrics.jsonl"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder", "broken link"])
+def test_a_metrics_file_that_is_no_file_is_one_line_not_a_hang(tiny, tmp_path, kind, capsys):
+    """metrics.jsonl as a FIFO blocked a resume forever, and as a link to /dev/zero read until memory ran out
+    (then blamed the model's size); report read it too."""
+    import os
+    run = tmp_path / "run"
+    shutil.copytree(tiny, run)
+    metrics = run / "metrics.jsonl"
+    metrics.unlink()
+    if kind == "fifo":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("no FIFOs on this system")
+        os.mkfifo(metrics)
+    elif kind == "device":
+        if not os.path.exists("/dev/zero"):
+            pytest.skip("no /dev/zero on this system")
+        metrics.symlink_to("/dev/zero")
+    elif kind == "folder":
+        metrics.mkdir()
+    else:
+        metrics.symlink_to(tmp_path / "nowhere")
+    want = (f"microgpt: error: {metrics} is not a regular file (a folder, pipe, device or broken link), so it is "
+            f"no run's metrics; move it aside and run again")
+    assert usage_error(["train", "--out", str(run), "--resume", "--steps", "7"], capsys) == want
+    pytest.importorskip("matplotlib", reason="report draws with matplotlib")
+    assert usage_error(["report", "--out", str(run)], capsys) == want

@@ -147,3 +147,29 @@ def test_unicode_config_equals_atomic(tmp_path):
     work.mkdir()
     dump = atomic_dump(str(out), work, config="unicode")
     check_against_dump(str(folder), dump)
+
+
+def test_vectors_never_write_into_a_folder_of_the_users(tmp_path):
+    """--out wrote into any folder, over files of the same names (a user's default/rng.json was replaced in
+    seconds). A non-empty folder that holds anything but vectors is now refused before any work; an empty one,
+    one with our manifest, or one left by a stopped run (config folders of vector files, a killed write's
+    .tmp) is still written."""
+    mine = tmp_path / "mine"
+    (mine / "default").mkdir(parents=True)
+    (mine / "default" / "notes.txt").write_text("kept")
+    (tmp_path / "top").mkdir()
+    (tmp_path / "top" / "notes.txt").write_text("kept")
+    for folder in (mine, tmp_path / "top"):
+        result = run_cli("vectors", "--out", folder, "--configs", "block8")
+        assert (result.returncode, result.stdout) == (2, ""), result.stderr
+        assert result.stderr == (f"microgpt: error: --out {folder} is a non-empty folder that is not microgpt's "
+                                 f"vectors; give a new or empty folder, so that nothing of yours is overwritten\n")
+    assert [p.name for p in mine.rglob("*")] == ["default", "notes.txt"]
+    assert (mine / "default" / "notes.txt").read_text() == "kept"
+    stopped = tmp_path / "stopped"
+    (stopped / "block8").mkdir(parents=True)
+    for name in ("config.json", "rng.json", "init.safetensors.123.ab12cd34.tmp"):
+        (stopped / "block8" / name).write_text("")
+    assert vec.holds_only_vectors(str(stopped)) and vec.holds_only_vectors(str(tmp_path / "new"))
+    (stopped / "block8" / "notes.txt").write_text("")
+    assert not vec.holds_only_vectors(str(stopped))

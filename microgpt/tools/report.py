@@ -51,10 +51,7 @@ def need_matplotlib():
 
 def read_metrics(out_dir: str) -> tuple[list[dict], list[dict]]:
     """(training rows {step, loss, lr, dt}, validation rows {step, val_loss}) from metrics.jsonl."""
-    path = os.path.join(out_dir, "metrics.jsonl")
-    if not os.path.isfile(path):  # none, or not a regular file (a FIFO would block)
-        return [], []
-    rows = metrics.read_metrics(path)
+    rows = metrics.read_metrics(os.path.join(out_dir, "metrics.jsonl"))   # [] when there is none
     return [r for r in rows if "loss" in r], [r for r in rows if "val_loss" in r]
 
 

@@ -261,6 +261,16 @@ FILES = ("config.json", "rng.json", "tokens.json", "init.safetensors", "forward.
          "adam.safetensors", "losses.json", "samples.json", "final.safetensors")  # every config has them
 
 
+def holds_only_vectors(out: str) -> bool:
+    """Whether writing vectors into `out` replaces nothing but vectors: it is missing or empty, has our
+    manifest.json, or holds only config folders of vector files (a run stopped before its manifest)."""
+    if not os.path.isdir(out) or os.path.exists(os.path.join(out, "manifest.json")):
+        return True
+    ours = lambda file: file in FILES or file == "input.txt" or file.endswith(".tmp")   # .tmp: a killed write's
+    return all(name in CONFIGS and os.path.isdir(os.path.join(out, name))
+               and all(map(ours, os.listdir(os.path.join(out, name)))) for name in os.listdir(out))
+
+
 def read_manifest(out: str) -> dict | None:
     """DIR/manifest.json, checked: {"configs": [names], "files": {relative path: SHA-256}, ...}; None when
     DIR has none. A damaged one is a one-line error that says to write the vectors again."""
@@ -333,6 +343,9 @@ def run(args) -> int:
         raise UsageError(f"unknown config {unknown[0]!r}; choose from: {', '.join(CONFIGS)}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"--out {args.out} is a file; give a directory for the vectors")
+    if not holds_only_vectors(args.out):
+        raise UsageError(f"--out {args.out} is a non-empty folder that is not microgpt's vectors; give a new or empty "
+                         f"folder, so that nothing of yours is overwritten")
     os.makedirs(args.out, exist_ok=True)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     for name in names:
