@@ -15,3 +15,15 @@ def load(path: str):
     """A trained model from a run's directory or an exported file: see microgpt/api.py."""
     from microgpt.api import load as load_model  # imported on use: `import microgpt` stays light
     return load_model(path)
+
+
+def run_cli() -> int:
+    """The `microgpt` command and `python -m microgpt`: cli.main, with a Ctrl-C while the command line's modules
+    load (before cli.main can catch it) ending as one does at any other time, in one line."""
+    try:
+        from microgpt.cli import main
+    except KeyboardInterrupt:
+        import sys
+        print("microgpt: interrupted", file=sys.stderr)
+        return 130
+    return main()

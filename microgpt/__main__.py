@@ -1,5 +1,5 @@
 """`python -m microgpt ...`: the same as the installed `microgpt` command."""
 
-from microgpt.cli import main
+from microgpt import run_cli
 
-raise SystemExit(main())
+raise SystemExit(run_cli())

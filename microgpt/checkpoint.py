@@ -56,6 +56,14 @@ MAX_HEADER_BYTES = 16 * 2**20  # the JSON header: names, shapes, offsets, config
 STATE_PREFIXES = ("adam.m.", "adam.v.", "muon.momentum.", "ema.trained.")  # engines' state: <prefix><param>
 
 
+def refuse_broken_link(out_dir: str) -> None:
+    """--out as a symbolic link that leads nowhere (a loop, or a target since removed) is named as such: every
+    later step would otherwise blame something else (no checkpoint there; cannot make it: File exists)."""
+    if os.path.islink(out_dir) and not os.path.exists(out_dir):
+        raise UsageError(f"--out {out_dir} is a symbolic link that leads nowhere (a loop, or a missing target); "
+                         f"remove or mend the link, or choose another --out")
+
+
 def load(out_dir: str, with_state: bool = True) -> dict:
     """The saved fields: model, train, chars, step, rng_state, data_info, params, state.
 
@@ -69,6 +77,7 @@ def load(out_dir: str, with_state: bool = True) -> dict:
     if os.path.isfile(out_dir):   # e.g. the checkpoint itself, or an export
         raise UsageError(f"--out {out_dir} is a file; give the run's directory (the folder holding {FILENAME}), "
                          f"e.g. --out {os.path.dirname(out_dir) or '.'}")
+    refuse_broken_link(out_dir)
     if not os.path.lexists(path):
         raise UsageError(f"no checkpoint at {path}; train one first with: microgpt train --out {out_dir}")
     with open_regular(path) as f:

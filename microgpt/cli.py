@@ -288,12 +288,12 @@ def main(argv=None) -> int:
     for stream in (sys.stdout, sys.stderr):   # a character the terminal's encoding lacks (PYTHONIOENCODING=ascii,
         if hasattr(stream, "reconfigure"):   # LANG=C) prints as an escape, \xe9, not a UnicodeEncodeError
             stream.reconfigure(errors="backslashreplace")
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    if argv and argv[0] in COMMANDS:
-        parser.help_hint = f"microgpt {argv[0]} --help"
-    args = parser.parse_args(argv)
     try:
+        parser = build_parser()   # (it imports the commands' modules: a Ctrl-C may land here too)
+        if argv and argv[0] in COMMANDS:
+            parser.help_hint = f"microgpt {argv[0]} --help"
+        args = parser.parse_args(argv)
         refuse_empty(args, parser.commands[args.command])
         if getattr(args, "config", None):  # the file's flags first, so that explicit ones override them
             at = argv.index(args.command) + 1

@@ -104,6 +104,8 @@ def size_words(size: int) -> str:
 
 
 def decode_text(raw: bytes, path: str) -> str:
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):   # a UTF-16 byte-order mark (its text is full of NUL bytes)
+        raise UsageError(f"{path} is UTF-16 text; re-save it as UTF-8")
     if b"\x00" in raw:
         raise UsageError(f"{path} looks binary (it has NUL bytes); give a UTF-8 text file")
     try:

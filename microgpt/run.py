@@ -119,8 +119,10 @@ class Run:
             lines.append(f"num chars: {self.data.num_chars}")
         lines.append(f"vocab size: {self.tokenizer.vocab_size}")
         if self.data is not None and self.data.num_cut:
-            lines.append(f"note: {self.data.num_cut} documents are longer than the block ({self.model.block_size} "
-                         f"tokens after BOS) and were cut to fit; raise --block-size to keep them whole")
+            cut = self.data.num_cut
+            lines.append(f"note: {cut} document{' is' if cut == 1 else 's are'} longer than the block "
+                         f"({self.model.block_size} tokens after BOS) and {'was' if cut == 1 else 'were'} cut to fit; "
+                         f"raise --block-size to keep {'it' if cut == 1 else 'them'} whole")
         lines.append(f"num params: {num_params(self.model)}")
         return lines
 
@@ -150,6 +152,7 @@ def check_out_dir(out_dir: str) -> None:
     set-up is valid, so a start refused before then leaves no trace."""
     if not out_dir:
         raise UsageError("--out is empty; give a directory for the checkpoint, e.g. --out runs/names")
+    checkpoint.refuse_broken_link(out_dir)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UsageError(f"--out {out_dir} is a file, not a directory; give a directory (it is made if missing)")
     missing = missing_folders(out_dir)

@@ -56,7 +56,12 @@ def open_metrics(out_dir: str, start_step: int):
     os.makedirs(out_dir, exist_ok=True)
     if start_step == 0 or not os.path.exists(path):
         return open(path, "w", encoding="utf-8")
-    kept = "".join(json.dumps(row) + "\n" for row in read_metrics(path) if row["step"] <= start_step)
+    rows = [row for row in read_metrics(path) if row["step"] <= start_step]
+    last = max((row["step"] for row in rows if "loss" in row), default=0)
+    if last < start_step:   # a checkpoint copied in from another run, or a log cut short by hand
+        print(f"warning: {path} ends at step {last}, but the checkpoint is at step {start_step}: the log lacks steps "
+              f"{last + 1} to {start_step} (is the checkpoint from another run?)", file=sys.stderr)
+    kept = "".join(json.dumps(row) + "\n" for row in rows)
     durable.replace_file(path, lambda f: f.write(kept.encode("utf-8")))
     return open(path, "a", encoding="utf-8")
 

@@ -34,7 +34,21 @@ def test_long_documents_are_cut_and_counted(tmp_path):
     out = run_cli("train", "--data", data, "--steps", 2, "--samples", 0, "--out", tmp_path / "r")
     assert out.returncode == 0, out.stderr
     # block 16 holds BOS + 15 characters + BOS: the 40- and 16-character documents lose tokens
-    assert "note: 2 documents are longer than the block" in out.stdout
+    assert "note: 2 documents are longer than the block (16 tokens after BOS) and were cut to fit" in out.stdout
+    data.write_text("short\n" + "x" * 40 + "\n")
+    out = run_cli("train", "--data", data, "--steps", 2, "--samples", 0, "--out", tmp_path / "one")
+    assert "note: 1 document is longer than the block (16 tokens after BOS) and was cut to fit; raise " \
+           "--block-size to keep it whole" in out.stdout
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
+def test_a_utf16_file_is_named_as_such(tmp_path, encoding):
+    """It got "looks binary (it has NUL bytes)", though re-saving it as UTF-8 is all it needs."""
+    data = tmp_path / "names.txt"
+    data.write_bytes(("\ufeff" if encoding == "utf-16-be" else "").encode(encoding) + "ann\nbo\n".encode(encoding))
+    out = run_cli("train", "--data", data, "--steps", 2, "--out", tmp_path / "r")
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == f"microgpt: error: {data} is UTF-16 text; re-save it as UTF-8\n"
 
 
 def test_corrupt_checkpoint_is_not_overwritten_by_train(files):

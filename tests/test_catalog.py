@@ -358,8 +358,9 @@ CATALOG = {
         "report a missing checkpoint": (["report", "--out", "{d}/none"], "no checkpoint"),
         "export onto the run's checkpoint": (["export", "--out", "{d}/ok", "--to", "{d}/ok/checkpoint.safetensors"],
                                              "is the name of a run's checkpoint"),
-        "trace --json into a missing folder": (["trace", "emma", "--json", "{d}/no_folder/t.json"], "No such file", 1),
-        "trace --json onto a directory": (["trace", "emma", "--json", "{d}"], "Is a directory", 1),
+        "trace --json into a missing folder": (["trace", "emma", "--json", "{d}/no_folder/t.json"],
+                                               "t.json: No such file or directory; choose a folder that exists"),
+        "trace --json onto a directory": (["trace", "emma", "--json", "{d}"], "exists and is not a trace's JSON"),
     },
     "divergence": {
         "scalar engine": ([*T, "--lr", "1e5", "--steps", "20"], "diverged"),

@@ -131,3 +131,17 @@ def test_sample_command_repeats_training_samples(tmp_path, data_file):
               for _ in range(2)]
     assert seeded[0].stdout == seeded[1].stdout
     assert all(s.startswith("a") for s in parse_run(seeded[0].stdout)["samples"])
+
+
+def test_a_checkpoint_the_log_does_not_reach_is_warned_about(tmp_path, data_file, capsys):
+    """A checkpoint copied in from another run (step 8 of seed 7) beside a log that ends at step 4 resumed
+    without a word, leaving a log of two runs with steps 5 to 8 missing. The resume now warns, once."""
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    train(model(), quick(steps=4), data_file, a)
+    train(model(), quick(steps=8, seed=7), data_file, b)
+    os.replace(checkpoint.path_in(b), checkpoint.path_in(a))
+    capsys.readouterr()
+    train(model(), quick(steps=10), data_file, a, resume=True)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
+    assert warnings == [f"warning: {a}/metrics.jsonl ends at step 4, but the checkpoint is at step 8: the log lacks "
+                        f"steps 5 to 8 (is the checkpoint from another run?)"]

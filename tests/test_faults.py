@@ -291,6 +291,29 @@ def test_torn_metrics_line_is_skipped_with_one_warning(tmp_path, reference):
     assert report.returncode == 0 and len(lines) == 1 and "skipped 1 line of" in lines[0], report.stderr
 
 
+# ---- Ctrl-C while the command starts --------------------------------------------------------------------
+def test_ctrl_c_while_the_command_line_loads_is_one_line(monkeypatch, capsys):
+    """The parser imports every command's module before cli.main's handlers were in place: a Ctrl-C in that
+    first moment (seconds where torch loads) printed a KeyboardInterrupt traceback."""
+    import microgpt
+    from microgpt import cli
+
+    class Interrupting:   # a Ctrl-C landing while microgpt.cli is imported
+        def find_spec(self, name, path=None, target=None):
+            if name == "microgpt.cli":
+                raise KeyboardInterrupt
+    monkeypatch.delitem(sys.modules, "microgpt.cli")
+    monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
+    assert microgpt.run_cli() == 130
+    assert capsys.readouterr().err == "microgpt: interrupted\n"
+    monkeypatch.undo()
+
+    def interrupted():   # ... or while the parser imports the commands' modules
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["sample"]) == 130 and capsys.readouterr().err == "microgpt: interrupted\n"
+
+
 # ---- a closed stdout ------------------------------------------------------------------------------------
 def test_a_closed_stdout_stops_the_run_with_its_checkpoint_saved(tmp_path, reference):
     """`train | head`: when the reader goes, the run ended at its next progress line with exit 0, no

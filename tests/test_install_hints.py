@@ -55,7 +55,7 @@ def printed_strings(path: str) -> list[str]:
 def test_the_distribution_is_ours_and_keeps_the_command_and_the_import_name():
     meta = project()
     assert meta["name"] == DISTRIBUTION == "microgpt-atomic"
-    assert meta["scripts"]["microgpt"] == "microgpt.cli:main"
+    assert meta["scripts"]["microgpt"] == "microgpt:run_cli"
     assert importlib.util.find_spec("microgpt") is not None
 
 

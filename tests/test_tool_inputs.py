@@ -249,3 +249,39 @@ def test_a_metrics_file_that_is_no_file_is_one_line_not_a_hang(tiny, tmp_path, k
     assert usage_error(["train", "--out", str(run), "--resume", "--steps", "7"], capsys) == want
     pytest.importorskip("matplotlib", reason="report draws with matplotlib")
     assert usage_error(["report", "--out", str(run)], capsys) == want
+
+
+def test_export_refuses_weights_float32_cannot_hold(tiny, tmp_path, capsys):
+    """A float64 weight past float32's range (1e300) was exported as inf without a word; the checkpoint
+    loader refuses inf, so the export made a file microgpt itself would not load."""
+    from microgpt.run import Run
+    from microgpt.tensor import Tensor
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny, run_dir)
+    run = Run.load(str(run_dir))
+    wte = run.params["wte"]
+    run.params["wte"] = Tensor.from_floats(wte.shape, [1e300] + wte.to_floats()[1:], wte.dtype)
+    run.save(str(run_dir))
+    to = tmp_path / "export" / "model.safetensors"
+    assert usage_error(["export", "--out", str(run_dir), "--to", str(to)], capsys) == (
+        "microgpt: error: wte holds values beyond float32's range, which the export would write as inf; export "
+        "with --dtype float64 (nothing was written)")
+    assert not to.parent.exists()
+    assert main(["export", "--out", str(run_dir), "--to", str(to), "--dtype", "float64"]) == 0
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "trace", "export"])
+@pytest.mark.parametrize("link", ["loop", "dangling"])
+def test_an_out_that_is_a_link_to_nowhere_is_named(tmp_path, command, link, capsys):
+    """sample said "no checkpoint; train one first with: microgpt train --out LINK", and that train then
+    failed with "File exists"."""
+    out = tmp_path / "lA"
+    if link == "loop":
+        out.symlink_to(tmp_path / "lB")
+        (tmp_path / "lB").symlink_to(out)
+    else:
+        out.symlink_to(tmp_path / "gone")
+    more = {"train": ["--steps", "2"], "trace": ["emma"], "export": ["--to", str(tmp_path / "x.safetensors")]}
+    assert usage_error([command, "--out", str(out), *more.get(command, [])], capsys) == (
+        f"microgpt: error: --out {out} is a symbolic link that leads nowhere (a loop, or a missing target); remove "
+        f"or mend the link, or choose another --out")

@@ -46,6 +46,30 @@ def test_build_refuses_a_directory_of_other_files(tmp_path):
     assert (tmp_path / "mine.txt").read_text() == "keep me"
 
 
+def test_a_build_the_disk_cannot_hold_leaves_nothing_and_can_run_again(tmp_path, monkeypatch):
+    """A full disk mid-build named our own source file as the culprit and left half a site without its
+    manifest, which the next build refused as "not a microgpt site". A new folder is now left empty."""
+    import errno
+    import shutil
+    copy, calls = shutil.copyfile, []
+
+    def copy_until_full(src, dst, *args, **kwargs):
+        calls.append(dst)
+        if len(calls) > 5:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), src)
+        return copy(src, dst, *args, **kwargs)
+    monkeypatch.setattr(shutil, "copyfile", copy_until_full)
+    site = tmp_path / "site"
+    with pytest.raises(web.UsageError) as refused:
+        web.build(str(site))
+    assert str(refused.value) == (f"cannot write the site into --build {site} (No space left on device); free some "
+                                  f"space or choose another folder (nothing was left there)")
+    assert list(site.iterdir()) == []
+    monkeypatch.setattr(shutil, "copyfile", copy)   # room again: the same command builds the site
+    web.build(str(site))
+    assert (site / "manifest.json").is_file()
+
+
 def test_build_without_the_local_pyodide_loads_the_cdn_build_of_the_pinned_version(tmp_path, monkeypatch):
     monkeypatch.setattr(web, "LOCAL_PYODIDE", str(tmp_path / "absent"))
     web.build(str(tmp_path / "site"))

@@ -15,6 +15,7 @@ characters and BOS id, the data mode. Load both with `microgpt.load(FILE)`, or b
 
 import errno
 import json
+import math
 import os
 from dataclasses import asdict
 
@@ -79,6 +80,10 @@ def export(out_dir: str, to: str, dtype: str = "float32") -> tuple[str, str]:
     run = Run.load(out_dir)
     weights = {name: t if t.dtype == DTYPES[dtype] else Tensor.from_floats(t.shape, t.to_floats(), DTYPES[dtype])
                for name, t in run.params.items()}
+    for name, t in weights.items():   # float64 weights past float32's range would become inf
+        if not all(map(math.isfinite, t.to_floats())):
+            raise UsageError(f"{name} holds values beyond {dtype}'s range, which the export would write as inf; "
+                             f"export with --dtype float64 (nothing was written)")
     config = {"architecture": "microgpt", **{k: v for k, v in asdict(run.model).items() if k in MODEL_KEYS},
               "chars": run.tokenizer.chars, "bos_token_id": run.tokenizer.bos, "data_mode": run.train.data_mode,
               "temperature": run.train.temperature, "torch_dtype": dtype, "weights": os.path.basename(to),

@@ -13,6 +13,7 @@ variables they bind and the code column is atomic.py's source. A checkpoint of a
 same way, since every engine saves the same weights.
 """
 
+import errno
 import json
 import math
 import os
@@ -355,7 +356,12 @@ def run(args) -> int:
             print()
             return 0
         text = json.dumps(data).encode("utf-8")
-        durable.replace_file(args.json, lambda f: f.write(text))   # a temp file, renamed: never half a file
+        try:
+            durable.replace_file(args.json, lambda f: f.write(text))   # a temp file, renamed: never half a file
+        except OSError as e:
+            fix = {errno.ENOSPC: "free some space, or choose another folder",
+                   errno.ENOENT: "choose a folder that exists"}.get(e.errno, "choose a folder you can write to")
+            raise UsageError(f"cannot write --json {args.json}: {e.strerror}; {fix} (nothing was replaced)") from None
     print_trace(state, args.doc, result, args)
     if args.json:
         print(f"\nwrote {args.json}")

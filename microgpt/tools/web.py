@@ -59,6 +59,24 @@ def build(site: str, link: bool = False) -> str:
     if os.path.isdir(site) and os.listdir(site) and not os.path.exists(os.path.join(site, "manifest.json")):
         raise UsageError(f"--build {site} is a non-empty directory that is not a microgpt site; "
                          f"give a new or empty directory, so that nothing of yours is overwritten")
+    fresh = not os.path.isdir(site) or not os.listdir(site)   # then a failed build leaves nothing there
+    try:
+        return write_site(site, link)
+    except OSError as e:
+        if fresh:
+            for name in os.listdir(site) if os.path.isdir(site) else []:
+                path = os.path.join(site, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
+        left = "nothing was left there" if fresh else "run it again to finish the site"
+        raise UsageError(f"cannot write the site into --build {site} ({e.strerror or e}); free some space or choose "
+                         f"another folder ({left})") from None
+
+
+def write_site(site: str, link: bool) -> str:
+    """build's writing: the page, our Python sources, Pyodide (or its CDN address), and manifest.json last."""
     os.makedirs(site, exist_ok=True)
     for name in PAGE_FILES:
         shutil.copyfile(os.path.join(PAGE, name), os.path.join(site, name))
