@@ -56,6 +56,17 @@ MAX_HEADER_BYTES = 16 * 2**20  # the JSON header: names, shapes, offsets, config
 STATE_PREFIXES = ("adam.m.", "adam.v.", "muon.momentum.", "ema.trained.")  # engines' state: <prefix><param>
 
 
+def check_output_name(path: str, flag: str, writer: str, kind: str, ours, example: str) -> None:
+    """Refuse an output file (export's --to, trace's --json) whose writing would lose something: one named as a
+    run's checkpoint, or an existing file that ours(path) does not know as an earlier output of this `kind`
+    (that one is replaced: writing again after more training)."""
+    if os.path.basename(path) == FILENAME:
+        raise UsageError(f"{flag} {path}: {FILENAME} is the name of a run's checkpoint, which {writer} would replace; "
+                         f"choose another name, e.g. {flag} {example}")
+    if os.path.lexists(path) and not ours(path):
+        raise UsageError(f"{flag} {path} exists and is not {kind}; choose another file (nothing was written)")
+
+
 def refuse_broken_link(out_dir: str) -> None:
     """--out as a symbolic link that leads nowhere (a loop, or a target since removed) is named as such: every
     later step would otherwise blame something else (no checkpoint there; cannot make it: File exists)."""

@@ -8,6 +8,7 @@ two writers never share one), is flushed and fsynced, renamed over the target (a
 Windows), and then the directory is fsynced so that the rename itself survives a power cut.
 """
 
+import errno
 import glob
 import os
 import secrets
@@ -32,6 +33,15 @@ def replace_file(path: str, write) -> None:
             os.remove(tmp)
         raise
     fsync_dir(os.path.dirname(path) or ".")
+
+
+def why_not_written(e: OSError) -> str:
+    """A failed write in words, "<what happened>; <what to do>", for a file the user named."""
+    if isinstance(e, (FileExistsError, NotADirectoryError)):
+        return "a file stands where its path needs a folder; choose a folder you can write to"
+    fix = {errno.ENOSPC: "free some space, or choose another folder",
+           errno.ENOENT: "choose a folder that exists"}.get(e.errno, "choose a folder you can write to")
+    return f"{e.strerror or e}; {fix}"
 
 
 def fsync_dir(directory: str) -> None:

@@ -161,7 +161,7 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
     if run.step and rank == 0:
         print(f"resuming from step {run.step} of {tcfg.steps}", flush=True)
 
-    saved = [run.step]   # the step of the checkpoint in out_dir (0: none yet), for a write that fails
+    saved_step = run.step   # the step of the checkpoint in out_dir (0: none yet), for a write that fails
 
     @contextlib.contextmanager
     def writing(what: str):
@@ -169,9 +169,10 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
         try:
             yield
         except OSError as e:
-            raise write_failed(e, what, out_dir, saved[0], run) from None
+            raise write_failed(e, what, out_dir, saved_step, run) from None
 
     def save() -> None:
+        nonlocal saved_step
         if rank == 0:
             with writing("metrics.jsonl"):
                 metrics.flush()
@@ -179,7 +180,7 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
             run.params, run.state = engine.weights(), engine.state()
             with writing("the checkpoint"):   # durable.py leaves the last checkpoint whole
                 run.save(out_dir)
-            saved[0] = run.step
+            saved_step = run.step
 
     with writing("metrics.jsonl"):
         metrics = open_metrics(out_dir, run.step) if rank == 0 else open(os.devnull, "w")
@@ -193,15 +194,16 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
     progress = make_progress(tcfg.steps, log_every)
     summary = {"status": "done", "loss": None, "val_loss": None, "samples": [], "out": out_dir, "signal": None,
                "threads": engine.threads}
-    closed = []   # set when stdout's reader went away (`train | head`)
+    stdout_closed = False   # stdout's reader went away (`train | head`)
 
     def show(report, *args) -> None:
         """A progress line. If stdout's reader is gone, stdout becomes /dev/null and the run stops after this
         step as at a signal, its checkpoint saved (Python would otherwise end with the run unsaved)."""
+        nonlocal stdout_closed
         try:
             report(*args)
         except BrokenPipeError:
-            closed.append(True)
+            stdout_closed = True
             try:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             except (OSError, ValueError, AttributeError):   # a stdout with no file descriptor (a test's capture)
@@ -228,19 +230,21 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
                     metrics.flush()
                 # under torchrun a signal may reach one process only: all stop at the same step
                 signum = engine.largest_over_processes(interrupt.signum or 0) if world > 1 else interrupt.signum
-                stopping = bool(signum) or done == stop_after or bool(closed)
+                stopping = bool(signum) or done == stop_after or stdout_closed
                 if stopping or done == tcfg.steps or done % tcfg.save_every == 0:
                     with interrupt.save_in_progress():
                         save()
                     signum = signum or (interrupt.signum if world == 1 else None)  # one came during the save
                     stopping = stopping or bool(signum)
-                if stopping and (done < tcfg.steps or signum or closed):
+                if stopping and (done < tcfg.steps or signum or stdout_closed):
                     progress.close()
-                    why = f" by {signal.Signals(signum).name}" if signum else " as stdout was closed" if closed else ""
+                    why = f" by {signal.Signals(signum).name}" if signum else \
+                        " as stdout was closed" if stdout_closed else ""
                     print(f"stopped{why} after step {done}: checkpoint saved in {out_dir}; continue with: "
-                          f"{run.resume_command(out_dir)}", file=sys.stderr if closed else sys.stdout, flush=True)
+                          f"{run.resume_command(out_dir)}", file=sys.stderr if stdout_closed else sys.stdout,
+                          flush=True)
                     summary["status"], summary["signal"] = ("interrupted", signum) if signum else \
-                        ("stopped", PIPE_CLOSED if closed else None)
+                        ("stopped", PIPE_CLOSED if stdout_closed else None)
                     return summary
     finally:
         metrics.close()

@@ -13,7 +13,6 @@ characters and BOS id, the data mode. Load both with `microgpt.load(FILE)`, or b
     model.load_state_dict(safetensors.torch.load_file("names.safetensors"))
 """
 
-import errno
 import json
 import math
 import os
@@ -61,11 +60,7 @@ def check_target(to: str) -> None:
     replaced (exporting again after more training)."""
     if not to.endswith(".safetensors"):
         raise UsageError(f"--to {to} should name a .safetensors file, e.g. --to model.safetensors")
-    if os.path.basename(to) == checkpoint.FILENAME:
-        raise UsageError(f"--to {to}: {checkpoint.FILENAME} is the name of a run's checkpoint, which an export "
-                         f"would replace; choose another name, e.g. --to model.safetensors")
-    if os.path.lexists(to) and not is_export(to):
-        raise UsageError(f"--to {to} exists and is not an export; choose another file (nothing was written)")
+    checkpoint.check_output_name(to, "--to", "an export", "an export", is_export, "model.safetensors")
     cfg_path = config_path(to)
     if os.path.lexists(cfg_path) and export_weights_name(cfg_path) != os.path.basename(to):
         other = export_weights_name(cfg_path)
@@ -94,11 +89,7 @@ def export(out_dir: str, to: str, dtype: str = "float32") -> tuple[str, str]:
         checkpoint.write_safetensors(to, weights, {"format": "pt", "microgpt": json.dumps(config)})   # atomically
         durable.replace_file(cfg_path, lambda f: f.write((json.dumps(config, indent=2) + "\n").encode("utf-8")))
     except OSError as e:
-        why = "a file stands where its path needs a folder" if isinstance(e, (FileExistsError, NotADirectoryError)) \
-            else e.strerror
-        fix = "free some space, or choose another folder" if e.errno == errno.ENOSPC \
-            else "choose a folder you can write to"
-        raise UsageError(f"cannot write --to {to}: {why}; {fix} (nothing was replaced)") from None
+        raise UsageError(f"cannot write --to {to}: {durable.why_not_written(e)} (nothing was replaced)") from None
     return to, cfg_path
 
 

@@ -13,7 +13,6 @@ variables they bind and the code column is atomic.py's source. A checkpoint of a
 same way, since every engine saves the same weights.
 """
 
-import errno
 import json
 import math
 import os
@@ -258,21 +257,13 @@ def print_trace(state, doc, result, args, out=None) -> None:
 JSON_START = b'{"doc": '   # how a trace's JSON file begins: json.dump keeps to_json's order, "doc" first
 
 
-def check_json_target(path: str) -> None:
-    """Refuse a --json file whose writing would lose something: a run's checkpoint, or anything that is not a
-    trace's JSON (re-tracing into an earlier trace's file replaces it)."""
-    if os.path.basename(path) == checkpoint.FILENAME:
-        raise UsageError(f"--json {path}: {checkpoint.FILENAME} is the name of a run's checkpoint, which the trace "
-                         f"would replace; choose another name, e.g. --json trace.json")
-    if os.path.lexists(path):
-        try:
-            with checkpoint.open_regular(path) as f:
-                ours = f.read(len(JSON_START)) == JSON_START
-        except (UsageError, OSError):
-            ours = False
-        if not ours:
-            raise UsageError(f"--json {path} exists and is not a trace's JSON; choose another file (nothing was "
-                             f"written)")
+def is_trace_json(path: str) -> bool:
+    """Whether the file at `path` begins as a trace's JSON does (a regular file only: never a FIFO's read)."""
+    try:
+        with checkpoint.open_regular(path) as f:
+            return f.read(len(JSON_START)) == JSON_START
+    except (UsageError, OSError):
+        return False
 
 
 def to_json(state, doc, result, args) -> dict:
@@ -332,7 +323,7 @@ def run(args) -> int:
         raise UsageError(f"--digits {args.digits} is out of range: pick 0 to {MAX_DIGITS} (a float64 holds about "
                          f"{MAX_DIGITS} significant digits; more decimals print nothing but noise)")
     if args.json and args.json != "-":
-        check_json_target(args.json)
+        checkpoint.check_output_name(args.json, "--json", "the trace", "a trace's JSON", is_trace_json, "trace.json")
     model_flags = {k: getattr(args, k) for k in MODEL_FIELDS if getattr(args, k) is not None}
     if args.out:
         if model_flags or args.data:
@@ -359,9 +350,8 @@ def run(args) -> int:
         try:
             durable.replace_file(args.json, lambda f: f.write(text))   # a temp file, renamed: never half a file
         except OSError as e:
-            fix = {errno.ENOSPC: "free some space, or choose another folder",
-                   errno.ENOENT: "choose a folder that exists"}.get(e.errno, "choose a folder you can write to")
-            raise UsageError(f"cannot write --json {args.json}: {e.strerror}; {fix} (nothing was replaced)") from None
+            raise UsageError(f"cannot write --json {args.json}: {durable.why_not_written(e)} (nothing was "
+                             f"replaced)") from None
     print_trace(state, args.doc, result, args)
     if args.json:
         print(f"\nwrote {args.json}")
