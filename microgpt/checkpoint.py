@@ -67,12 +67,13 @@ def check_output_name(path: str, flag: str, writer: str, kind: str, ours, exampl
         raise UsageError(f"{flag} {path} exists and is not {kind}; choose another file (nothing was written)")
 
 
-def refuse_broken_link(out_dir: str) -> None:
-    """--out as a symbolic link that leads nowhere (a loop, or a target since removed) is named as such: every
-    later step would otherwise blame something else (no checkpoint there; cannot make it: File exists)."""
+def refuse_broken_link(out_dir: str, flag: str = "--out") -> None:
+    """A folder flag (--out, --build) naming a symbolic link that leads nowhere (a loop, or a target since
+    removed) is named as such: every later step would otherwise blame something else (no checkpoint there;
+    cannot make it: File exists)."""
     if os.path.islink(out_dir) and not os.path.exists(out_dir):
-        raise UsageError(f"--out {out_dir} is a symbolic link that leads nowhere (a loop, or a missing target); "
-                         f"remove or mend the link, or choose another --out")
+        raise UsageError(f"{flag} {out_dir} is a symbolic link that leads nowhere (a loop, or a missing target); "
+                         f"remove or mend the link, or choose another {flag}")
 
 
 def load(out_dir: str, with_state: bool = True) -> dict:

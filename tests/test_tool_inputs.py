@@ -270,11 +270,11 @@ def test_export_refuses_weights_float32_cannot_hold(tiny, tmp_path, capsys):
     assert main(["export", "--out", str(run_dir), "--to", str(to), "--dtype", "float64"]) == 0
 
 
-@pytest.mark.parametrize("command", ["train", "sample", "trace", "export"])
+@pytest.mark.parametrize("command", ["train", "sample", "trace", "export", "vectors", "web"])
 @pytest.mark.parametrize("link", ["loop", "dangling"])
 def test_an_out_that_is_a_link_to_nowhere_is_named(tmp_path, command, link, capsys):
     """sample said "no checkpoint; train one first with: microgpt train --out LINK", and that train then
-    failed with "File exists"."""
+    failed with "File exists"; vectors and web --build said only "File exists"."""
     out = tmp_path / "lA"
     if link == "loop":
         out.symlink_to(tmp_path / "lB")
@@ -282,6 +282,7 @@ def test_an_out_that_is_a_link_to_nowhere_is_named(tmp_path, command, link, caps
     else:
         out.symlink_to(tmp_path / "gone")
     more = {"train": ["--steps", "2"], "trace": ["emma"], "export": ["--to", str(tmp_path / "x.safetensors")]}
-    assert usage_error([command, "--out", str(out), *more.get(command, [])], capsys) == (
-        f"microgpt: error: --out {out} is a symbolic link that leads nowhere (a loop, or a missing target); remove "
-        f"or mend the link, or choose another --out")
+    flag = "--build" if command == "web" else "--out"
+    assert usage_error([command, flag, str(out), *more.get(command, [])], capsys) == (
+        f"microgpt: error: {flag} {out} is a symbolic link that leads nowhere (a loop, or a missing target); remove "
+        f"or mend the link, or choose another {flag}")
