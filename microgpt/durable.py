@@ -13,6 +13,8 @@ import glob
 import os
 import secrets
 
+from microgpt.errors import UsageError
+
 
 def temp_name(path: str) -> str:
     """A fresh name beside `path`: PATH.<pid>.<random>.tmp."""
@@ -35,13 +37,24 @@ def replace_file(path: str, write) -> None:
     fsync_dir(os.path.dirname(path) or ".")
 
 
-def why_not_written(e: OSError) -> str:
-    """A failed write in words, "<what happened>; <what to do>", for a file the user named."""
+def cannot_write(flag: str, path: str, e: OSError) -> UsageError:
+    """The one-line error for a file the user named (export's --to, trace's --json) that replace_file could not
+    write: what happened and what to do; the file is as it was."""
     if isinstance(e, (FileExistsError, NotADirectoryError)):
-        return "a file stands where its path needs a folder; choose a folder you can write to"
-    fix = {errno.ENOSPC: "free some space, or choose another folder",
-           errno.ENOENT: "choose a folder that exists"}.get(e.errno, "choose a folder you can write to")
-    return f"{e.strerror or e}; {fix}"
+        why = "a file stands where its path needs a folder; choose a folder you can write to"
+    else:
+        fix = {errno.ENOSPC: "free some space, or choose another folder",
+               errno.ENOENT: "choose a folder that exists"}.get(e.errno, "choose a folder you can write to")
+        why = f"{e.strerror or e}; {fix}"
+    return UsageError(f"cannot write {flag} {path}: {why} (nothing was replaced)")
+
+
+def not_a_file(path: str) -> str | None:
+    """What stands at `path` where a command would write a file, in words ("a folder", "not a regular file"),
+    or None when nothing does or it is a regular file."""
+    if not os.path.lexists(path) or os.path.isfile(path):
+        return None
+    return "a folder" if os.path.isdir(path) else "not a regular file"
 
 
 def fsync_dir(directory: str) -> None:

@@ -226,8 +226,10 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
                     summary["val_loss"] = evaluate(engine, data, tcfg.batch_size)
                     record({"step": done, "val_loss": summary["val_loss"]})
                     show(progress.val, done, summary["val_loss"])
-                with writing("metrics.jsonl"):
+                try:   # (not `with writing(...)`: a context manager costs a microsecond, every step)
                     metrics.flush()
+                except OSError as e:
+                    raise write_failed(e, "metrics.jsonl", out_dir, saved_step, run) from None
                 # under torchrun a signal may reach one process only: all stop at the same step
                 signum = engine.largest_over_processes(interrupt.signum or 0) if world > 1 else interrupt.signum
                 stopping = bool(signum) or done == stop_after or stdout_closed

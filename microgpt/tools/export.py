@@ -89,7 +89,7 @@ def export(out_dir: str, to: str, dtype: str = "float32") -> tuple[str, str]:
         checkpoint.write_safetensors(to, weights, {"format": "pt", "microgpt": json.dumps(config)})   # atomically
         durable.replace_file(cfg_path, lambda f: f.write((json.dumps(config, indent=2) + "\n").encode("utf-8")))
     except OSError as e:
-        raise UsageError(f"cannot write --to {to}: {durable.why_not_written(e)} (nothing was replaced)") from None
+        raise durable.cannot_write("--to", to, e) from None
     return to, cfg_path
 
 

@@ -214,9 +214,8 @@ def build(out_dir: str, docs: list[str] | None = None, num_samples: int | None =
     state = Run.load(out_dir, with_state=False)
     check_out_dir(out_dir)  # report.html can be written, before any chart is drawn
     path = os.path.join(out_dir, "report.html")
-    if os.path.lexists(path) and not os.path.isfile(path):
-        raise UsageError(f"{path} is {'a folder' if os.path.isdir(path) else 'not a regular file'}, and the report "
-                         f"is written there; move it")
+    if durable.not_a_file(path):
+        raise UsageError(f"{path} is {durable.not_a_file(path)}, and the report is written there; move it")
     cfg, tok = state.model, state.tokenizer
     stream = state.train.data_mode == "stream"
     encode = (lambda doc: tok.encode(doc[:cfg.block_size + 1])) if stream else state.encode

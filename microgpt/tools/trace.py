@@ -350,8 +350,7 @@ def run(args) -> int:
         try:
             durable.replace_file(args.json, lambda f: f.write(text))   # a temp file, renamed: never half a file
         except OSError as e:
-            raise UsageError(f"cannot write --json {args.json}: {durable.why_not_written(e)} (nothing was "
-                             f"replaced)") from None
+            raise durable.cannot_write("--json", args.json, e) from None
     print_trace(state, args.doc, result, args)
     if args.json:
         print(f"\nwrote {args.json}")
