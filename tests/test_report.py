@@ -139,3 +139,29 @@ def test_the_embedding_chart_of_a_stream_run_leaves_out_bos():
     shown = lambda fig: sorted(t.get_text() for t in fig.axes[0].texts)
     assert shown(embedding_chart(Figure, wte, tok)) == ["BOS", "a", "b", "c"]
     assert shown(embedding_chart(Figure, wte, tok, with_bos=False)) == ["a", "b", "c"]
+
+
+def test_characters_the_chart_font_lacks_are_labelled_by_code_point_without_warnings():
+    pytest.importorskip("matplotlib", reason="microgpt report needs matplotlib: pip install -e '.[report]'")
+    import warnings
+    from types import SimpleNamespace
+    from matplotlib.figure import Figure
+    from microgpt.data import Tokenizer
+    from microgpt.tools.report import attention_chart, code_point_note, embedding_chart, label, next_char_chart, png
+    tok = Tokenizer.from_docs(["a漢字", "字a"])   # 漢 and 字: not in matplotlib's default font, DejaVu Sans
+    ids = {ch: i for i, ch in enumerate(tok.chars)}
+    assert label(tok, ids["a"]) == "a" and label(tok, tok.bos) == "BOS"
+    assert label(tok, ids["漢"]) in ("漢", "U+6F22")   # the character, where the font has it
+    V = tok.vocab_size
+    wte = [[float(i), float(i * i % 5), 1.0 / (i + 1)] for i in range(V)]
+    tokens = [tok.bos, ids["a"], ids["漢"], ids["字"]]
+    weights = [[[[1.0 / (pos + 1)] * (pos + 1)]] for pos in range(len(tokens))]   # [pos][layer][head]
+    cfg = SimpleNamespace(n_layer=1, n_head=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # matplotlib warns "Glyph ... missing from font(s)" when it draws a box
+        for fig in (embedding_chart(Figure, wte, tok), next_char_chart(Figure, [1.0 / V] * V, tok),
+                    attention_chart(Figure, weights, tokens, cfg, tok)):
+            png(fig)
+    if label(tok, ids["漢"]) == "U+6F22":
+        assert "U+6F22 漢" in code_point_note(tok) and "U+5B57 字" in code_point_note(tok)
+    assert code_point_note(Tokenizer.from_docs(["abc"])) == ""

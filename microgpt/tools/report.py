@@ -16,6 +16,7 @@ its samples as blocks of text. Progress goes to stderr.
 
 import base64
 import contextlib
+import functools
 import html
 import io
 import os
@@ -65,8 +66,39 @@ def png(fig) -> str:
 SHOWN = {"\n": "\\n", " ": "\u2423"}  # characters a chart cannot show as themselves: newline, space
 
 
+@functools.cache
+def chart_font_chars() -> frozenset[int]:
+    """The code points that the charts' font (matplotlib's default) can draw."""
+    from matplotlib import font_manager, ft2font
+    return frozenset(ft2font.FT2Font(font_manager.findfont(font_manager.FontProperties())).get_charmap())
+
+
 def label(tokenizer, t) -> str:
-    return "BOS" if t == tokenizer.bos else SHOWN.get(tokenizer.chars[t], tokenizer.chars[t])
+    """Token t as a chart shows it: BOS, its character, SHOWN's stand-in, or, for a character the charts'
+    font lacks (which matplotlib would draw as a box, warning on stderr), its code point, U+6F22."""
+    if t == tokenizer.bos:
+        return "BOS"
+    ch = tokenizer.chars[t]
+    if ch in SHOWN:
+        return SHOWN[ch]
+    return ch if ord(ch) in chart_font_chars() else f"U+{ord(ch):04X}"
+
+
+def code_point_note(tokenizer, most: int = 20) -> str:
+    """A sentence for a caption naming the characters the charts label by code point (label), or ""."""
+    coded = [f"{label(tokenizer, t)} {ch}" for t, ch in enumerate(tokenizer.chars)
+             if label(tokenizer, t).startswith("U+")]
+    if not coded:
+        return ""
+    more = f" and {len(coded) - most} more" if len(coded) > most else ""
+    return f" The charts' font lacks {len(coded)} of the characters, labelled by code point: {', '.join(coded[:most])}{more}."
+
+
+def upright_code_points(ax) -> None:
+    """Stand the x axis's code-point labels (U+6F22: wider than a tick's room) upright."""
+    for text in ax.get_xticklabels():
+        if text.get_text().startswith("U+"):
+            text.set_rotation(90)
 
 
 # ---- the charts, each a function of plain data returning a figure ------------------------------
@@ -123,6 +155,7 @@ def attention_chart(Figure, weights, tokens, cfg, tokenizer):
             ax.set_yticks(range(n), names if h == 0 else [], fontsize=7)
             if tokens[0] == tokenizer.bos and li == cfg.n_layer - 1:
                 ax.get_xticklabels()[0].set_rotation(90)  # BOS: keeps clear of the next character
+            upright_code_points(ax)
     fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
     return fig
 
@@ -155,6 +188,7 @@ def next_char_chart(Figure, probs, tokenizer):
     ax = fig.add_subplot()
     ax.bar(range(len(probs)), probs, color="tab:purple")
     ax.set_xticks(range(len(probs)), [label(tokenizer, i) for i in range(len(probs))], fontsize=8)
+    upright_code_points(ax)
     ax.set_ylabel("probability")
     ax.set_xlabel("next character after BOS (the first character of a document)")
     ax.grid(alpha=0.3, axis="y")
@@ -275,7 +309,8 @@ def build(out_dir: str, docs: list[str] | None = None, num_samples: int | None =
     progress("embeddings")
     figures.append(("embeddings", "Character embeddings",
                     "Each row of wte, projected on its two principal directions; vowels in red."
-                    + (" The BOS row is left out: stream training never sees BOS." if stream else ""),
+                    + (" The BOS row is left out: stream training never sees BOS." if stream else "")
+                    + code_point_note(tok),
                     png(embedding_chart(Figure, state.params["wte"].rows(), tok, with_bos=not stream))))
     progress("next character after BOS" if not stream else "(no BOS chart: a stream run never sees BOS)")
     if not stream:  # stream training never sees BOS, so what follows it says nothing about the model
