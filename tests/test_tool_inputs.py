@@ -286,3 +286,23 @@ def test_an_out_that_is_a_link_to_nowhere_is_named(tmp_path, command, link, caps
     assert usage_error([command, flag, str(out), *more.get(command, [])], capsys) == (
         f"microgpt: error: {flag} {out} is a symbolic link that leads nowhere (a loop, or a missing target); remove "
         f"or mend the link, or choose another {flag}")
+    if command in ("train", "vectors", "web"):   # a folder on the way: "File exists", or only the loop's errno
+        inside = out / "run"
+        assert usage_error([command, flag, str(inside), *more.get(command, [])], capsys) == (
+            f"microgpt: error: {flag} {inside}: {out} is a symbolic link that leads nowhere (a loop, or a missing "
+            f"target); remove or mend the link, or choose another {flag}")
+
+
+@pytest.mark.parametrize("command", ["export", "trace"])
+def test_an_output_file_whose_folder_is_a_link_to_nowhere_is_named(tiny, tmp_path, command, capsys):
+    """export --to said "a file stands where its path needs a folder"."""
+    run_dir = str(tiny)
+    (tmp_path / "lA").symlink_to(tmp_path / "lB")
+    (tmp_path / "lB").symlink_to(tmp_path / "lA")
+    flag, name = ("--to", "w.safetensors") if command == "export" else ("--json", "t.json")
+    target = tmp_path / "lA" / name
+    args = ["export", "--out", run_dir, "--to", str(target)] if command == "export" else \
+        ["trace", "--out", run_dir, "emma", "--json", str(target)]
+    assert usage_error(args, capsys) == (
+        f"microgpt: error: {flag} {target}: {tmp_path / 'lA'} is a symbolic link that leads nowhere (a loop, or a "
+        f"missing target); remove or mend the link, or choose another {flag}")

@@ -46,24 +46,26 @@ def test_build_refuses_a_directory_of_other_files(tmp_path):
     assert (tmp_path / "mine.txt").read_text() == "keep me"
 
 
-def test_a_build_the_disk_cannot_hold_leaves_nothing_and_can_run_again(tmp_path, monkeypatch):
+@pytest.mark.parametrize("error, fix", [("ENOSPC", "free some space, or choose another folder"),
+                                        ("EACCES", "choose another folder")])   # no "free some space" for this
+def test_a_build_the_disk_cannot_hold_leaves_nothing_and_can_run_again(tmp_path, monkeypatch, error, fix):
     """A full disk mid-build named our own source file as the culprit and left half a site without its
     manifest, which the next build refused as "not a microgpt site". A new folder is now left empty."""
     import errno
     import shutil
-    copy, calls = shutil.copyfile, []
+    copy, calls, number = shutil.copyfile, [], getattr(errno, error)
 
     def copy_until_full(src, dst, *args, **kwargs):
         calls.append(dst)
         if len(calls) > 5:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), src)
+            raise OSError(number, os.strerror(number), src)
         return copy(src, dst, *args, **kwargs)
     monkeypatch.setattr(shutil, "copyfile", copy_until_full)
     site = tmp_path / "site"
     with pytest.raises(web.UsageError) as refused:
         web.build(str(site))
-    assert str(refused.value) == (f"cannot write the site into --build {site} (No space left on device); free some "
-                                  f"space or choose another folder (nothing was left there)")
+    assert str(refused.value) == (f"cannot write the site into --build {site} ({os.strerror(number)}); {fix} "
+                                  f"(nothing was left there)")
     assert list(site.iterdir()) == []
     monkeypatch.setattr(shutil, "copyfile", copy)   # room again: the same command builds the site
     web.build(str(site))

@@ -10,6 +10,7 @@ has installed it (then nothing is fetched from the network), else the official C
 version, the one web/package.json pins.
 """
 
+import errno
 import functools
 import http.server
 import json
@@ -73,8 +74,8 @@ def build(site: str, link: bool = False) -> str:
                 else:
                     os.remove(path)
         left = "nothing was left there" if fresh else "run it again to finish the site"
-        raise UsageError(f"cannot write the site into --build {site} ({e.strerror or e}); free some space or choose "
-                         f"another folder ({left})") from None
+        fix = "free some space, or choose another folder" if e.errno == errno.ENOSPC else "choose another folder"
+        raise UsageError(f"cannot write the site into --build {site} ({e.strerror or e}); {fix} ({left})") from None
 
 
 def write_site(site: str, link: bool) -> str:
