@@ -61,7 +61,8 @@ def read_bytes(path: str | None, max_mb: float = MAX_DATA_MB) -> bytes:
 def read_regular(path: str, flag: str, what: str, give: str, limit: int, too_big) -> bytes:
     """The bytes of the file at path (given with flag) if it is a regular file of at most limit bytes; else a
     UsageError naming flag, `what` the file is ("data file") and, for a directory, what to `give` instead
-    ("a text file ..."); a file over the limit gets the message too_big(its size) returns.
+    ("a text file ..."); a file over the limit gets the message too_big(its size) returns (one that grows past
+    the limit as it is read, a pseudo-file of /proc's for one, gets a message of its own: no size can be advised).
 
     A FIFO, device or socket is refused, never waited on or read without end (the file is opened
     non-blocking). The read takes the memory the file's size needs, not the limit's: the limit may be far
@@ -93,8 +94,10 @@ def read_regular(path: str, flag: str, what: str, give: str, limit: int, too_big
                 raw += more
         except OSError as e:
             raise UsageError(f"cannot read {flag} {path}: {e.strerror}") from None
-    if len(raw) > limit:
-        raise UsageError(too_big(len(raw)))
+    if len(raw) > limit:   # it grew past the limit as it was read: its size is not known, so none can be advised
+        raise UsageError(f"{flag} {path} grew past the limit of {size_words(limit)} as it was read (its size "
+                         f"said {size_words(info.st_size)}: a file still being written, or a pseudo-file such as "
+                         f"/proc's); give a finished file")
     return raw
 
 

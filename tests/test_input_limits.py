@@ -105,8 +105,20 @@ def test_a_file_that_grew_since_its_stat_is_read_whole_up_to_the_limit(tmp_path,
     def too_big(size):
         return f"{size} bytes"
     assert data.read_regular(str(path), "--data", "data file", "a text file", 5000, too_big) == b"x" * 3000
-    with pytest.raises(UsageError, match="^2001 bytes$"):
+    with pytest.raises(UsageError) as grew:   # not too_big's "2001 bytes", whose advice would fail again
         data.read_regular(str(path), "--data", "data file", "a text file", 2000, too_big)
+    assert str(grew.value) == (f"--data {path} grew past the limit of 2,000 bytes as it was read (its size said 100 "
+                               f"bytes: a file still being written, or a pseudo-file such as /proc's); give a "
+                               f"finished file")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/pagemap"), reason="needs Linux's /proc/self/pagemap")
+def test_a_pseudo_file_without_end_is_not_given_a_limit_to_raise(tmp_path):
+    """/proc/self/pagemap says size 0 and reads on for terabytes: it was "100.0 MB, over the limit ...; raise
+    it with --max-data-mb 101", which failed the same way again."""
+    refused(run_cli("train", "--data", "/proc/self/pagemap", "--max-data-mb", "0.01", "--out", tmp_path / "r"),
+            "--data /proc/self/pagemap grew past the limit of 10,485 bytes as it was read (its size said 0 bytes: "
+            "a file still being written, or a pseudo-file such as /proc's); give a finished file")
 
 
 # ---- torchrun's environment: RANK, WORLD_SIZE, LOCAL_RANK ---------------------------------------
