@@ -146,10 +146,10 @@ class Run:
         return DocumentData([doc], self.tokenizer, self.model.block_size).train[0]
 
 
-def check_out_dir(out_dir: str) -> None:
+def check_out_dir(out_dir: str, fix: str = "choose a directory you can write") -> None:
     """--out must be a directory this process can write, or one it can make: probed with a file there, or in
-    the nearest folder above it that exists. Nothing is made here: RunLock makes the directory once the run's
-    set-up is valid, so a start refused before then leaves no trace."""
+    the nearest folder above it that exists; `fix` says what to do when it cannot. Nothing is made here:
+    RunLock makes the directory once the run's set-up is valid, so a start refused before then leaves no trace."""
     if not out_dir:
         raise UsageError("--out is empty; give a directory for the checkpoint, e.g. --out runs/names")
     checkpoint.refuse_broken_link(out_dir)
@@ -164,7 +164,7 @@ def check_out_dir(out_dir: str) -> None:
         os.close(fd)
         os.remove(probe)
     except OSError as e:
-        raise UsageError(f"cannot write to --out {out_dir} ({e.strerror}); choose a directory you can write") from None
+        raise UsageError(f"cannot write to --out {out_dir} ({e.strerror}); {fix}") from None
 
 
 def check_fits_in_memory(model: ModelConfig) -> None:

@@ -5,6 +5,7 @@ without a traceback; the reports' skipped lines end in one warning, not a crash.
     python -m pytest -q -p no:cacheprovider tests/test_tool_inputs.py
 """
 
+import os
 import shutil
 
 import pytest
@@ -176,8 +177,13 @@ def test_report_checks_it_can_write_before_any_chart(tiny, monkeypatch, capsys):
     def refuse(*args, **kwargs):  # what a folder without write permission does to a non-root user
         raise PermissionError(13, "Permission denied")
     monkeypatch.setattr(microgpt.run.tempfile, "mkstemp", refuse)
-    assert usage_error(["report", "--out", tiny], capsys) == (
-        f"microgpt: error: cannot write to --out {tiny} (Permission denied); choose a directory you can write")
+    assert usage_error(["report", "--out", tiny], capsys) == (   # report.html goes in the run's own folder
+        f"microgpt: error: cannot write to --out {tiny} (Permission denied); copy the run's folder where you can "
+        f"write, and give that --out")
+    fresh = os.path.join(os.path.dirname(tiny), "fresh")   # train's --out is a folder of the user's choosing: another will do
+    assert usage_error(["train", "--steps", "1", "--out", str(fresh)], capsys) == (
+        f"microgpt: error: cannot write to --out {fresh} (Permission denied); choose a directory you can write")
+    assert not os.path.exists(fresh)
 
 
 def test_a_folder_named_report_html_is_named_before_any_chart_and_kept(tiny, tmp_path, capsys):

@@ -246,7 +246,7 @@ def build(out_dir: str, docs: list[str] | None = None, num_samples: int | None =
     """Write out_dir/report.html and return its path."""
     Figure = need_matplotlib()
     state = Run.load(out_dir, with_state=False)
-    check_out_dir(out_dir)  # report.html can be written, before any chart is drawn
+    check_out_dir(out_dir, "copy the run's folder where you can write, and give that --out")  # before any chart
     path = os.path.join(out_dir, "report.html")
     if durable.not_a_file(path):
         raise UsageError(f"{path} is {durable.not_a_file(path)}, and the report is written there; move it")
