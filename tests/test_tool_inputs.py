@@ -180,7 +180,7 @@ def test_report_checks_it_can_write_before_any_chart(tiny, monkeypatch, capsys):
     assert usage_error(["report", "--out", tiny], capsys) == (   # report.html goes in the run's own folder
         f"microgpt: error: cannot write to --out {tiny} (Permission denied); copy the run's folder where you can "
         f"write, and give that --out")
-    fresh = os.path.join(os.path.dirname(tiny), "fresh")   # train's --out is a folder of the user's choosing: another will do
+    fresh = os.path.join(os.path.dirname(tiny), "fresh")   # train's --out is the user's choice: another will do
     assert usage_error(["train", "--steps", "1", "--out", str(fresh)], capsys) == (
         f"microgpt: error: cannot write to --out {fresh} (Permission denied); choose a directory you can write")
     assert not os.path.exists(fresh)

@@ -91,7 +91,8 @@ def code_point_note(tokenizer, most: int = 20) -> str:
     if not coded:
         return ""
     more = f" and {len(coded) - most} more" if len(coded) > most else ""
-    return f" The charts' font lacks {len(coded)} of the characters, labelled by code point: {', '.join(coded[:most])}{more}."
+    return (f" The charts' font lacks {len(coded)} of the characters, labelled by code point: "
+            f"{', '.join(coded[:most])}{more}.")
 
 
 def upright_code_points(ax) -> None:
