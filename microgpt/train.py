@@ -230,8 +230,13 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
                     metrics.flush()
                 except OSError as e:
                     raise write_failed(e, "metrics.jsonl", out_dir, saved_step, run) from None
-                # under torchrun a signal may reach one process only: all stop at the same step
-                signum = engine.largest_over_processes(interrupt.signum or 0) if world > 1 else interrupt.signum
+                # under torchrun a signal may reach one process only, and a closed stdout only rank 0 (the others
+                # print nowhere): all stop at the same step. A closed stdout is agreed on as PIPE_CLOSED, SIGPIPE's
+                # number, which no process here gets as a signal (Python ignores SIGPIPE)
+                signum = interrupt.signum
+                if world > 1:
+                    agreed = engine.largest_over_processes(signum or (PIPE_CLOSED if stdout_closed else 0))
+                    signum, stdout_closed = (None, True) if agreed == PIPE_CLOSED else (agreed, stdout_closed)
                 stopping = bool(signum) or done == stop_after or stdout_closed
                 if stopping or done == tcfg.steps or done % tcfg.save_every == 0:
                     with interrupt.save_in_progress():
@@ -242,11 +247,12 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
                     progress.close()
                     why = f" by {signal.Signals(signum).name}" if signum else \
                         " as stdout was closed" if stdout_closed else ""
+                    gone = stdout_closed and rank == 0   # (the other ranks' stdout is /dev/null: they print nowhere)
                     print(f"stopped{why} after step {done}: checkpoint saved in {out_dir}; continue with: "
-                          f"{run.resume_command(out_dir)}", file=sys.stderr if stdout_closed else sys.stdout,
-                          flush=True)
+                          f"{run.resume_command(out_dir)}", file=sys.stderr if gone else sys.stdout, flush=True)
                     summary["status"], summary["signal"] = ("interrupted", signum) if signum else \
                         ("stopped", PIPE_CLOSED if stdout_closed else None)
+                    engine.leave_processes()
                     return summary
     finally:
         metrics.close()
@@ -260,4 +266,5 @@ def train(run: Run, out_dir: str, log_every: int = 1, stop_after: int | None = N
                                            tcfg.samples, tcfg.temperature, stream=tcfg.data_mode == "stream")
     if rank == 0:
         print(f"checkpoint: {checkpoint.path_in(out_dir)}", flush=True)
+    engine.leave_processes()   # under torchrun: all together, once rank 0 has sampled and saved
     return summary

@@ -449,3 +449,31 @@ def test_torchrun_signal_to_one_rank_stops_every_rank_at_one_step(tmp_path):
     rc, _, err = finish(uninterrupted, timeout=300)
     assert rc == 0, err[-3000:]
     assert same_run(out, reference)
+
+
+def test_torchrun_closed_stdout_stops_every_rank_at_one_step(tmp_path):
+    """`torchrun ... train | head`: only rank 0 prints, so only it sees the pipe close. It stopped alone (torchrun
+    then ended rank 1); now that the ranks leave together (Engine.leave_processes), rank 0 would wait there for
+    a rank 1 gone on to its next step, for ever. Every rank stops at the same step instead, the checkpoint saved,
+    and only rank 0 says so (torchrun reports the exit status 141 as a failure); the run resumes exactly."""
+    pytest.importorskip("torch", reason="torchrun needs torch: pip install torch")
+    reference, out = tmp_path / "reference", tmp_path / "run"
+    uninterrupted = torchrun(reference, wait=False)
+    agent = torchrun(out, wait=False)
+    wait_for_step(agent, 3, timeout=180)
+    agent.stdout.close()
+    try:
+        _, _, err = finish(agent, timeout=120)
+    except subprocess.TimeoutExpired:
+        agent.terminate()   # torchrun sends it on to its workers, and kills them 30 s later
+        agent.wait(timeout=60)
+        raise AssertionError("the ranks did not stop: one of them waits for the others") from None
+    reached = saved_step(out)
+    assert 3 <= reached < 40 and metric_rows(out)[-1][0] == reached
+    stop = (f"stopped as stdout was closed after step {reached}: checkpoint saved in {out}; continue with: "
+            f"microgpt train --out {out} --resume")
+    assert err.count(stop) == 1, err[-3000:]
+    torchrun(out, "--resume")
+    rc, _, err = finish(uninterrupted, timeout=300)
+    assert rc == 0, err[-3000:]
+    assert same_run(out, reference)

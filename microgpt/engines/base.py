@@ -43,6 +43,11 @@ class Engine:
         stop at the same step); an engine that trains in one process returns `value`."""
         return value
 
+    def leave_processes(self) -> None:
+        """The end of a torchrun job's training, in every process: each waits here for the others (rank 0
+        samples and saves alone), then leaves the process group; an engine that trains in one process
+        does nothing."""
+
     # ---- what the checkpoint holds -----------------------------------------------------------
     def weights(self) -> dict[str, Tensor]:
         """The model: what is evaluated, sampled and saved under the parameters' own names."""

@@ -215,8 +215,14 @@ def init_distributed(device: str) -> tuple[int, int]:
         if device.startswith("cuda"):
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-        atexit.register(dist.destroy_process_group)
+        atexit.register(leave_process_group)   # after an error; a finished run leaves in Engine.leave_processes
     return dist.get_rank(), dist.get_world_size()
+
+
+def leave_process_group() -> None:
+    """destroy_process_group, once (a second call fails)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 # Below this many parameters a CPU step is too short to share among threads: the default model (4,192)
@@ -365,6 +371,13 @@ class Engine(base.Engine):
         agreed = torch.tensor(value, dtype=torch.int64, device=self.device)
         dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
         return int(agreed.item())
+
+    def leave_processes(self) -> None:
+        # Together: a process that left while rank 0 was still sampling and saving was, about once in 80 runs
+        # on a busy CPU, aborted by gloo in its exit ("terminate called without an active exception").
+        if self.world > 1:
+            dist.barrier()
+            leave_process_group()
 
     @torch.no_grad()
     def eval_loss(self, seqs) -> float:
