@@ -375,9 +375,13 @@ class Engine(base.Engine):
     def leave_processes(self) -> None:
         # Together: a process that left while rank 0 was still sampling and saving was, about once in 80 runs
         # on a busy CPU, aborted by gloo in its exit ("terminate called without an active exception").
-        if self.world > 1:
+        if self.world == 1:
+            return
+        if self.device.startswith("cuda"):   # NCCL's barrier is told this process's GPU, as its docs ask
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
             dist.barrier()
-            leave_process_group()
+        leave_process_group()
 
     @torch.no_grad()
     def eval_loss(self, seqs) -> float:
