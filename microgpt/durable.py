@@ -43,10 +43,14 @@ def cannot_write(flag: str, path: str, e: OSError) -> UsageError:
     if isinstance(e, (FileExistsError, NotADirectoryError)):
         why = "a file stands where its path needs a folder; choose a folder you can write to"
     else:
-        fix = {errno.ENOSPC: "free some space, or choose another folder",
-               errno.ENOENT: "choose a folder that exists"}.get(e.errno, "choose a folder you can write to")
-        why = f"{e.strerror or e}; {fix}"
+        why = f"{e.strerror or e}; {what_to_do(e)}"
     return UsageError(f"cannot write {flag} {path}: {why} (nothing was replaced)")
+
+
+def what_to_do(e: OSError) -> str:
+    """The fix for a write that failed with e, in words: free some space, or choose another folder."""
+    return {errno.ENOSPC: "free some space, or choose another folder",
+            errno.ENOENT: "choose a folder that exists"}.get(e.errno, "choose a folder you can write to")
 
 
 def not_a_file(path: str) -> str | None:

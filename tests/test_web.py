@@ -47,7 +47,7 @@ def test_build_refuses_a_directory_of_other_files(tmp_path):
 
 
 @pytest.mark.parametrize("error, fix", [("ENOSPC", "free some space, or choose another folder"),
-                                        ("EACCES", "choose another folder")])   # no "free some space" for this
+                                        ("EACCES", "choose a folder you can write to")])   # no "free some space"
 def test_a_build_the_disk_cannot_hold_leaves_nothing_and_can_run_again(tmp_path, monkeypatch, error, fix):
     """A full disk mid-build named our own source file as the culprit and left half a site without its
     manifest, which the next build refused as "not a microgpt site". A new folder is now left empty."""

@@ -10,7 +10,6 @@ has installed it (then nothing is fetched from the network), else the official C
 version, the one web/package.json pins.
 """
 
-import errno
 import functools
 import http.server
 import json
@@ -19,6 +18,7 @@ import shutil
 import tempfile
 import webbrowser
 
+from microgpt import durable
 from microgpt.checkpoint import refuse_broken_link
 from microgpt.errors import UsageError
 
@@ -74,8 +74,8 @@ def build(site: str, link: bool = False) -> str:
                 else:
                     os.remove(path)
         left = "nothing was left there" if fresh else "run it again to finish the site"
-        fix = "free some space, or choose another folder" if e.errno == errno.ENOSPC else "choose another folder"
-        raise UsageError(f"cannot write the site into --build {site} ({e.strerror or e}); {fix} ({left})") from None
+        raise UsageError(f"cannot write the site into --build {site} ({e.strerror or e}); {durable.what_to_do(e)} "
+                         f"({left})") from None
 
 
 def write_site(site: str, link: bool) -> str:
