@@ -168,6 +168,10 @@ def _metadata_problem(model, tcfg, chars, step, rng_state, data, version) -> str
             and all(type(x) is int and 0 <= x < 2**32 for x in rng_state[1]) and rng_state[1][-1] <= 624
             and (rng_state[2] is None or (type(rng_state[2]) is float and math.isfinite(rng_state[2])))):
         return "its RNG state is not random.Random's (version 3, 625 words, gauss_next)"
+    # the Mersenne Twister's one dead state, which draws only 0: its 624 words zero (of the first, only the top bit
+    # counts). Seeding never makes it, nor does drawing; a damaged file can.
+    if not (rng_state[1][0] >> 31 or any(rng_state[1][1:624])):
+        return "its RNG state is all zeros, which draws nothing but 0"
     if not (isinstance(data, dict) and isinstance(data.get("sha256"), str) and len(data["sha256"]) == 64
             and type(data.get("world", 1)) is int and data.get("world", 1) >= 1):
         return "its data record lacks the data's sha256 or a process count"

@@ -154,6 +154,7 @@ def files(tmp_path_factory):
     craft(d, "step_string", tensors, with_meta(step="2"))
     craft(d, "short_rng", tensors, with_meta(rng_state=[3, meta["rng_state"][1][:10], None]))
     craft(d, "huge_rng_words", tensors, with_meta(rng_state=[3, [2**80] * 625, None]))
+    craft(d, "zero_rng", tensors, with_meta(rng_state=[3, [0] * 624 + [624], None]))   # it loaded, and drew only 0
     craft(d, "embedded_names", tensors, with_meta(data__name=None))   # as a run on the embedded names says
     craft(d, "no_sha", tensors, with_meta(data={"name": "docs.txt", "world": 1}))
     craft(d, "future_format", tensors, with_meta(format_version=99))
@@ -300,6 +301,7 @@ CATALOG = {
         "step a string": ([*S, "{d}/step_string"], "step"),
         "RNG state too short": ([*S, "{d}/short_rng"], "RNG"),
         "RNG words past 32 bits": ([*S, "{d}/huge_rng_words"], "RNG"),
+        "RNG state all zeros": ([*S, "{d}/zero_rng"], "RNG state is all zeros"),
         "no data hash": ([*S, "{d}/no_sha"], "sha256"),
         "format 99": ([*S, "{d}/future_format"], "format_version"),
         "metadata without a step": ([*S, "{d}/no_step"], "lacks"),
