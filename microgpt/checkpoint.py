@@ -60,28 +60,12 @@ def check_output_name(path: str, flag: str, writer: str, kind: str, ours, exampl
     """Refuse an output file (export's --to, trace's --json) whose writing would lose something: one named as a
     run's checkpoint, or an existing file that ours(path) does not know as an earlier output of this `kind`
     (that one is replaced: writing again after more training)."""
-    refuse_broken_link(path, flag)
+    durable.refuse_broken_link(path, flag)
     if os.path.basename(path) == FILENAME:
         raise UsageError(f"{flag} {path}: {FILENAME} is the name of a run's checkpoint, which {writer} would replace; "
                          f"choose another name, e.g. {flag} {example}")
     if os.path.lexists(path) and not ours(path):
         raise UsageError(f"{flag} {path} exists and is not {kind}; choose another file (nothing was written)")
-
-
-def refuse_broken_link(path: str, flag: str = "--out") -> None:
-    """A path flag (--out, --build, --to, --json) that runs into a symbolic link that leads nowhere (a loop, or a
-    target since removed), the path itself or a folder on the way to it, is named as such: every later step would
-    otherwise blame something else (no checkpoint there; cannot make it: File exists)."""
-    at = path
-    while at and not os.path.exists(at):
-        if os.path.islink(at):
-            where = "" if at == path else f": {at}"
-            raise UsageError(f"{flag} {path}{where} is a symbolic link that leads nowhere (a loop, or a missing "
-                             f"target); remove or mend the link, or choose another {flag}")
-        above = os.path.dirname(at.rstrip(os.sep))
-        if above == at:
-            break
-        at = above
 
 
 def load(out_dir: str, with_state: bool = True) -> dict:
@@ -97,7 +81,7 @@ def load(out_dir: str, with_state: bool = True) -> dict:
     if os.path.isfile(out_dir):   # e.g. the checkpoint itself, or an export
         raise UsageError(f"--out {out_dir} is a file; give the run's directory (the folder holding {FILENAME}), "
                          f"e.g. --out {os.path.dirname(out_dir) or '.'}")
-    refuse_broken_link(out_dir)
+    durable.refuse_broken_link(out_dir)
     if not os.path.lexists(path):
         raise UsageError(f"no checkpoint at {path}; train one first with: microgpt train --out {out_dir}")
     with open_regular(path) as f:

@@ -172,9 +172,9 @@ def train_command(args) -> int:
         else:
             kept = f"--force to start over (the old run is kept in {args.out}/previous-<time>/), or choose another --out"
             found = checkpoint.path_in(args.out)
-            if durable.not_a_file(found) and not args.force:
-                raise UsageError(f"{found} is {durable.not_a_file(found)}, not a checkpoint, and a run writes its "
-                                 f"checkpoint there; move it, or pass {kept}")
+            if (standing := durable.not_a_file(found)) and not args.force:
+                raise UsageError(f"{found} is {standing}, not a checkpoint, and a run writes its checkpoint there; "
+                                 f"move it, or pass {kept}")
             if checkpoint.exists(args.out) and not args.force:
                 raise UsageError(f"{args.out} already holds a checkpoint; pass --resume to continue it, {kept}")
             metrics_path = os.path.join(args.out, "metrics.jsonl")   # which a fresh run replaces

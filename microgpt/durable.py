@@ -6,6 +6,10 @@
 The new content goes to a temp file of its own in the same directory (a unique name per write, so
 two writers never share one), is flushed and fsynced, renamed over the target (atomic on POSIX and
 Windows), and then the directory is fsynced so that the rename itself survives a power cut.
+
+Beside it, what every command checks and says about a path it writes: a symbolic link to nowhere on the
+way (refuse_broken_link), something not a file where one goes (not_a_file), a write that failed
+(cannot_write, what_to_do).
 """
 
 import errno
@@ -59,6 +63,22 @@ def not_a_file(path: str) -> str | None:
     if not os.path.lexists(path) or os.path.isfile(path):
         return None
     return "a folder" if os.path.isdir(path) else "not a regular file"
+
+
+def refuse_broken_link(path: str, flag: str = "--out") -> None:
+    """A path flag (--out, --build, --to, --json) that runs into a symbolic link that leads nowhere (a loop, or a
+    target since removed), the path itself or a folder on the way to it, is named as such: every later step would
+    otherwise blame something else (no checkpoint there; cannot make it: File exists)."""
+    at = path
+    while at and not os.path.exists(at):
+        if os.path.islink(at):
+            where = "" if at == path else f": {at}"
+            raise UsageError(f"{flag} {path}{where} is a symbolic link that leads nowhere (a loop, or a missing "
+                             f"target); remove or mend the link, or choose another {flag}")
+        above = os.path.dirname(at.rstrip(os.sep))
+        if above == at:
+            break
+        at = above
 
 
 def fsync_dir(directory: str) -> None:

@@ -17,7 +17,7 @@ import shlex
 import tempfile
 from dataclasses import dataclass, field, replace
 
-from microgpt import checkpoint
+from microgpt import checkpoint, durable
 from microgpt.config import ENGINE_DTYPES, ModelConfig, TrainConfig, memory_limit, validate
 from microgpt.data import MAX_DATA_MB, DocumentData, StreamData, Tokenizer, read_data_file, split_docs
 from microgpt.errors import UsageError
@@ -152,7 +152,7 @@ def check_out_dir(out_dir: str, fix: str = "choose a directory you can write") -
     RunLock makes the directory once the run's set-up is valid, so a start refused before then leaves no trace."""
     if not out_dir:
         raise UsageError("--out is empty; give a directory for the checkpoint, e.g. --out runs/names")
-    checkpoint.refuse_broken_link(out_dir)
+    durable.refuse_broken_link(out_dir)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UsageError(f"--out {out_dir} is a file, not a directory; give a directory (it is made if missing)")
     missing = missing_folders(out_dir)

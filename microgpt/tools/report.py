@@ -86,8 +86,8 @@ def label(tokenizer, t) -> str:
 
 def code_point_note(tokenizer, most: int = 20) -> str:
     """A sentence for a caption naming the characters the charts label by code point (label), or ""."""
-    coded = [f"{label(tokenizer, t)} {ch}" for t, ch in enumerate(tokenizer.chars)
-             if label(tokenizer, t).startswith("U+")]
+    shown = ((label(tokenizer, t), ch) for t, ch in enumerate(tokenizer.chars))
+    coded = [f"{code} {ch}" for code, ch in shown if code.startswith("U+")]
     if not coded:
         return ""
     more = f" and {len(coded) - most} more" if len(coded) > most else ""
@@ -249,8 +249,8 @@ def build(out_dir: str, docs: list[str] | None = None, num_samples: int | None =
     state = Run.load(out_dir, with_state=False)
     check_out_dir(out_dir, "copy the run's folder where you can write, and give that --out")  # before any chart
     path = os.path.join(out_dir, "report.html")
-    if durable.not_a_file(path):
-        raise UsageError(f"{path} is {durable.not_a_file(path)}, and the report is written there; move it")
+    if standing := durable.not_a_file(path):
+        raise UsageError(f"{path} is {standing}, and the report is written there; move it")
     cfg, tok = state.model, state.tokenizer
     stream = state.train.data_mode == "stream"
     encode = (lambda doc: tok.encode(doc[:cfg.block_size + 1])) if stream else state.encode

@@ -37,9 +37,9 @@ import random
 import shutil
 import sys
 
-from microgpt import __version__
+from microgpt import __version__, durable
 from microgpt.atomic import Value, gpt, softmax
-from microgpt.checkpoint import read_safetensors, refuse_broken_link, write_safetensors
+from microgpt.checkpoint import read_safetensors, write_safetensors
 from microgpt.config import ModelConfig, TrainConfig, lr_at, to_dict
 from microgpt.errors import UsageError
 from microgpt.params import num_params
@@ -341,7 +341,7 @@ def run(args) -> int:
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         raise UsageError(f"unknown config {unknown[0]!r}; choose from: {', '.join(CONFIGS)}")
-    refuse_broken_link(args.out)
+    durable.refuse_broken_link(args.out)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"--out {args.out} is a file; give a directory for the vectors")
     if not holds_only_vectors(args.out):

@@ -19,7 +19,6 @@ import tempfile
 import webbrowser
 
 from microgpt import durable
-from microgpt.checkpoint import refuse_broken_link
 from microgpt.errors import UsageError
 
 PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # microgpt/
@@ -56,7 +55,7 @@ def local_pyodide() -> str | None:
 def build(site: str, link: bool = False) -> str:
     """Write the static site into `site` (link: symlink the big Pyodide files instead of copying them).
     Returns where Pyodide will be loaded from."""
-    refuse_broken_link(site, "--build")
+    durable.refuse_broken_link(site, "--build")
     if os.path.exists(site) and not os.path.isdir(site):
         raise UsageError(f"--build {site} is a file; give a directory for the site")
     if os.path.isdir(site) and os.listdir(site) and not os.path.exists(os.path.join(site, "manifest.json")):
